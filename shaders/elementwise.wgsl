@@ -1,0 +1,71 @@
+// Element-wise kernels. Dispatches larger than 65535 workgroups are folded into 2D, so the flat
+// index is rebuilt from both workgroup coordinates. CPU twins: src/cpu/elementwise.rs.
+// Test: tests/cross_check_elementwise.rs.
+
+struct Params {
+    len: u32,  // elements to process
+    cols: u32, // row length, for the bias kernels
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+
+fn flat_index(group: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
+    return (group.y * groups.x + group.x) * 256u + local;
+}
+
+// pixels_to_f32: bytes packed four to a u32 word (little-endian), out = byte / 255.
+@group(0) @binding(1) var<storage, read> pixels: array<u32>;
+@group(0) @binding(2) var<storage, read_write> pixels_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn pixels_to_f32(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                 @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    if i >= params.len {
+        return;
+    }
+    let byte = (pixels[i / 4u] >> ((i % 4u) * 8u)) & 255u;
+    pixels_out[i] = f32(byte) / 255.0;
+}
+
+// add_bias / add_bias_relu: x[r, c] += bias[c] (then max(·, 0)), in place.
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+
+@compute @workgroup_size(256)
+fn add_bias(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+            @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    if i >= params.len {
+        return;
+    }
+    x[i] = x[i] + bias[i % params.cols];
+}
+
+@compute @workgroup_size(256)
+fn add_bias_relu(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                 @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    if i >= params.len {
+        return;
+    }
+    x[i] = max(x[i] + bias[i % params.cols], 0.0);
+}
+
+// relu_backward: the gradient passes where ReLU's output was positive.
+@group(0) @binding(1) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(2) var<storage, read> activation: array<f32>;
+
+@compute @workgroup_size(256)
+fn relu_backward(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                 @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    if i >= params.len {
+        return;
+    }
+    if activation[i] <= 0.0 {
+        grad[i] = 0.0;
+    }
+}

@@ -1,0 +1,161 @@
+//! The op list that every device implements: one method per op. Layers, loss, optimizers and the
+//! training loop are written once over this trait (see `nn`, `optim`, `train`).
+//!
+//! Ops record work; they do not return values. On the GPU they are queued into one command
+//! encoder and run at `submit`; on the CPU they run at once. Only `read` brings numbers back.
+
+use crate::Result;
+
+/// Which operands of `C = op(A) · op(B)` are stored transposed. C is always `[m, n]`, row-major.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulForm {
+    /// A is `[m, k]`, B is `[k, n]` (backward: input gradient `dX = dY · W`).
+    AB,
+    /// A is stored `[k, m]`, B is `[k, n]` (backward: weight gradient `dW = dYᵀ · X`).
+    AtB,
+    /// A is `[m, k]`, B is stored `[n, k]` (forward: `Y = X · Wᵀ` with PyTorch's `[out, in]` W).
+    ABt,
+}
+
+impl MatmulForm {
+    pub const ALL: [MatmulForm; 3] = [MatmulForm::AB, MatmulForm::AtB, MatmulForm::ABt];
+    /// The op's name: the CPU function's, the WGSL entry point's and the test's.
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulForm::AB => "matmul_ab",
+            MatmulForm::AtB => "matmul_atb",
+            MatmulForm::ABt => "matmul_abt",
+        }
+    }
+}
+
+/// Per-step values for `sgd_update`, PyTorch's `torch.optim.SGD` with dampening 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SgdHyper {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub nesterov: bool,
+    /// True on the first step: the momentum buffer starts as the gradient itself.
+    pub first_step: bool,
+}
+
+/// Per-step values for `adam_update`: `torch.optim.Adam` (L2 in the gradient) or `AdamW`
+/// (decoupled decay), selected by `decoupled`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AdamHyper {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub decoupled: bool,
+    /// `1 - beta1^t` and `1 - beta2^t` for the step number t (from 1), computed on the host in f64.
+    pub bias_correction1: f32,
+    pub bias_correction2: f32,
+}
+
+/// Per-step values for `rmsprop_update`, `torch.optim.RMSprop` (not centered).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RmspropHyper {
+    pub lr: f32,
+    pub alpha: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub momentum: f32,
+}
+
+/// A device that stores tensors and runs the ops. `Buf` holds f32 values; `Bytes` raw u8 pixels;
+/// `Indices` u32 class labels. Lengths are in elements.
+pub trait Backend {
+    type Buf: Clone;
+    type Bytes;
+    type Indices;
+
+    /// What the user sees as the device: the adapter's name, or `cpu`.
+    fn device_name(&self) -> String;
+
+    /// A new zero-filled tensor. Fails with the limit's name if the device cannot hold it.
+    fn alloc(&mut self, len: usize) -> Result<Self::Buf>;
+    fn alloc_bytes(&mut self, len: usize) -> Result<Self::Bytes>;
+    fn alloc_indices(&mut self, len: usize) -> Result<Self::Indices>;
+
+    /// Overwrites the start of `dst` with `data` (in order with the recorded ops).
+    fn write(&mut self, dst: &Self::Buf, data: &[f32]);
+    fn write_bytes(&mut self, dst: &Self::Bytes, data: &[u8]);
+    fn write_indices(&mut self, dst: &Self::Indices, data: &[u32]);
+    /// Sets every element of `dst` to 0.
+    fn fill_zero(&mut self, dst: &Self::Buf);
+
+    /// Runs everything recorded so far and returns the first `len` values of `src`. This is the
+    /// only op that waits for the device; the training loop calls it only when it reports.
+    fn read(&mut self, src: &Self::Buf, len: usize) -> Result<Vec<f32>>;
+    /// Ends a step: hands the recorded work to the device without waiting for it.
+    fn submit(&mut self);
+
+    /// `dst[i] = src[i] / 255` for the first `len` bytes.
+    fn pixels_to_f32(&mut self, src: &Self::Bytes, dst: &Self::Buf, len: usize);
+    /// `C[m, n] = op(A) · op(B)` with the inner dimension `k` (see [`MatmulForm`]).
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &mut self,
+        form: MatmulForm,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        c: &Self::Buf,
+        m: usize,
+        k: usize,
+        n: usize,
+    );
+    /// `x[r, c] += bias[c]` over `[rows, cols]`, then `max(x, 0)` when `relu`.
+    fn add_bias(&mut self, x: &Self::Buf, bias: &Self::Buf, rows: usize, cols: usize, relu: bool);
+    /// `grad[i] = 0` where `activation[i] <= 0` (ReLU's backward, given its output).
+    fn relu_backward(&mut self, grad: &Self::Buf, activation: &Self::Buf, len: usize);
+    /// `out[c] = Σ_r grad[r, c]`: the bias gradient.
+    fn bias_grad(&mut self, grad: &Self::Buf, out: &Self::Buf, rows: usize, cols: usize);
+    /// Softmax cross-entropy over `[rows, cols]` logits, fused: writes the gradient of the
+    /// batch-mean loss into `grad` and adds `[Σ loss, #correct (argmax == label), rows]` into
+    /// `stats[0..3]`, so metrics accumulate on the device between reads.
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_xent(
+        &mut self,
+        logits: &Self::Buf,
+        labels: &Self::Indices,
+        grad: &Self::Buf,
+        stats: &Self::Buf,
+        rows: usize,
+        cols: usize,
+    );
+
+    /// One SGD step on `param` (momentum buffer `velocity`).
+    fn sgd_update(
+        &mut self,
+        param: &Self::Buf,
+        grad: &Self::Buf,
+        velocity: &Self::Buf,
+        len: usize,
+        h: &SgdHyper,
+    );
+    /// One Adam/AdamW step on `param` (moments `m` and `v`).
+    #[allow(clippy::too_many_arguments)]
+    fn adam_update(
+        &mut self,
+        param: &Self::Buf,
+        grad: &Self::Buf,
+        m: &Self::Buf,
+        v: &Self::Buf,
+        len: usize,
+        h: &AdamHyper,
+    );
+    /// One RMSprop step on `param` (running square average `square_avg`, momentum `velocity`).
+    #[allow(clippy::too_many_arguments)]
+    fn rmsprop_update(
+        &mut self,
+        param: &Self::Buf,
+        grad: &Self::Buf,
+        square_avg: &Self::Buf,
+        velocity: &Self::Buf,
+        len: usize,
+        h: &RmspropHyper,
+    );
+}

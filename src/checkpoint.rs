@@ -1,0 +1,187 @@
+//! Checkpoints as safetensors with PyTorch `state_dict` names and layouts (`0.weight` [out, in],
+//! `0.bias`, `2.weight`, ...), f32, so `model.load_state_dict(safetensors.torch.load_file(p))`
+//! works on the equivalent `nn.Sequential`, and a file PyTorch saved loads here. The model spec,
+//! input shape and class names ride in the file's metadata, so `eval` needs no `--model`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::nn::{HostTensors, ModelSpec};
+use crate::{Error, Result};
+
+/// What a checkpoint says about the model besides its tensors. Every field is optional so that
+/// files written by PyTorch (no metadata) still load.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointMeta {
+    pub model: Option<ModelSpec>,
+    /// `[channels, height, width]` of one input sample.
+    pub input_shape: Option<[usize; 3]>,
+    pub class_names: Option<Vec<String>>,
+    pub dataset: Option<String>,
+    /// The steepest version that wrote the file.
+    pub version: Option<String>,
+}
+
+pub struct Checkpoint {
+    pub tensors: HostTensors,
+    pub meta: CheckpointMeta,
+}
+
+const KEY_MODEL: &str = "steepest.model";
+const KEY_INPUT: &str = "steepest.input_shape";
+const KEY_CLASSES: &str = "steepest.class_names";
+const KEY_DATASET: &str = "steepest.dataset";
+const KEY_VERSION: &str = "steepest.version";
+
+/// Writes `tensors` to `path` atomically: into a temporary file beside it, then renamed, so an
+/// interrupted save never leaves a half-written checkpoint under the real name.
+pub fn save(path: &Path, tensors: &HostTensors, meta: &CheckpointMeta) -> Result<()> {
+    let bytes: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, _, v)| bytemuck::cast_slice(v).to_vec()).collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::file(path, format!("tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut info = HashMap::new();
+    info.insert("format".to_string(), "pt".to_string());
+    info.insert(KEY_VERSION.to_string(), env!("CARGO_PKG_VERSION").to_string());
+    if let Some(m) = &meta.model {
+        info.insert(KEY_MODEL.to_string(), m.to_string());
+    }
+    if let Some([c, h, w]) = meta.input_shape {
+        info.insert(KEY_INPUT.to_string(), format!("{c},{h},{w}"));
+    }
+    if let Some(names) = &meta.class_names {
+        info.insert(KEY_CLASSES.to_string(), serde_json::to_string(names).unwrap_or_default());
+    }
+    if let Some(d) = &meta.dataset {
+        info.insert(KEY_DATASET.to_string(), d.clone());
+    }
+    let data = safetensors::tensor::serialize(views, Some(info))
+        .map_err(|e| Error::file(path, format!("could not encode the checkpoint: {e}")))?;
+
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::file(path, format!("could not write the checkpoint: {e}"))
+    })
+}
+
+/// Reads a checkpoint: f32 tensors by name (file order) and whatever metadata it has.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let data = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let st = SafeTensors::deserialize(&data)
+        .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
+    let mut tensors = Vec::new();
+    let mut names = st.names();
+    names.sort_by_key(|n| sort_key(n));
+    for name in names {
+        let view = st.tensor(name).map_err(|e| Error::file(path, format!("{name}: {e}")))?;
+        if view.dtype() != Dtype::F32 {
+            return Err(Error::file(
+                path,
+                format!(
+                    "tensor {name:?} is {:?}; steepest reads F32 (in PyTorch: model.float() before saving)",
+                    view.dtype()
+                ),
+            ));
+        }
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        tensors.push((name.to_string(), view.shape().to_vec(), values));
+    }
+    let (_, header) = SafeTensors::read_metadata(&data)
+        .map_err(|e| Error::file(path, format!("bad header: {e}")))?;
+    let info = header.metadata().clone().unwrap_or_default();
+    let field = |key: &str| info.get(key).cloned();
+    let model = match field(KEY_MODEL) {
+        Some(s) => Some(s.parse::<ModelSpec>().map_err(|e| {
+            Error::file(path, format!("metadata {KEY_MODEL}: {e}"))
+        })?),
+        None => None,
+    };
+    let input_shape = match field(KEY_INPUT) {
+        Some(s) => {
+            let dims: Vec<usize> = s.split(',').filter_map(|d| d.trim().parse().ok()).collect();
+            match dims[..] {
+                [c, h, w] => Some([c, h, w]),
+                _ => {
+                    return Err(Error::file(
+                        path,
+                        format!("metadata {KEY_INPUT} is {s:?}; expected C,H,W"),
+                    ))
+                }
+            }
+        }
+        None => None,
+    };
+    let class_names = match field(KEY_CLASSES) {
+        Some(s) => Some(serde_json::from_str(&s).map_err(|e| {
+            Error::file(path, format!("metadata {KEY_CLASSES}: {e}; expected a JSON list of names"))
+        })?),
+        None => None,
+    };
+    let meta = CheckpointMeta {
+        model,
+        input_shape,
+        class_names,
+        dataset: field(KEY_DATASET),
+        version: field(KEY_VERSION),
+    };
+    Ok(Checkpoint { tensors, meta })
+}
+
+/// `2.weight` sorts by layer position, then weight before bias.
+fn sort_key(name: &str) -> (usize, String) {
+    let (pos, rest) = name.split_once('.').unwrap_or((name, ""));
+    (pos.parse().unwrap_or(usize::MAX), rest.to_string())
+}
+
+/// Recovers `(spec, input features, classes)` from the tensors of an MLP `nn.Sequential`
+/// (Linear at positions 0, 2, 4, ...) when a file has no steepest metadata.
+pub fn infer_mlp(tensors: &HostTensors, source: &Path) -> Result<(ModelSpec, usize, usize)> {
+    let mut widths = Vec::new();
+    let mut position = 0;
+    while let Some((_, shape, _)) = tensors.iter().find(|(n, _, _)| *n == format!("{position}.weight")) {
+        let [out, inp] = shape[..] else {
+            return Err(Error::file(source, format!("{position}.weight has shape {shape:?}; expected [out, in]")));
+        };
+        if widths.is_empty() {
+            widths.push(inp);
+        } else if widths.last() != Some(&inp) {
+            return Err(Error::file(
+                source,
+                format!("{position}.weight takes {inp} inputs but the layer before gives {}", widths.last().unwrap_or(&0)),
+            ));
+        }
+        widths.push(out);
+        position += 2;
+    }
+    if widths.len() < 2 {
+        return Err(Error::file(
+            source,
+            "no model metadata and no 0.weight tensor: cannot tell which model this is; pass --model",
+        ));
+    }
+    let hidden = widths[1..widths.len() - 1].to_vec();
+    Ok((ModelSpec { hidden }, widths[0], widths[widths.len() - 1]))
+}

@@ -1,0 +1,35 @@
+//! CPU twins of `shaders/elementwise.wgsl`.
+
+/// `dst = src / 255`: pixels upload as bytes and become f32 on the device.
+pub fn pixels_to_f32(src: &[u8], dst: &mut [f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = s as f32 / 255.0;
+    }
+}
+
+/// `x[r, c] += bias[c]` for every row of `x` (`bias.len()` columns).
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+/// `x[r, c] = max(x[r, c] + bias[c], 0)`.
+pub fn add_bias_relu(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v = (*v + b).max(0.0);
+        }
+    }
+}
+
+/// ReLU backward from its output: the gradient passes where the activation was positive.
+pub fn relu_backward(grad: &mut [f32], activation: &[f32]) {
+    for (g, &a) in grad.iter_mut().zip(activation) {
+        if a <= 0.0 {
+            *g = 0.0;
+        }
+    }
+}

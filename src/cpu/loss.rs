@@ -1,0 +1,38 @@
+//! CPU twin of `shaders/loss.wgsl`.
+
+/// Softmax cross-entropy over `[rows, cols]` logits (rows = `labels.len()`).
+///
+/// Writes the gradient of the batch-mean loss, `(softmax - onehot) / rows`, into `grad` and
+/// returns `[Σ loss, #correct, rows]`. A row is correct when the first index of its largest
+/// logit equals its label (PyTorch's `argmax`).
+pub fn softmax_xent(logits: &[f32], labels: &[u32], grad: &mut [f32], cols: usize) -> [f32; 3] {
+    let rows = labels.len();
+    let inv_rows = 1.0 / rows as f32;
+    let (mut loss_sum, mut correct) = (0.0f32, 0.0f32);
+    for (r, &label) in labels.iter().enumerate() {
+        let x = &logits[r * cols..(r + 1) * cols];
+        let g = &mut grad[r * cols..(r + 1) * cols];
+        let mut max = x[0];
+        let mut argmax = 0;
+        for (j, &v) in x.iter().enumerate() {
+            if v > max {
+                max = v;
+                argmax = j;
+            }
+        }
+        let mut sum = 0.0f32;
+        for &v in x {
+            sum += (v - max).exp();
+        }
+        let label = label as usize;
+        if label < cols {
+            loss_sum += max + sum.ln() - x[label];
+        }
+        correct += (argmax == label) as u32 as f32;
+        for (j, (gj, &v)) in g.iter_mut().zip(x).enumerate() {
+            let p = (v - max).exp() / sum;
+            *gj = (p - (j == label) as u32 as f32) * inv_rows;
+        }
+    }
+    [loss_sum, correct, rows as f32]
+}

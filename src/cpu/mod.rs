@@ -1,0 +1,181 @@
+//! The CPU reference backend on ndarray. Each op is a plain function over slices in the file named
+//! like its WGSL twin (`matmul.rs` ↔ `shaders/matmul.wgsl`, ...); `CpuBackend` only routes the
+//! trait's buffer handles to them.
+
+pub mod elementwise;
+pub mod loss;
+pub mod matmul;
+pub mod optim;
+pub mod reduce;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::backend::{AdamHyper, Backend, MatmulForm, RmspropHyper, SgdHyper};
+use crate::Result;
+
+/// A CPU tensor: shared so that layers and the workspace can hold the same storage.
+#[derive(Clone, Debug, Default)]
+pub struct CpuBuf(Rc<RefCell<Vec<f32>>>);
+
+impl CpuBuf {
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.0.borrow().clone()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buf = CpuBuf;
+    type Bytes = RefCell<Vec<u8>>;
+    type Indices = RefCell<Vec<u32>>;
+
+    fn device_name(&self) -> String {
+        "cpu".to_string()
+    }
+
+    fn alloc(&mut self, len: usize) -> Result<CpuBuf> {
+        Ok(CpuBuf(Rc::new(RefCell::new(vec![0.0; len]))))
+    }
+    fn alloc_bytes(&mut self, len: usize) -> Result<Self::Bytes> {
+        Ok(RefCell::new(vec![0; len]))
+    }
+    fn alloc_indices(&mut self, len: usize) -> Result<Self::Indices> {
+        Ok(RefCell::new(vec![0; len]))
+    }
+
+    fn write(&mut self, dst: &CpuBuf, data: &[f32]) {
+        dst.0.borrow_mut()[..data.len()].copy_from_slice(data);
+    }
+    fn write_bytes(&mut self, dst: &Self::Bytes, data: &[u8]) {
+        dst.borrow_mut()[..data.len()].copy_from_slice(data);
+    }
+    fn write_indices(&mut self, dst: &Self::Indices, data: &[u32]) {
+        dst.borrow_mut()[..data.len()].copy_from_slice(data);
+    }
+    fn fill_zero(&mut self, dst: &CpuBuf) {
+        dst.0.borrow_mut().fill(0.0);
+    }
+    fn read(&mut self, src: &CpuBuf, len: usize) -> Result<Vec<f32>> {
+        Ok(src.0.borrow()[..len].to_vec())
+    }
+    fn submit(&mut self) {}
+
+    fn pixels_to_f32(&mut self, src: &Self::Bytes, dst: &CpuBuf, len: usize) {
+        elementwise::pixels_to_f32(&src.borrow()[..len], &mut dst.0.borrow_mut()[..len]);
+    }
+
+    fn matmul(
+        &mut self,
+        form: MatmulForm,
+        a: &CpuBuf,
+        b: &CpuBuf,
+        c: &CpuBuf,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) {
+        let (a, b) = (a.0.borrow(), b.0.borrow());
+        matmul::matmul(form, &a, &b, &mut c.0.borrow_mut(), m, k, n);
+    }
+
+    fn add_bias(&mut self, x: &CpuBuf, bias: &CpuBuf, rows: usize, cols: usize, relu: bool) {
+        let bias = bias.0.borrow();
+        let mut x = x.0.borrow_mut();
+        let x = &mut x[..rows * cols];
+        if relu {
+            elementwise::add_bias_relu(x, &bias[..cols]);
+        } else {
+            elementwise::add_bias(x, &bias[..cols]);
+        }
+    }
+
+    fn relu_backward(&mut self, grad: &CpuBuf, activation: &CpuBuf, len: usize) {
+        let act = activation.0.borrow();
+        elementwise::relu_backward(&mut grad.0.borrow_mut()[..len], &act[..len]);
+    }
+
+    fn bias_grad(&mut self, grad: &CpuBuf, out: &CpuBuf, rows: usize, cols: usize) {
+        let grad = grad.0.borrow();
+        reduce::bias_grad(&grad[..rows * cols], &mut out.0.borrow_mut()[..cols], rows, cols);
+    }
+
+    fn softmax_xent(
+        &mut self,
+        logits: &CpuBuf,
+        labels: &Self::Indices,
+        grad: &CpuBuf,
+        stats: &CpuBuf,
+        rows: usize,
+        cols: usize,
+    ) {
+        let logits = logits.0.borrow();
+        let labels = labels.borrow();
+        let mut stats = stats.0.borrow_mut();
+        let s = loss::softmax_xent(
+            &logits[..rows * cols],
+            &labels[..rows],
+            &mut grad.0.borrow_mut()[..rows * cols],
+            cols,
+        );
+        stats[0] += s[0];
+        stats[1] += s[1];
+        stats[2] += s[2];
+    }
+
+    fn sgd_update(&mut self, p: &CpuBuf, g: &CpuBuf, vel: &CpuBuf, len: usize, h: &SgdHyper) {
+        let g = g.0.borrow();
+        optim::sgd_update(
+            &mut p.0.borrow_mut()[..len],
+            &g[..len],
+            &mut vel.0.borrow_mut()[..len],
+            h,
+        );
+    }
+
+    fn adam_update(
+        &mut self,
+        p: &CpuBuf,
+        g: &CpuBuf,
+        m: &CpuBuf,
+        v: &CpuBuf,
+        len: usize,
+        h: &AdamHyper,
+    ) {
+        let g = g.0.borrow();
+        optim::adam_update(
+            &mut p.0.borrow_mut()[..len],
+            &g[..len],
+            &mut m.0.borrow_mut()[..len],
+            &mut v.0.borrow_mut()[..len],
+            h,
+        );
+    }
+
+    fn rmsprop_update(
+        &mut self,
+        p: &CpuBuf,
+        g: &CpuBuf,
+        sq: &CpuBuf,
+        vel: &CpuBuf,
+        len: usize,
+        h: &RmspropHyper,
+    ) {
+        let g = g.0.borrow();
+        optim::rmsprop_update(
+            &mut p.0.borrow_mut()[..len],
+            &g[..len],
+            &mut sq.0.borrow_mut()[..len],
+            &mut vel.0.borrow_mut()[..len],
+            h,
+        );
+    }
+}

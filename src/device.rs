@@ -1,0 +1,94 @@
+//! `--device auto|gpu|cpu`: picking a backend at run time. Code that is generic over
+//! [`Backend`](crate::backend::Backend) runs through [`with_backend!`](crate::with_backend).
+
+use std::str::FromStr;
+
+use crate::cpu::CpuBackend;
+use crate::gpu::context::Choice;
+use crate::gpu::GpuBackend;
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// A real GPU if there is one, else the CPU (with a one-line notice).
+    Auto,
+    /// Any adapter, a software one included; an error if there is none.
+    Gpu,
+    Cpu,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "gpu" => Ok(DeviceChoice::Gpu),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            _ => Err(Error::config("--device", format!("unknown device {s:?}; expected auto, gpu or cpu"))),
+        }
+    }
+}
+
+/// An opened device of either kind.
+pub enum AnyBackend {
+    Cpu(CpuBackend),
+    Gpu(Box<GpuBackend>),
+}
+
+impl AnyBackend {
+    /// Opens the device `choice` asks for. `notice` receives the line `auto` prints when it falls
+    /// back to the CPU.
+    pub fn open(choice: DeviceChoice, adapter: Option<&str>, notice: &mut dyn FnMut(&str)) -> Result<Self> {
+        match choice {
+            DeviceChoice::Cpu => Ok(AnyBackend::Cpu(CpuBackend::new())),
+            DeviceChoice::Gpu => match GpuBackend::open(Choice::AnyAdapter, adapter)? {
+                Some(gpu) => Ok(AnyBackend::Gpu(Box::new(gpu))),
+                None => Err(Error::config(
+                    "--device",
+                    "gpu was asked for but wgpu found no adapter with compute shaders \
+                     (run `steepest devices`; on Linux without a GPU, install Mesa's lavapipe: \
+                     apt-get install mesa-vulkan-drivers libvulkan1); use --device cpu or auto",
+                )),
+            },
+            DeviceChoice::Auto => match GpuBackend::open(Choice::HardwareOnly, adapter)? {
+                Some(gpu) => Ok(AnyBackend::Gpu(Box::new(gpu))),
+                None => {
+                    notice("no hardware GPU adapter found; training on the CPU (--device gpu takes a software adapter)");
+                    Ok(AnyBackend::Cpu(CpuBackend::new()))
+                }
+            },
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            AnyBackend::Cpu(_) => format!("cpu ({} threads)", cpu_threads()),
+            AnyBackend::Gpu(g) => {
+                let i = g.adapter_info();
+                format!("gpu: {} ({:?}, {:?})", i.name, i.backend, i.device_type)
+            }
+        }
+    }
+}
+
+/// Threads the CPU matmul uses (matrixmultiply reads `MATMUL_NUM_THREADS`, else the core count).
+pub fn cpu_threads() -> usize {
+    std::env::var("MATMUL_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+/// Runs `$body` with `$b` bound to the concrete backend inside an [`AnyBackend`].
+#[macro_export]
+macro_rules! with_backend {
+    ($any:expr, $b:ident => $body:expr) => {
+        match $any {
+            $crate::device::AnyBackend::Cpu($b) => $body,
+            $crate::device::AnyBackend::Gpu($b) => {
+                let $b = &mut **$b;
+                $body
+            }
+        }
+    };
+}

@@ -1,0 +1,34 @@
+//! One error type for the library. Every message names the file, flag or limit involved and what
+//! was expected, because the CLI prints it as is and exits non-zero.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A data or checkpoint file that is missing, unreadable or malformed.
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+
+    /// A command-line value or config field that is not acceptable.
+    #[error("{flag}: {message}")]
+    Config { flag: String, message: String },
+
+    /// The GPU (adapter, device or one of its limits) cannot do what was asked.
+    #[error("GPU: {0}")]
+    Gpu(String),
+
+    /// Any other failure, with a sentence that says what went wrong.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::File { path: path.into(), message: message.into() }
+    }
+    pub fn config(flag: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config { flag: flag.into(), message: message.into() }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

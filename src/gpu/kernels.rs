@@ -1,0 +1,146 @@
+//! The WGSL entry points and their pipelines, compiled once when the GPU backend starts.
+
+/// One WGSL entry point. Its name is the op's name on both backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    PixelsToF32,
+    MatmulAB,
+    MatmulAtB,
+    MatmulABt,
+    AddBias,
+    AddBiasRelu,
+    ReluBackward,
+    BiasGrad,
+    SoftmaxXent,
+    SgdUpdate,
+    AdamUpdate,
+    RmspropUpdate,
+}
+
+/// How a kernel uses one of its storage bindings (binding 1 onwards; 0 is the params uniform).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+use Access::{Read, ReadWrite};
+
+pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+pub const ELEMENTWISE_WGSL: &str = include_str!("../../shaders/elementwise.wgsl");
+pub const REDUCE_WGSL: &str = include_str!("../../shaders/reduce.wgsl");
+pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
+pub const OPTIM_WGSL: &str = include_str!("../../shaders/optim.wgsl");
+
+impl Kernel {
+    pub const ALL: [Kernel; 12] = [
+        Kernel::PixelsToF32,
+        Kernel::MatmulAB,
+        Kernel::MatmulAtB,
+        Kernel::MatmulABt,
+        Kernel::AddBias,
+        Kernel::AddBiasRelu,
+        Kernel::ReluBackward,
+        Kernel::BiasGrad,
+        Kernel::SoftmaxXent,
+        Kernel::SgdUpdate,
+        Kernel::AdamUpdate,
+        Kernel::RmspropUpdate,
+    ];
+
+    /// (WGSL source, entry point, storage bindings in order).
+    pub fn spec(self) -> (&'static str, &'static str, &'static [Access]) {
+        match self {
+            Kernel::PixelsToF32 => (ELEMENTWISE_WGSL, "pixels_to_f32", &[Read, ReadWrite]),
+            Kernel::MatmulAB => (MATMUL_WGSL, "matmul_ab", &[Read, Read, ReadWrite]),
+            Kernel::MatmulAtB => (MATMUL_WGSL, "matmul_atb", &[Read, Read, ReadWrite]),
+            Kernel::MatmulABt => (MATMUL_WGSL, "matmul_abt", &[Read, Read, ReadWrite]),
+            Kernel::AddBias => (ELEMENTWISE_WGSL, "add_bias", &[ReadWrite, Read]),
+            Kernel::AddBiasRelu => (ELEMENTWISE_WGSL, "add_bias_relu", &[ReadWrite, Read]),
+            Kernel::ReluBackward => (ELEMENTWISE_WGSL, "relu_backward", &[ReadWrite, Read]),
+            Kernel::BiasGrad => (REDUCE_WGSL, "bias_grad", &[Read, ReadWrite]),
+            Kernel::SoftmaxXent => {
+                (LOSS_WGSL, "softmax_xent", &[Read, Read, ReadWrite, ReadWrite])
+            }
+            Kernel::SgdUpdate => (OPTIM_WGSL, "sgd_update", &[ReadWrite, Read, ReadWrite]),
+            Kernel::AdamUpdate => {
+                (OPTIM_WGSL, "adam_update", &[ReadWrite, Read, ReadWrite, ReadWrite])
+            }
+            Kernel::RmspropUpdate => {
+                (OPTIM_WGSL, "rmsprop_update", &[ReadWrite, Read, ReadWrite, ReadWrite])
+            }
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.spec().1
+    }
+}
+
+/// A compiled kernel: its pipeline and the layout its bind groups are made against.
+pub struct Pipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+/// Compiles every kernel. Each WGSL file becomes one shader module shared by its entry points.
+pub fn compile_all(device: &wgpu::Device) -> Vec<Pipeline> {
+    let mut modules: Vec<(&'static str, wgpu::ShaderModule)> = Vec::new();
+    Kernel::ALL
+        .iter()
+        .map(|&kernel| {
+            let (source, entry, bindings) = kernel.spec();
+            let module = match modules.iter().find(|(s, _)| std::ptr::eq(*s, source)) {
+                Some((_, m)) => m.clone(),
+                None => {
+                    let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(entry),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    });
+                    modules.push((source, m.clone()));
+                    m
+                }
+            };
+            let mut entries = vec![wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: true,
+                    min_binding_size: None,
+                },
+                count: None,
+            }];
+            for (i, access) in bindings.iter().enumerate() {
+                entries.push(wgpu::BindGroupLayoutEntry {
+                    binding: i as u32 + 1,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only: *access == Read },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                });
+            }
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(entry),
+                entries: &entries,
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            Pipeline { pipeline, layout }
+        })
+        .collect()
+}

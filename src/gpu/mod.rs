@@ -1,0 +1,455 @@
+//! The GPU backend: WGSL compute shaders through wgpu.
+//!
+//! Ops are not run one by one: each call appends a command (a dispatch, a copy or a clear) to a
+//! list, and `submit` encodes the whole list into one command encoder and submits it once. Kernel
+//! parameters go into slots of one uniform "params arena" (bound with a dynamic offset) that is
+//! uploaded with a single write per submit, so bind groups depend only on the buffers they bind,
+//! are created the first time they are needed and reused on every later step.
+
+pub mod context;
+pub mod kernels;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::backend::{AdamHyper, Backend, MatmulForm, RmspropHyper, SgdHyper};
+use crate::{Error, Result};
+use kernels::{Kernel, Pipeline};
+
+/// Bytes per params slot: WebGPU's largest allowed `min_uniform_buffer_offset_alignment`.
+const SLOT: usize = 256;
+/// Slots per submit before the list is flushed early (a step of a deep model still fits).
+const SLOTS: usize = 512;
+const WORKGROUP: usize = 256;
+const MATMUL_TILE: usize = 64;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A GPU tensor: a storage buffer and its length in elements (bytes for pixel buffers).
+#[derive(Clone, Debug)]
+pub struct GpuBuf {
+    id: u64,
+    pub buffer: wgpu::Buffer,
+    pub len: usize,
+}
+
+/// What the backend has created and done, for checking that a training step allocates nothing
+/// and reads nothing back (see tests/gpu_step.rs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuCounters {
+    pub buffers_created: u64,
+    pub bind_groups_created: u64,
+    pub submits: u64,
+    pub readbacks: u64,
+    pub dispatches: u64,
+}
+
+enum Command {
+    Dispatch { kernel: Kernel, bind_group: wgpu::BindGroup, slot: u32, groups: [u32; 3] },
+    Copy { src: wgpu::Buffer, dst: wgpu::Buffer, size: u64 },
+    Clear { buffer: wgpu::Buffer },
+}
+
+pub struct GpuBackend {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    pipelines: Vec<Pipeline>,
+    params: wgpu::Buffer,
+    params_host: Vec<u8>,
+    slots_used: usize,
+    commands: Vec<Command>,
+    bind_groups: HashMap<(Kernel, [u64; 4]), wgpu::BindGroup>,
+    staging: Option<wgpu::Buffer>,
+    counters: GpuCounters,
+}
+
+impl GpuBackend {
+    /// Opens `adapter`, compiles every kernel and creates the params arena.
+    pub fn new(adapter: &wgpu::Adapter) -> Result<Self> {
+        let (device, queue) = context::open(adapter)?;
+        let limits = device.limits();
+        let pipelines = kernels::compile_all(&device);
+        let params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params arena"),
+            size: (SLOT * SLOTS) as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(GpuBackend {
+            device,
+            queue,
+            info: adapter.get_info(),
+            limits,
+            pipelines,
+            params,
+            params_host: vec![0; SLOT * SLOTS],
+            slots_used: 0,
+            commands: Vec::new(),
+            bind_groups: HashMap::new(),
+            staging: None,
+            counters: GpuCounters::default(),
+        })
+    }
+
+    /// The best adapter for `choice` opened as a backend, or `None` when there is no adapter.
+    pub fn open(choice: context::Choice, name_filter: Option<&str>) -> Result<Option<Self>> {
+        match context::select(choice, name_filter)? {
+            Some(adapter) => Ok(Some(Self::new(&adapter)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    pub fn counters(&self) -> GpuCounters {
+        self.counters
+    }
+
+    /// Waits until every submitted command has finished (for timing).
+    pub fn wait(&mut self) {
+        self.submit();
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+    }
+
+    fn create_buffer(&mut self, bytes: usize, what: &str) -> Result<GpuBuf> {
+        let size = bytes.max(4).div_ceil(4) * 4;
+        let max_binding = self.limits.max_storage_buffer_binding_size as usize;
+        if size > max_binding || size as u64 > self.limits.max_buffer_size {
+            return Err(Error::Gpu(format!(
+                "{what} needs {size} bytes in one buffer, but {} allows at most {} \
+                 (max_storage_buffer_binding_size) and {} (max_buffer_size); \
+                 use a smaller --batch-size or narrower layers",
+                self.info.name, max_binding, self.limits.max_buffer_size
+            )));
+        }
+        self.counters.buffers_created += 1;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(what),
+            size: size as u64,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        Ok(GpuBuf { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), buffer, len: bytes })
+    }
+
+    /// Records one dispatch of `kernel` over `buffers` with `params` in a fresh arena slot.
+    fn dispatch(&mut self, kernel: Kernel, buffers: &[&GpuBuf], params: &[u8], groups: [u32; 3]) {
+        if groups.contains(&0) {
+            return;
+        }
+        if self.slots_used == SLOTS {
+            self.submit();
+        }
+        let slot = self.slots_used;
+        self.slots_used += 1;
+        self.params_host[slot * SLOT..slot * SLOT + params.len()].copy_from_slice(params);
+
+        let mut key = [0u64; 4];
+        for (k, b) in key.iter_mut().zip(buffers) {
+            *k = b.id;
+        }
+        let bind_group = match self.bind_groups.get(&(kernel, key)) {
+            Some(bg) => bg.clone(),
+            None => {
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &self.params,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(SLOT as u64),
+                    }),
+                }];
+                for (i, b) in buffers.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: i as u32 + 1,
+                        resource: b.buffer.as_entire_binding(),
+                    });
+                }
+                let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(kernel.name()),
+                    layout: &self.pipelines[kernel as usize].layout,
+                    entries: &entries,
+                });
+                self.counters.bind_groups_created += 1;
+                self.bind_groups.insert((kernel, key), bg.clone());
+                bg
+            }
+        };
+        self.counters.dispatches += 1;
+        self.commands.push(Command::Dispatch { kernel, bind_group, slot: slot as u32, groups });
+    }
+
+    /// Workgroup counts for `len` threads of 256, folded into 2D past the per-dimension cap.
+    fn groups_1d(&self, len: usize) -> [u32; 3] {
+        let groups = len.div_ceil(WORKGROUP);
+        let cap = self.limits.max_compute_workgroups_per_dimension as usize;
+        if groups <= cap {
+            [groups as u32, 1, 1]
+        } else {
+            [cap as u32, groups.div_ceil(cap) as u32, 1]
+        }
+    }
+
+    /// The largest m or n a matmul can take in one dispatch (64 rows or columns per workgroup).
+    pub fn max_matmul_dim(&self) -> usize {
+        self.limits.max_compute_workgroups_per_dimension as usize * MATMUL_TILE
+    }
+}
+
+fn words(values: &[u32]) -> Vec<u8> {
+    bytemuck::cast_slice(values).to_vec()
+}
+
+/// Params as the WGSL structs lay them out: four u32 then up to eight f32.
+fn params(u: [u32; 4], f: &[f32]) -> Vec<u8> {
+    let mut bytes = words(&u);
+    bytes.extend_from_slice(bytemuck::cast_slice(f));
+    bytes
+}
+
+impl Backend for GpuBackend {
+    type Buf = GpuBuf;
+    type Bytes = GpuBuf;
+    type Indices = GpuBuf;
+
+    fn device_name(&self) -> String {
+        self.info.name.clone()
+    }
+
+    fn alloc(&mut self, len: usize) -> Result<GpuBuf> {
+        let mut b = self.create_buffer(len * 4, "tensor")?;
+        b.len = len;
+        Ok(b)
+    }
+    fn alloc_bytes(&mut self, len: usize) -> Result<GpuBuf> {
+        self.create_buffer(len, "pixels")
+    }
+    fn alloc_indices(&mut self, len: usize) -> Result<GpuBuf> {
+        let mut b = self.create_buffer(len * 4, "labels")?;
+        b.len = len;
+        Ok(b)
+    }
+
+    fn write(&mut self, dst: &GpuBuf, data: &[f32]) {
+        self.write_raw(dst, bytemuck::cast_slice(data));
+    }
+    fn write_bytes(&mut self, dst: &GpuBuf, data: &[u8]) {
+        self.write_raw(dst, data);
+    }
+    fn write_indices(&mut self, dst: &GpuBuf, data: &[u32]) {
+        self.write_raw(dst, bytemuck::cast_slice(data));
+    }
+    fn fill_zero(&mut self, dst: &GpuBuf) {
+        self.commands.push(Command::Clear { buffer: dst.buffer.clone() });
+    }
+
+    fn read(&mut self, src: &GpuBuf, len: usize) -> Result<Vec<f32>> {
+        let size = (len * 4) as u64;
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        if self.staging.as_ref().is_none_or(|s| s.size() < size) {
+            self.counters.buffers_created += 1;
+            self.staging = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback staging"),
+                size: size.max(4096),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let staging = self.staging.clone().expect("staging buffer exists");
+        self.commands.push(Command::Copy { src: src.buffer.clone(), dst: staging.clone(), size });
+        self.submit();
+        self.counters.readbacks += 1;
+
+        let slice = staging.slice(..size);
+        let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| sender.send(r).unwrap_or(()));
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for {}: {e}", self.info.name)))?;
+        match pollster::block_on(receiver.receive()) {
+            Some(Ok(())) => {}
+            _ => return Err(Error::Gpu(format!("could not read back from {}", self.info.name))),
+        }
+        let values = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu(format!("mapping the readback buffer: {e}")))?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        staging.unmap();
+        Ok(values)
+    }
+
+    fn submit(&mut self) {
+        if self.commands.is_empty() {
+            return;
+        }
+        if self.slots_used > 0 {
+            self.queue.write_buffer(&self.params, 0, &self.params_host[..self.slots_used * SLOT]);
+        }
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        let mut commands = std::mem::take(&mut self.commands);
+        let mut i = 0;
+        while i < commands.len() {
+            if let Command::Dispatch { .. } = commands[i] {
+                // Consecutive dispatches share one compute pass; wgpu orders them by usage.
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                while let Some(Command::Dispatch { kernel, bind_group, slot, groups }) =
+                    commands.get(i)
+                {
+                    pass.set_pipeline(&self.pipelines[*kernel as usize].pipeline);
+                    pass.set_bind_group(0, bind_group, &[slot * SLOT as u32]);
+                    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                    i += 1;
+                }
+                continue;
+            }
+            match &commands[i] {
+                Command::Copy { src, dst, size } => {
+                    encoder.copy_buffer_to_buffer(src, 0, dst, 0, *size);
+                }
+                Command::Clear { buffer } => encoder.clear_buffer(buffer, 0, None),
+                Command::Dispatch { .. } => unreachable!("handled above"),
+            }
+            i += 1;
+        }
+        self.queue.submit([encoder.finish()]);
+        commands.clear();
+        self.commands = commands;
+        self.slots_used = 0;
+        self.counters.submits += 1;
+    }
+
+    fn pixels_to_f32(&mut self, src: &GpuBuf, dst: &GpuBuf, len: usize) {
+        let groups = self.groups_1d(len);
+        self.dispatch(Kernel::PixelsToF32, &[src, dst], &words(&[len as u32, 0, 0, 0]), groups);
+    }
+
+    fn matmul(
+        &mut self,
+        form: MatmulForm,
+        a: &GpuBuf,
+        b: &GpuBuf,
+        c: &GpuBuf,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) {
+        let kernel = match form {
+            MatmulForm::AB => Kernel::MatmulAB,
+            MatmulForm::AtB => Kernel::MatmulAtB,
+            MatmulForm::ABt => Kernel::MatmulABt,
+        };
+        let groups = [n.div_ceil(MATMUL_TILE) as u32, m.div_ceil(MATMUL_TILE) as u32, 1];
+        let p = words(&[m as u32, k as u32, n as u32, 0]);
+        self.dispatch(kernel, &[a, b, c], &p, groups);
+    }
+
+    fn add_bias(&mut self, x: &GpuBuf, bias: &GpuBuf, rows: usize, cols: usize, relu: bool) {
+        let kernel = if relu { Kernel::AddBiasRelu } else { Kernel::AddBias };
+        let groups = self.groups_1d(rows * cols);
+        let p = words(&[(rows * cols) as u32, cols as u32, 0, 0]);
+        self.dispatch(kernel, &[x, bias], &p, groups);
+    }
+
+    fn relu_backward(&mut self, grad: &GpuBuf, activation: &GpuBuf, len: usize) {
+        let groups = self.groups_1d(len);
+        let p = words(&[len as u32, 0, 0, 0]);
+        self.dispatch(Kernel::ReluBackward, &[grad, activation], &p, groups);
+    }
+
+    fn bias_grad(&mut self, grad: &GpuBuf, out: &GpuBuf, rows: usize, cols: usize) {
+        let groups = [cols.div_ceil(64) as u32, 1, 1];
+        let p = words(&[rows as u32, cols as u32, 0, 0]);
+        self.dispatch(Kernel::BiasGrad, &[grad, out], &p, groups);
+    }
+
+    fn softmax_xent(
+        &mut self,
+        logits: &GpuBuf,
+        labels: &GpuBuf,
+        grad: &GpuBuf,
+        stats: &GpuBuf,
+        rows: usize,
+        cols: usize,
+    ) {
+        let p = words(&[rows as u32, cols as u32, 0, 0]);
+        let groups = if rows == 0 { [0, 1, 1] } else { [1, 1, 1] };
+        self.dispatch(Kernel::SoftmaxXent, &[logits, labels, grad, stats], &p, groups);
+    }
+
+    fn sgd_update(&mut self, p: &GpuBuf, g: &GpuBuf, vel: &GpuBuf, len: usize, h: &SgdHyper) {
+        let u = [len as u32, h.nesterov as u32, h.first_step as u32, 0];
+        let bytes = params(u, &[h.lr, h.momentum, h.weight_decay, 0.0]);
+        let groups = self.groups_1d(len);
+        self.dispatch(Kernel::SgdUpdate, &[p, g, vel], &bytes, groups);
+    }
+
+    fn adam_update(
+        &mut self,
+        p: &GpuBuf,
+        g: &GpuBuf,
+        m: &GpuBuf,
+        v: &GpuBuf,
+        len: usize,
+        h: &AdamHyper,
+    ) {
+        let u = [len as u32, h.decoupled as u32, 0, 0];
+        let f = [
+            h.lr,
+            h.beta1,
+            h.beta2,
+            h.eps,
+            h.weight_decay,
+            h.bias_correction1,
+            h.bias_correction2,
+            0.0,
+        ];
+        let groups = self.groups_1d(len);
+        self.dispatch(Kernel::AdamUpdate, &[p, g, m, v], &params(u, &f), groups);
+    }
+
+    fn rmsprop_update(
+        &mut self,
+        p: &GpuBuf,
+        g: &GpuBuf,
+        sq: &GpuBuf,
+        vel: &GpuBuf,
+        len: usize,
+        h: &RmspropHyper,
+    ) {
+        let u = [len as u32, 0, 0, 0];
+        let f = [h.lr, h.alpha, h.eps, h.weight_decay, h.momentum, 0.0, 0.0, 0.0];
+        let groups = self.groups_1d(len);
+        self.dispatch(Kernel::RmspropUpdate, &[p, g, sq, vel], &params(u, &f), groups);
+    }
+}
+
+impl GpuBackend {
+    fn write_raw(&mut self, dst: &GpuBuf, data: &[u8]) {
+        // queue.write_buffer runs before anything recorded but not yet submitted, so submit
+        // first to keep writes in order with the ops (a training step writes before recording).
+        self.submit();
+        let aligned = data.len() / 4 * 4;
+        if aligned > 0 {
+            self.queue.write_buffer(&dst.buffer, 0, &data[..aligned]);
+        }
+        if aligned < data.len() {
+            let mut tail = [0u8; 4];
+            tail[..data.len() - aligned].copy_from_slice(&data[aligned..]);
+            self.queue.write_buffer(&dst.buffer, aligned as u64, &tail);
+        }
+    }
+}

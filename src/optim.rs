@@ -1,0 +1,197 @@
+//! Optimizers, written once over [`Backend`]: host-side hyperparameters and step counting; the
+//! element-wise update runs on the device (`sgd_update`, `adam_update`, `rmsprop_update`), one
+//! launch per parameter tensor, with its state kept on the device.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::backend::{AdamHyper, Backend, RmspropHyper, SgdHyper};
+use crate::nn::Model;
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerKind {
+    /// `torch.optim.SGD` (momentum only if `--momentum` is given).
+    Sgd,
+    /// `torch.optim.SGD(momentum=0.9)` unless `--momentum` says otherwise.
+    Momentum,
+    /// `torch.optim.SGD(momentum=0.9, nesterov=True)`.
+    Nesterov,
+    Adam,
+    AdamW,
+    Rmsprop,
+}
+
+impl OptimizerKind {
+    pub const NAMES: &'static str = "sgd, momentum, nesterov, adam, adamw, rmsprop";
+    pub const ALL: [OptimizerKind; 6] = [
+        OptimizerKind::Sgd,
+        OptimizerKind::Momentum,
+        OptimizerKind::Nesterov,
+        OptimizerKind::Adam,
+        OptimizerKind::AdamW,
+        OptimizerKind::Rmsprop,
+    ];
+}
+
+impl FromStr for OptimizerKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "sgd" => OptimizerKind::Sgd,
+            "momentum" => OptimizerKind::Momentum,
+            "nesterov" => OptimizerKind::Nesterov,
+            "adam" => OptimizerKind::Adam,
+            "adamw" => OptimizerKind::AdamW,
+            "rmsprop" => OptimizerKind::Rmsprop,
+            _ => {
+                return Err(Error::config(
+                    "--optimizer",
+                    format!("unknown optimizer {s:?}; expected one of {}", Self::NAMES),
+                ))
+            }
+        })
+    }
+}
+
+impl fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Momentum => "momentum",
+            OptimizerKind::Nesterov => "nesterov",
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::AdamW => "adamw",
+            OptimizerKind::Rmsprop => "rmsprop",
+        };
+        f.write_str(s)
+    }
+}
+
+/// An optimizer's hyperparameters. [`OptimizerConfig::new`] fills in PyTorch's defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub alpha: f32,
+}
+
+impl OptimizerConfig {
+    /// PyTorch's defaults for the kind: SGD lr 1e-3; Adam/AdamW lr 1e-3, betas (0.9, 0.999),
+    /// eps 1e-8, AdamW weight decay 1e-2; RMSprop lr 1e-2, alpha 0.99, eps 1e-8. `momentum` and
+    /// `nesterov` are SGD with momentum 0.9.
+    pub fn new(kind: OptimizerKind) -> Self {
+        let (lr, momentum, weight_decay) = match kind {
+            OptimizerKind::Sgd => (1e-3, 0.0, 0.0),
+            OptimizerKind::Momentum | OptimizerKind::Nesterov => (1e-3, 0.9, 0.0),
+            OptimizerKind::Adam => (1e-3, 0.0, 0.0),
+            OptimizerKind::AdamW => (1e-3, 0.0, 1e-2),
+            OptimizerKind::Rmsprop => (1e-2, 0.0, 0.0),
+        };
+        OptimizerConfig {
+            kind,
+            lr,
+            momentum,
+            weight_decay,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            alpha: 0.99,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let check = |flag: &str, v: f32, ok: bool, want: &str| {
+            if ok && v.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::config(flag, format!("{v} is out of range; expected {want}")))
+            }
+        };
+        check("--lr", self.lr, self.lr >= 0.0, "a number >= 0")?;
+        check("--momentum", self.momentum, (0.0..1.0).contains(&self.momentum), "0 <= m < 1")?;
+        check("--weight-decay", self.weight_decay, self.weight_decay >= 0.0, "a number >= 0")?;
+        check("--beta1", self.beta1, (0.0..1.0).contains(&self.beta1), "0 <= beta1 < 1")?;
+        check("--beta2", self.beta2, (0.0..1.0).contains(&self.beta2), "0 <= beta2 < 1")?;
+        check("--eps", self.eps, self.eps >= 0.0, "a number >= 0")?;
+        check("--alpha", self.alpha, (0.0..1.0).contains(&self.alpha), "0 <= alpha < 1")?;
+        if self.kind == OptimizerKind::Nesterov && self.momentum == 0.0 {
+            return Err(Error::config("--momentum", "nesterov needs a momentum above 0"));
+        }
+        Ok(())
+    }
+}
+
+/// An optimizer bound to one model's parameters: two state tensors per parameter.
+pub struct Optimizer<B: Backend> {
+    pub config: OptimizerConfig,
+    /// Steps taken so far (PyTorch's `step` in the optimizer state).
+    pub steps: u64,
+    state: Vec<(B::Buf, B::Buf)>,
+}
+
+impl<B: Backend> Optimizer<B> {
+    pub fn new(backend: &mut B, config: OptimizerConfig, model: &Model<B>) -> Result<Self> {
+        config.validate()?;
+        let mut state = Vec::new();
+        for (_, _, len) in model.param_buffers() {
+            let needs_two = matches!(
+                config.kind,
+                OptimizerKind::Adam | OptimizerKind::AdamW | OptimizerKind::Rmsprop
+            );
+            let first = backend.alloc(len)?;
+            let second = backend.alloc(if needs_two { len } else { 1 })?;
+            state.push((first, second));
+        }
+        Ok(Optimizer { config, steps: 0, state })
+    }
+
+    /// One update of every parameter from its gradient, at learning rate `lr`.
+    pub fn step(&mut self, backend: &mut B, model: &Model<B>, lr: f32) {
+        self.steps += 1;
+        let c = &self.config;
+        let t = self.steps as i32;
+        for ((value, grad, len), (s1, s2)) in model.param_buffers().zip(&self.state) {
+            match c.kind {
+                OptimizerKind::Sgd | OptimizerKind::Momentum | OptimizerKind::Nesterov => {
+                    let h = SgdHyper {
+                        lr,
+                        momentum: c.momentum,
+                        weight_decay: c.weight_decay,
+                        nesterov: c.kind == OptimizerKind::Nesterov,
+                        first_step: self.steps == 1,
+                    };
+                    backend.sgd_update(value, grad, s1, len, &h);
+                }
+                OptimizerKind::Adam | OptimizerKind::AdamW => {
+                    let h = AdamHyper {
+                        lr,
+                        beta1: c.beta1,
+                        beta2: c.beta2,
+                        eps: c.eps,
+                        weight_decay: c.weight_decay,
+                        decoupled: c.kind == OptimizerKind::AdamW,
+                        bias_correction1: (1.0 - (c.beta1 as f64).powi(t)) as f32,
+                        bias_correction2: (1.0 - (c.beta2 as f64).powi(t)) as f32,
+                    };
+                    backend.adam_update(value, grad, s1, s2, len, &h);
+                }
+                OptimizerKind::Rmsprop => {
+                    let h = RmspropHyper {
+                        lr,
+                        alpha: c.alpha,
+                        eps: c.eps,
+                        weight_decay: c.weight_decay,
+                        momentum: c.momentum,
+                    };
+                    backend.rmsprop_update(value, grad, s1, s2, len, &h);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The descent loop (host-side scheduler), written once over [`Backend`].
+//!
+//! A step uploads the batch, records forward, loss, backward and the optimizer update, and
+//! submits once. Loss and accuracy accumulate in a device buffer (`softmax_xent` adds into it);
+//! the host reads it only at the reporting interval and at the end of each epoch.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::data::loader::Batcher;
+use crate::data::{Dataset, Split};
+use crate::nn::{Model, Workspace};
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::schedule::{LrSchedule, Schedule};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    pub schedule: Schedule,
+    pub warmup_steps: usize,
+    pub seed: u64,
+    pub shuffle: bool,
+    pub drop_last: bool,
+    /// Read the running loss back every this many steps (0: only at the end of each epoch).
+    pub report_every: usize,
+}
+
+impl TrainConfig {
+    pub fn new(optimizer: OptimizerConfig) -> Self {
+        TrainConfig {
+            epochs: 3,
+            batch_size: 128,
+            optimizer,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            seed: 0,
+            shuffle: true,
+            drop_last: false,
+            report_every: 0,
+        }
+    }
+}
+
+/// Loss and accuracy over some samples.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Metrics {
+    pub loss: f32,
+    pub accuracy: f32,
+    pub samples: usize,
+}
+
+impl Metrics {
+    /// From a stats buffer's `[Σ loss, #correct, #samples]`.
+    pub fn from_stats(s: &[f32]) -> Self {
+        let n = s[2].max(1.0);
+        Metrics { loss: s[0] / n, accuracy: s[1] / n, samples: s[2] as usize }
+    }
+}
+
+/// One line of `--metrics`: what an epoch did.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub train_loss: f32,
+    pub train_acc: f32,
+    pub test_loss: Option<f32>,
+    pub test_acc: Option<f32>,
+    /// The learning rate of the epoch's last step.
+    pub lr: f32,
+    /// Wall time of the epoch, training and evaluation.
+    pub seconds: f64,
+    pub train_seconds: f64,
+    /// Training samples per second (evaluation excluded).
+    pub samples_per_sec: f64,
+    pub device: String,
+    pub steps: usize,
+}
+
+/// What the CLI (or any caller) wants to hear during training.
+pub trait Observer {
+    fn epoch_started(&mut self, _epoch: usize, _steps: usize) {}
+    /// After each step; `running` is present at the reporting interval.
+    fn step_done(&mut self, _step: usize, _running: Option<Metrics>) {}
+    fn epoch_done(&mut self, _report: &EpochReport) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// One training step on a batch that `ws` already holds (`Workspace::load_batch`): forward,
+/// loss (accumulated into `stats`), backward and the optimizer update, then one submit.
+pub fn train_step<B: Backend>(
+    backend: &mut B,
+    model: &Model<B>,
+    ws: &Workspace<B>,
+    optimizer: &mut Optimizer<B>,
+    stats: &B::Buf,
+    rows: usize,
+    lr: f32,
+) {
+    model.forward(backend, ws, rows);
+    model.loss(backend, ws, stats, rows);
+    model.backward(backend, ws, rows);
+    optimizer.step(backend, model, lr);
+    backend.submit();
+}
+
+/// Loss and accuracy of `model` on `split`, forward passes only, in batches of the workspace's
+/// capacity; one read at the end.
+pub fn evaluate_with<B: Backend>(
+    backend: &mut B,
+    model: &Model<B>,
+    ws: &Workspace<B>,
+    stats: &B::Buf,
+    split: &Split,
+) -> Result<Metrics> {
+    backend.fill_zero(stats);
+    let mut batches = Batcher::new(split, model.input_size, ws.capacity, false);
+    batches.start_epoch(None);
+    while let Some((pixels, labels)) = batches.next_batch() {
+        let rows = labels.len();
+        ws.load_batch(backend, pixels, labels);
+        model.forward(backend, ws, rows);
+        model.loss(backend, ws, stats, rows);
+        backend.submit();
+    }
+    Ok(Metrics::from_stats(&backend.read(stats, 3)?))
+}
+
+/// [`evaluate_with`] with its own buffers.
+pub fn evaluate<B: Backend>(
+    backend: &mut B,
+    model: &Model<B>,
+    split: &Split,
+    batch_size: usize,
+) -> Result<Metrics> {
+    let ws = Workspace::new(backend, model, batch_size.clamp(1, split.len.max(1)))?;
+    let stats = backend.alloc(3)?;
+    evaluate_with(backend, model, &ws, &stats, split)
+}
+
+/// Trains `model` on `data.train` for `cfg.epochs`, evaluating on `data.test` after each epoch.
+pub fn train<B: Backend>(
+    backend: &mut B,
+    model: &Model<B>,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    observer: &mut dyn Observer,
+) -> Result<Vec<EpochReport>> {
+    if cfg.batch_size == 0 {
+        return Err(Error::config("--batch-size", "must be at least 1"));
+    }
+    if data.train.len == 0 {
+        return Err(Error::config("--limit-train", "the training set is empty"));
+    }
+    let mut batches = Batcher::new(&data.train, data.sample_size(), cfg.batch_size, cfg.drop_last);
+    let steps_per_epoch = batches.steps_per_epoch();
+    if steps_per_epoch == 0 {
+        return Err(Error::config(
+            "--drop-last",
+            format!(
+                "the training set has {} samples, fewer than one batch of {}",
+                data.train.len, cfg.batch_size
+            ),
+        ));
+    }
+    let capacity = cfg.batch_size.min(data.train.len);
+    let ws = Workspace::new(backend, model, capacity)?;
+    let train_stats = backend.alloc(3)?;
+    let eval_stats = backend.alloc(3)?;
+    let mut optimizer = Optimizer::new(backend, cfg.optimizer, model)?;
+    let schedule = LrSchedule {
+        base_lr: cfg.optimizer.lr,
+        schedule: cfg.schedule,
+        warmup_steps: cfg.warmup_steps,
+        steps_per_epoch,
+        total_steps: steps_per_epoch * cfg.epochs,
+    };
+    // Init draws from `seed`; the shuffle from its own stream, so both backends see the same
+    // batches whatever the model.
+    let mut shuffle_rng = fastrand::Rng::with_seed(cfg.seed ^ 0x5EED_5AFF_1E00_0000);
+    let mut reports = Vec::new();
+    let mut step = 0;
+    for epoch in 1..=cfg.epochs {
+        let started = Instant::now();
+        observer.epoch_started(epoch, steps_per_epoch);
+        backend.fill_zero(&train_stats);
+        batches.start_epoch(cfg.shuffle.then_some(&mut shuffle_rng));
+        let mut lr = schedule.lr(step);
+        let mut in_epoch = 0;
+        while let Some((pixels, labels)) = batches.next_batch() {
+            let rows = labels.len();
+            lr = schedule.lr(step);
+            ws.load_batch(backend, pixels, labels);
+            train_step(backend, model, &ws, &mut optimizer, &train_stats, rows, lr);
+            step += 1;
+            in_epoch += 1;
+            let running = if cfg.report_every > 0 && in_epoch % cfg.report_every == 0 {
+                Some(Metrics::from_stats(&backend.read(&train_stats, 3)?))
+            } else {
+                None
+            };
+            observer.step_done(in_epoch, running);
+        }
+        let train = Metrics::from_stats(&backend.read(&train_stats, 3)?);
+        let train_seconds = started.elapsed().as_secs_f64();
+        let test = if data.test.len > 0 {
+            Some(evaluate_with(backend, model, &ws, &eval_stats, &data.test)?)
+        } else {
+            None
+        };
+        let report = EpochReport {
+            epoch,
+            train_loss: train.loss,
+            train_acc: train.accuracy,
+            test_loss: test.map(|t| t.loss),
+            test_acc: test.map(|t| t.accuracy),
+            lr,
+            seconds: started.elapsed().as_secs_f64(),
+            train_seconds,
+            samples_per_sec: batches.samples_per_epoch() as f64 / train_seconds.max(1e-9),
+            device: backend.device_name(),
+            steps: steps_per_epoch,
+        };
+        observer.epoch_done(&report);
+        reports.push(report);
+    }
+    Ok(reports)
+}
