@@ -17,6 +17,7 @@
 //! ```
 
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;

@@ -1,1 +1,155 @@
-fn main(){}
+//! The `steepest` command line: a thin layer over the library (see `src/cli/`).
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "steepest", version, about = "Train image classifiers by gradient descent on any GPU (WGSL via wgpu) or the CPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every adapter wgpu finds and mark the one `--device gpu` picks.
+    Devices,
+    /// Train a classifier.
+    Train(TrainArgs),
+    /// Test loss and accuracy of a checkpoint.
+    Eval(EvalArgs),
+    /// Matmul GFLOP/s and MLP training samples/s, CPU beside GPU.
+    Bench(BenchArgs),
+}
+
+/// Where the data comes from and which device runs the work.
+#[derive(Args, Clone)]
+pub struct DataArgs {
+    /// synthetic (built in, no download) | mnist | fashion-mnist | idx.
+    #[arg(long, default_value = "synthetic")]
+    pub dataset: String,
+    /// Folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
+    /// t10k-labels-idx1-ubyte (each optionally .gz).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// auto (a hardware GPU, else the CPU) | gpu (any adapter, software ones included) | cpu.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Pick the adapter whose name contains this (case-insensitive).
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Use only the first N test samples.
+    #[arg(long)]
+    pub limit_test: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// linear | mlp:H1[,H2...] (input and output sizes come from the data).
+    #[arg(long, default_value = "mlp:256")]
+    pub model: String,
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// sgd | momentum | nesterov | adam | adamw | rmsprop.
+    #[arg(long, default_value = "adam")]
+    pub optimizer: String,
+    /// Learning rate [default: PyTorch's for the optimizer: 1e-3, RMSprop 1e-2].
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Momentum [default: 0.9 for momentum and nesterov, else 0].
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    /// Weight decay [default: 0.01 for adamw, else 0].
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    #[arg(long, default_value_t = 0.9)]
+    pub beta1: f32,
+    #[arg(long, default_value_t = 0.999)]
+    pub beta2: f32,
+    #[arg(long, default_value_t = 1e-8)]
+    pub eps: f32,
+    /// RMSprop's smoothing constant.
+    #[arg(long, default_value_t = 0.99)]
+    pub alpha: f32,
+    /// constant | step:EVERY_EPOCHS:GAMMA | cosine.
+    #[arg(long, default_value = "constant")]
+    pub schedule: String,
+    /// Rise linearly from 0 to the learning rate over the first N steps.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep the data set's order instead of shuffling each epoch.
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Drop the last partial batch of each epoch.
+    #[arg(long)]
+    pub drop_last: bool,
+    /// Use only the first N training samples.
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+    /// Start from these weights (safetensors with PyTorch state_dict names).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+    /// Save the trained weights here (safetensors, PyTorch state_dict names).
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// Append one JSON object per epoch to this file.
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
+    /// Print only errors.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// The checkpoint to evaluate.
+    #[arg(long)]
+    pub weights: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Print one JSON object with test_loss, test_acc and samples.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// cpu | gpu | both.
+    #[arg(long, default_value = "both")]
+    pub device: String,
+    /// Square matmul sizes.
+    #[arg(long, default_value = "256,512,1024", value_delimiter = ',')]
+    pub sizes: Vec<usize>,
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Devices => cli::devices::run(),
+        Command::Train(args) => cli::train::run(&args),
+        Command::Eval(args) => cli::eval::run(&args),
+        Command::Bench(args) => cli::bench::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

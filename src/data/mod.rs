@@ -46,3 +46,65 @@ impl Dataset {
         self.channels * self.height * self.width
     }
 }
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// The data sets `--dataset` names.
+pub const DATASETS: &str = "synthetic, mnist, fashion-mnist, idx";
+
+/// Fashion-MNIST's class names, in label order.
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// The synthetic set is always drawn from this seed, so `--seed` varies the training run
+/// (init, shuffle) on the same data, and `eval` sees the same test set as `train`.
+pub const SYNTHETIC_SEED: u64 = 0x57EE_9E57;
+
+/// Opens the data set `name` (`--dataset`), reading files from `dir` (`--data-dir`) if it has any.
+pub fn open(name: &str, dir: Option<&Path>) -> Result<Dataset> {
+    let need_dir = || {
+        dir.ok_or_else(|| {
+            Error::config(
+                "--data-dir",
+                format!(
+                    "--dataset {name} reads the four IDX files ({}, {}, {}, {}, each optionally .gz) \
+                     from a folder; pass it with --data-dir",
+                    idx::TRAIN_IMAGES,
+                    idx::TRAIN_LABELS,
+                    idx::TEST_IMAGES,
+                    idx::TEST_LABELS
+                ),
+            )
+        })
+    };
+    match name {
+        "synthetic" => Ok(synthetic::generate(
+            SYNTHETIC_SEED,
+            synthetic::DEFAULT_TRAIN,
+            synthetic::DEFAULT_TEST,
+        )),
+        "mnist" => idx::load_dir(need_dir()?, "mnist", None),
+        "fashion-mnist" => idx::load_dir(
+            need_dir()?,
+            "fashion-mnist",
+            Some(FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect()),
+        ),
+        "idx" => idx::load_dir(need_dir()?, "idx", None),
+        _ => Err(Error::config(
+            "--dataset",
+            format!("unknown data set {name:?}; expected one of {DATASETS}"),
+        )),
+    }
+}

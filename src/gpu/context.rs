@@ -27,24 +27,26 @@ pub enum Choice {
     AnyAdapter,
 }
 
-pub fn instance() -> wgpu::Instance {
-    // WGPU_BACKEND and friends still apply, so a user can force e.g. `WGPU_BACKEND=gl`.
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+/// An instance over `backends`. `WGPU_BACKEND` still applies, so a user can force e.g. `gl`.
+pub fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc.with_env())
 }
 
 /// Every adapter of the given backends.
-pub fn adapters(instance: &wgpu::Instance, backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
-    pollster::block_on(instance.enumerate_adapters(backends))
+pub fn adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    pollster::block_on(instance(backends).enumerate_adapters(backends))
 }
 
 /// The adapters worth choosing from: the native APIs (Vulkan, Metal, DX12) first; GL only when
 /// none of them has an adapter, since probing GL through EGL is slow and noisy on headless Linux.
-fn candidate_adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
-    let native = adapters(instance, wgpu::Backends::PRIMARY);
+fn candidate_adapters() -> Vec<wgpu::Adapter> {
+    let native = adapters(wgpu::Backends::PRIMARY);
     if native.iter().any(|a| report(a).has_compute) {
         native
     } else {
-        adapters(instance, wgpu::Backends::all())
+        adapters(wgpu::Backends::all())
     }
 }
 
@@ -101,8 +103,7 @@ pub fn pick(reports: &[AdapterReport], choice: Choice, name_filter: Option<&str>
 
 /// Finds the adapter for `choice`, or explains why there is none.
 pub fn select(choice: Choice, name_filter: Option<&str>) -> Result<Option<wgpu::Adapter>> {
-    let instance = instance();
-    let all = candidate_adapters(&instance);
+    let all = candidate_adapters();
     let reports: Vec<_> = all.iter().map(report).collect();
     match pick(&reports, choice, name_filter) {
         Some(i) => Ok(Some(all[i].clone())),

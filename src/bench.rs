@@ -1,0 +1,124 @@
+//! `steepest bench`: matmul GFLOP/s and MLP training samples/s on one backend, timed as medians
+//! of several trials. The GPU side waits for the device at the end of each trial, so the times
+//! are of work done, not work queued.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backend::{Backend, MatmulForm};
+use crate::data::loader::Batcher;
+use crate::data::synthetic;
+use crate::nn::{Model, ModelSpec, Workspace};
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::train::train_step;
+use crate::Result;
+
+/// Something that can be timed: the backend plus a way to wait for queued work.
+pub trait Timed: Backend {
+    fn finish(&mut self);
+}
+
+impl Timed for crate::cpu::CpuBackend {
+    fn finish(&mut self) {}
+}
+
+impl Timed for crate::gpu::GpuBackend {
+    fn finish(&mut self) {
+        self.wait();
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MatmulResult {
+    pub size: usize,
+    pub gflops: f64,
+    pub median_seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MlpResult {
+    pub model: String,
+    pub batch_size: usize,
+    pub optimizer: String,
+    pub samples_per_sec: f64,
+    pub median_step_seconds: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Median seconds of `trials` runs of `f`, each repeated until it has taken ~`budget` seconds
+/// (at least once); returns (seconds per call).
+fn time_per_call<B: Timed>(b: &mut B, trials: usize, budget: f64, mut f: impl FnMut(&mut B)) -> f64 {
+    // Warm up (first use compiles nothing, but fills caches and bind groups).
+    f(b);
+    b.finish();
+    let t = Instant::now();
+    f(b);
+    b.finish();
+    let once = t.elapsed().as_secs_f64().max(1e-7);
+    let reps = ((budget / once) as usize).clamp(1, 10_000);
+    let samples = (0..trials)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..reps {
+                f(b);
+            }
+            b.finish();
+            t.elapsed().as_secs_f64() / reps as f64
+        })
+        .collect();
+    median(samples)
+}
+
+/// `n×n×n` f32 matmul (`C = A·B`) throughput.
+pub fn matmul<B: Timed>(b: &mut B, n: usize) -> Result<MatmulResult> {
+    let mut rng = fastrand::Rng::with_seed(n as u64);
+    let data: Vec<f32> = (0..n * n).map(|_| rng.f32() - 0.5).collect();
+    let (x, y, z) = (b.alloc(n * n)?, b.alloc(n * n)?, b.alloc(n * n)?);
+    b.write(&x, &data);
+    b.write(&y, &data);
+    let secs = time_per_call(b, 5, 0.2, |b| {
+        b.matmul(MatmulForm::AB, &x, &y, &z, n, n, n);
+        b.submit();
+    });
+    Ok(MatmulResult { size: n, gflops: 2.0 * (n as f64).powi(3) / secs / 1e9, median_seconds: secs })
+}
+
+/// Training throughput of the MNIST-sized MLP 784-256-10, batch 128, SGD momentum (lr 0.05), on
+/// synthetic 28×28 data: batch gathering, upload, forward, backward and update per step.
+pub fn mlp<B: Timed>(b: &mut B) -> Result<MlpResult> {
+    let data = synthetic::generate(1, 4096, 0);
+    let spec: ModelSpec = "mlp:256".parse()?;
+    let model = Model::new(b, &spec, data.sample_size(), data.num_classes, 0)?;
+    let batch = 128;
+    let ws = Workspace::new(b, &model, batch)?;
+    let stats = b.alloc(3)?;
+    let mut cfg = OptimizerConfig::new(OptimizerKind::Momentum);
+    cfg.lr = 0.05;
+    let mut opt = Optimizer::new(b, cfg, &model)?;
+    let mut batches = Batcher::new(&data.train, data.sample_size(), batch, true);
+    let mut rng = fastrand::Rng::with_seed(3);
+    batches.start_epoch(Some(&mut rng));
+    let secs = time_per_call(b, 5, 0.3, |b| {
+        let (pixels, labels) = match batches.next_batch() {
+            Some(x) => x,
+            None => {
+                batches.start_epoch(Some(&mut rng));
+                batches.next_batch().expect("4096 samples hold a batch")
+            }
+        };
+        ws.load_batch(b, pixels, labels);
+        train_step(b, &model, &ws, &mut opt, &stats, batch, cfg.lr);
+    });
+    Ok(MlpResult {
+        model: "784-256-10".to_string(),
+        batch_size: batch,
+        optimizer: "sgd momentum 0.9".to_string(),
+        samples_per_sec: batch as f64 / secs,
+        median_step_seconds: secs,
+    })
+}

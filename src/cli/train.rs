@@ -1,0 +1,202 @@
+//! `steepest train`.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use steepest::backend::Backend;
+use steepest::checkpoint::{self, CheckpointMeta};
+use steepest::data::Dataset;
+use steepest::nn::{Model, ModelSpec};
+use steepest::optim::{OptimizerConfig, OptimizerKind};
+use steepest::schedule::Schedule;
+use steepest::train::{self, EpochReport, Metrics, Observer, TrainConfig};
+use steepest::{with_backend, Error, Result};
+
+use crate::TrainArgs;
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    // Check every flag before the slow parts (data, device) start.
+    let spec: ModelSpec = args.model.parse()?;
+    let cfg = config(args)?;
+    let mut data = super::load_data(&args.data)?;
+    if let Some(n) = args.limit_train {
+        let size = data.sample_size();
+        data.train.truncate(n, size);
+    }
+    let mut backend = super::open_device(&args.data)?;
+    with_backend!(&mut backend, b => train_on(b, args, &spec, &cfg, &data))
+}
+
+fn config(args: &TrainArgs) -> Result<TrainConfig> {
+    let kind: OptimizerKind = args.optimizer.parse()?;
+    let mut opt = OptimizerConfig::new(kind);
+    if let Some(lr) = args.lr {
+        opt.lr = lr;
+    }
+    if let Some(m) = args.momentum {
+        opt.momentum = m;
+    }
+    if let Some(wd) = args.weight_decay {
+        opt.weight_decay = wd;
+    }
+    opt.beta1 = args.beta1;
+    opt.beta2 = args.beta2;
+    opt.eps = args.eps;
+    opt.alpha = args.alpha;
+    opt.validate()?;
+    if args.epochs == 0 {
+        return Err(Error::config("--epochs", "must be at least 1"));
+    }
+    if args.batch_size == 0 {
+        return Err(Error::config("--batch-size", "must be at least 1"));
+    }
+    let schedule: Schedule = args.schedule.parse()?;
+    Ok(TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        optimizer: opt,
+        schedule,
+        warmup_steps: args.warmup_steps,
+        seed: args.seed,
+        shuffle: !args.no_shuffle,
+        drop_last: args.drop_last,
+        report_every: 0,
+    })
+}
+
+fn train_on<B: Backend>(
+    b: &mut B,
+    args: &TrainArgs,
+    spec: &ModelSpec,
+    cfg: &TrainConfig,
+    data: &Dataset,
+) -> Result<()> {
+    let model = Model::new(b, spec, data.sample_size(), data.num_classes, cfg.seed)?;
+    if let Some(path) = &args.init_from {
+        let ckpt = checkpoint::load(path)?;
+        model.import(b, &ckpt.tensors, &path.display().to_string())?;
+    }
+    let say = !args.quiet;
+    if say {
+        println!(
+            "data: {} ({} train, {} test, {}x{}x{}, {} classes)",
+            data.name,
+            data.train.len,
+            data.test.len,
+            data.channels,
+            data.height,
+            data.width,
+            data.num_classes
+        );
+        println!(
+            "model: {} ({} parameters); optimizer {} lr {}; batch {}; {} epochs",
+            spec,
+            model.num_params(),
+            cfg.optimizer.kind,
+            cfg.optimizer.lr,
+            cfg.batch_size,
+            cfg.epochs
+        );
+    }
+    let mut metrics_file = match &args.metrics {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| Error::file(path, format!("cannot open for appending: {e}")))?,
+        ),
+        None => None,
+    };
+    let show_bar = say && std::io::stderr().is_terminal();
+    let mut cfg = cfg.clone();
+    if show_bar {
+        cfg.report_every = 50;
+    }
+    let mut obs = Reporter { bar: None, show_bar, say, epochs: cfg.epochs, lines: Vec::new() };
+    let reports = train::train(b, &model, data, &cfg, &mut obs)?;
+    if let (Some(file), Some(path)) = (&mut metrics_file, &args.metrics) {
+        for r in &reports {
+            let line = serde_json::to_string(r).unwrap_or_default();
+            writeln!(file, "{line}").map_err(|e| Error::file(path, format!("write failed: {e}")))?;
+        }
+    }
+    if let Some(path) = &args.save {
+        save(b, &model, data, path)?;
+        if say {
+            println!("saved {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn save<B: Backend>(b: &mut B, model: &Model<B>, data: &Dataset, path: &Path) -> Result<()> {
+    let tensors = model.export(b)?;
+    let meta = CheckpointMeta {
+        model: Some(model.spec.clone()),
+        input_shape: Some([data.channels, data.height, data.width]),
+        class_names: Some(data.class_names.clone()),
+        dataset: Some(data.name.clone()),
+        version: None,
+    };
+    checkpoint::save(path, &tensors, &meta)
+}
+
+/// Prints a progress bar (on a terminal) and one summary line per epoch.
+struct Reporter {
+    bar: Option<ProgressBar>,
+    show_bar: bool,
+    say: bool,
+    epochs: usize,
+    lines: Vec<String>,
+}
+
+impl Observer for Reporter {
+    fn epoch_started(&mut self, epoch: usize, steps: usize) {
+        if self.show_bar {
+            let bar = ProgressBar::new(steps as u64);
+            bar.set_style(
+                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} ({eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{epoch}/{}", self.epochs));
+            self.bar = Some(bar);
+        }
+    }
+
+    fn step_done(&mut self, _step: usize, running: Option<Metrics>) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            if let Some(m) = running {
+                bar.set_message(format!("loss {:.4} acc {:.2}%", m.loss, 100.0 * m.accuracy));
+            }
+        }
+    }
+
+    fn epoch_done(&mut self, r: &EpochReport) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        if self.say {
+            let test = match (r.test_loss, r.test_acc) {
+                (Some(l), Some(a)) => format!("test loss {l:.4} acc {:.2}%", 100.0 * a),
+                _ => "no test set".to_string(),
+            };
+            let line = format!(
+                "epoch {}/{}  train loss {:.4} acc {:.2}%  {}  lr {:.3e}  {:.1}s  {:.0} samples/s",
+                r.epoch,
+                self.epochs,
+                r.train_loss,
+                100.0 * r.train_acc,
+                test,
+                r.lr,
+                r.seconds,
+                r.samples_per_sec
+            );
+            println!("{line}");
+            self.lines.push(line);
+        }
+    }
+}
