@@ -150,10 +150,15 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     Ok(Checkpoint { tensors, meta })
 }
 
-/// `2.weight` sorts by layer position, then weight before bias.
-fn sort_key(name: &str) -> (usize, String) {
+/// `state_dict` order: by layer position, weight before bias, anything else after.
+fn sort_key(name: &str) -> (usize, u8, String) {
     let (pos, rest) = name.split_once('.').unwrap_or((name, ""));
-    (pos.parse().unwrap_or(usize::MAX), rest.to_string())
+    let field = match rest {
+        "weight" => 0,
+        "bias" => 1,
+        _ => 2,
+    };
+    (pos.parse().unwrap_or(usize::MAX), field, rest.to_string())
 }
 
 /// Recovers `(spec, input features, classes)` from the tensors of an MLP `nn.Sequential`

@@ -62,13 +62,13 @@ pub struct TrainArgs {
     #[arg(long, default_value = "adam")]
     pub optimizer: String,
     /// Learning rate [default: PyTorch's for the optimizer: 1e-3, RMSprop 1e-2].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// Momentum [default: 0.9 for momentum and nesterov, else 0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f32>,
     /// Weight decay [default: 0.01 for adamw, else 0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f32>,
     #[arg(long, default_value_t = 0.9)]
     pub beta1: f32,

@@ -19,6 +19,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     // Check every flag before the slow parts (data, device) start.
     let spec: ModelSpec = args.model.parse()?;
     let cfg = config(args)?;
+    if let Some(path) = &args.save {
+        // Fail now rather than after the training the checkpoint was meant to keep.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(Error::file(path, format!("--save: folder {} does not exist", dir.display())));
+        }
+    }
     let mut data = super::load_data(&args.data)?;
     if let Some(n) = args.limit_train {
         let size = data.sample_size();

@@ -1,0 +1,133 @@
+//! Checkpoints: save/load round trip with identical predictions, PyTorch state_dict names and
+//! shapes, loading a file written independently of steepest's save code, and shape errors.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use safetensors::tensor::{Dtype, TensorView};
+use steepest::backend::Backend;
+use steepest::checkpoint::{self, CheckpointMeta};
+use steepest::cpu::CpuBackend;
+use steepest::data::synthetic;
+use steepest::nn::{Model, ModelSpec, Workspace};
+use steepest::optim::{OptimizerConfig, OptimizerKind};
+use steepest::train::{self, TrainConfig};
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("steepest-ckpt-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn logits(cpu: &mut CpuBackend, model: &Model<CpuBackend>, pixels: &[u8], rows: usize) -> Vec<f32> {
+    let ws = Workspace::new(cpu, model, rows).unwrap();
+    ws.load_batch(cpu, pixels, &vec![0; rows]);
+    model.forward(cpu, &ws, rows);
+    cpu.read(ws.activations.last().unwrap(), rows * model.num_classes).unwrap()
+}
+
+#[test]
+fn save_then_load_gives_identical_predictions_and_pytorch_names() {
+    let data = synthetic::generate(1, 600, 100);
+    let mut cpu = CpuBackend::new();
+    let spec = ModelSpec::mlp(&[32, 16]);
+    let model = Model::new(&mut cpu, &spec, 784, 10, 3).unwrap();
+    let mut cfg = TrainConfig::new(OptimizerConfig::new(OptimizerKind::Adam));
+    cfg.epochs = 1;
+    train::train(&mut cpu, &model, &data, &cfg, &mut train::Silent).unwrap();
+
+    let path = temp("roundtrip").join("w.safetensors");
+    let meta = CheckpointMeta {
+        model: Some(spec.clone()),
+        input_shape: Some([1, 28, 28]),
+        class_names: Some(data.class_names.clone()),
+        dataset: Some("synthetic".into()),
+        version: None,
+    };
+    checkpoint::save(&path, &model.export(&mut cpu).unwrap(), &meta).unwrap();
+
+    let loaded = checkpoint::load(&path).unwrap();
+    let names: Vec<(String, Vec<usize>)> = loaded.tensors.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect();
+    let want = [("0.weight", vec![32, 784]), ("0.bias", vec![32]), ("2.weight", vec![16, 32]), ("2.bias", vec![16]), ("4.weight", vec![10, 16]), ("4.bias", vec![10])];
+    assert_eq!(names, want.iter().map(|(n, s)| (n.to_string(), s.clone())).collect::<Vec<_>>());
+    assert_eq!(loaded.meta.model, Some(spec.clone()));
+    assert_eq!(loaded.meta.input_shape, Some([1, 28, 28]));
+    assert_eq!(loaded.meta.class_names, Some(data.class_names.clone()));
+    assert_eq!(loaded.meta.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+
+    let fresh = Model::new(&mut cpu, &spec, 784, 10, 99).unwrap();
+    let pixels = &data.test.images[..50 * 784];
+    assert_ne!(logits(&mut cpu, &fresh, pixels, 50), logits(&mut cpu, &model, pixels, 50));
+    fresh.import(&mut cpu, &loaded.tensors, "w.safetensors").unwrap();
+    assert_eq!(logits(&mut cpu, &fresh, pixels, 50), logits(&mut cpu, &model, pixels, 50));
+    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file left beside the checkpoint: {leftovers:?}");
+}
+
+/// A file written with the safetensors crate alone, as PyTorch's `save_file(model.state_dict())`
+/// would write it (no steepest metadata): loads by name, and the MLP shape is inferred.
+#[test]
+fn a_file_written_elsewhere_loads_by_state_dict_name() {
+    let (w0, b0, w2, b2): (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) = (
+        (0..8 * 784).map(|i| (i % 17) as f32 * 0.01 - 0.08).collect(),
+        (0..8).map(|i| i as f32 * 0.1).collect(),
+        (0..10 * 8).map(|i| (i % 7) as f32 * 0.02 - 0.06).collect(),
+        (0..10).map(|i| -(i as f32) * 0.05).collect(),
+    );
+    let bytes = |v: &Vec<f32>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (bw0, bb0, bw2, bb2) = (bytes(&w0), bytes(&b0), bytes(&w2), bytes(&b2));
+    // PyTorch writes tensors in its own order; keys here are deliberately not in model order.
+    let tensors = vec![
+        ("2.bias", TensorView::new(Dtype::F32, vec![10], &bb2).unwrap()),
+        ("0.weight", TensorView::new(Dtype::F32, vec![8, 784], &bw0).unwrap()),
+        ("2.weight", TensorView::new(Dtype::F32, vec![10, 8], &bw2).unwrap()),
+        ("0.bias", TensorView::new(Dtype::F32, vec![8], &bb0).unwrap()),
+    ];
+    let mut info = HashMap::new();
+    info.insert("format".to_string(), "pt".to_string());
+    let path = temp("foreign").join("torch.safetensors");
+    std::fs::write(&path, safetensors::tensor::serialize(tensors, Some(info)).unwrap()).unwrap();
+
+    let ckpt = checkpoint::load(&path).unwrap();
+    assert_eq!(ckpt.meta.model, None);
+    let (spec, inputs, classes) = checkpoint::infer_mlp(&ckpt.tensors, &path).unwrap();
+    assert_eq!((spec.to_string(), inputs, classes), ("mlp:8".to_string(), 784, 10));
+
+    let mut cpu = CpuBackend::new();
+    let model = Model::new(&mut cpu, &spec, 784, 10, 0).unwrap();
+    model.import(&mut cpu, &ckpt.tensors, "torch.safetensors").unwrap();
+    let got = model.export(&mut cpu).unwrap();
+    assert_eq!(got[0].2, w0);
+    assert_eq!(got[1].2, b0);
+    assert_eq!(got[2].2, w2);
+    assert_eq!(got[3].2, b2);
+}
+
+#[test]
+fn shapes_that_do_not_fit_the_model_are_named() {
+    let mut cpu = CpuBackend::new();
+    let small = Model::new(&mut cpu, &ModelSpec::mlp(&[16]), 784, 10, 0).unwrap();
+    let tensors = small.export(&mut cpu).unwrap();
+    let big = Model::new(&mut cpu, &ModelSpec::mlp(&[32]), 784, 10, 0).unwrap();
+    let err = big.import(&mut cpu, &tensors, "small.safetensors").unwrap_err().to_string();
+    assert!(err.contains("small.safetensors") && err.contains("0.weight") && err.contains("[16, 784]") && err.contains("[32, 784]"), "{err}");
+
+    let linear = Model::new(&mut cpu, &ModelSpec::linear(), 784, 10, 0).unwrap();
+    let err = linear.import(&mut cpu, &tensors, "small.safetensors").unwrap_err().to_string();
+    assert!(err.contains("0.weight"), "{err}");
+
+    let mut missing = tensors.clone();
+    missing.retain(|(n, _, _)| n != "2.bias");
+    let err = small.import(&mut cpu, &missing, "m.safetensors").unwrap_err().to_string();
+    assert!(err.contains("2.bias") && err.contains("missing"), "{err}");
+}
+
+#[test]
+fn garbage_is_not_a_checkpoint() {
+    let path = temp("garbage").join("junk.safetensors");
+    std::fs::write(&path, b"definitely not safetensors").unwrap();
+    let err = checkpoint::load(&path).err().unwrap().to_string();
+    assert!(err.contains("junk.safetensors") && err.contains("safetensors"), "{err}");
+    let err = checkpoint::load(&path.with_file_name("absent.safetensors")).err().unwrap().to_string();
+    assert!(err.contains("absent.safetensors"), "{err}");
+}

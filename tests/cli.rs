@@ -1,0 +1,237 @@
+//! The command-line contract: what users and scripts rely on, run through the real binary.
+//! Bad input must end with a clear `error:` line that names the file or flag, a non-zero exit,
+//! and never a panic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn steepest(args: &[&str]) -> Output {
+    steepest_env(args, &[])
+}
+
+fn steepest_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_steepest"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run steepest")
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("steepest-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// Fails unless the run failed cleanly with every `needles` in its error output.
+fn assert_clean_error(o: &Output, needles: &[&str]) {
+    let (out, err) = text(o);
+    assert!(!o.status.success(), "expected failure; stdout: {out}\nstderr: {err}");
+    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
+    for n in needles {
+        assert!(err.contains(n), "error output lacks {n:?}: {err}");
+    }
+}
+
+fn idx_images(count: u32, rows: u32, cols: u32, fill: u8) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, 3];
+    for d in [count, rows, cols] {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend(std::iter::repeat_n(fill, (count * rows * cols) as usize));
+    v
+}
+
+fn idx_labels(labels: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, 1];
+    v.extend_from_slice(&(labels.len() as u32).to_be_bytes());
+    v.extend_from_slice(labels);
+    v
+}
+
+/// A tiny valid IDX data set: 20 train and 10 test 4×4 images.
+fn write_idx(dir: &Path) {
+    let labels: Vec<u8> = (0..20).map(|i| i % 3).collect();
+    std::fs::write(dir.join("train-images-idx3-ubyte"), idx_images(20, 4, 4, 9)).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), idx_labels(&labels)).unwrap();
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx_images(10, 4, 4, 9)).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx_labels(&labels[..10])).unwrap();
+}
+
+#[test]
+fn train_save_metrics_and_eval_agree() {
+    let dir = temp("train");
+    let (w, m) = (dir.join("w.safetensors"), dir.join("m.jsonl"));
+    let o = steepest(&[
+        "train", "--device", "cpu", "--epochs", "2", "--limit-train", "1500", "--limit-test", "300",
+        "--model", "mlp:32", "--save", w.to_str().unwrap(), "--metrics", m.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(err.contains("device: cpu"), "the chosen device is printed: {err}");
+    assert!(out.contains("epoch 2/2"), "{out}");
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&m).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for key in ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "samples_per_sec", "device"] {
+        assert!(lines[1].get(key).is_some(), "metrics lack {key}: {}", lines[1]);
+    }
+    assert_eq!(lines[1]["device"], "cpu");
+
+    let o = steepest(&["eval", "--weights", w.to_str().unwrap(), "--device", "cpu", "--limit-test", "300", "--json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["samples"], 300);
+    let (a, b) = (v["test_acc"].as_f64().unwrap(), lines[1]["test_acc"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-6, "eval {a} vs train's last epoch {b}");
+
+    // --init-from continues from the saved weights: its first epoch starts better than scratch.
+    let m2 = dir.join("m2.jsonl");
+    let o = steepest(&[
+        "train", "--device", "cpu", "--epochs", "1", "--limit-train", "1500", "--limit-test", "300",
+        "--model", "mlp:32", "--init-from", w.to_str().unwrap(), "--metrics", m2.to_str().unwrap(), "--quiet",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let resumed: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&m2).unwrap().trim()).unwrap();
+    assert!(resumed["train_loss"].as_f64() < lines[0]["train_loss"].as_f64());
+}
+
+#[test]
+fn gpu_training_runs_from_the_command_line() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let o = steepest(&["train", "--device", "gpu", "--epochs", "1", "--limit-train", "1000", "--limit-test", "200", "--model", "mlp:32"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(err.contains("device: gpu"), "{err}");
+    assert!(out.contains("epoch 1/1"), "{out}");
+}
+
+#[test]
+fn devices_lists_or_says_none() {
+    let o = steepest(&["devices"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("backend") || out.contains("no GPU adapter"), "{out}");
+}
+
+#[test]
+fn bench_prints_json_with_both_sides() {
+    let o = steepest(&["bench", "--device", "cpu", "--sizes", "32,33", "--json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["matmul"].as_array().unwrap().len(), 2);
+    assert!(v["matmul"][0]["cpu_gflops"].as_f64().unwrap() > 0.0);
+    assert!(v["mlp"]["cpu_samples_per_sec"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn idx_folder_trains_and_bad_files_are_named() {
+    let dir = temp("idx");
+    write_idx(&dir);
+    let d = dir.to_str().unwrap();
+    let o = steepest(&["train", "--dataset", "idx", "--data-dir", d, "--device", "cpu", "--epochs", "1", "--quiet"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    // Wrong magic: a labels file where images belong.
+    std::fs::write(dir.join("train-images-idx3-ubyte"), idx_labels(&[1, 2, 3])).unwrap();
+    let o = steepest(&["train", "--dataset", "idx", "--data-dir", d, "--device", "cpu"]);
+    assert_clean_error(&o, &["train-images-idx3-ubyte", "magic"]);
+
+    // Truncated data.
+    let mut short = idx_images(20, 4, 4, 9);
+    short.truncate(100);
+    std::fs::write(dir.join("train-images-idx3-ubyte"), short).unwrap();
+    let o = steepest(&["train", "--dataset", "idx", "--data-dir", d, "--device", "cpu"]);
+    assert_clean_error(&o, &["train-images-idx3-ubyte"]);
+
+    // Image and label counts differ.
+    std::fs::write(dir.join("train-images-idx3-ubyte"), idx_images(19, 4, 4, 9)).unwrap();
+    let o = steepest(&["train", "--dataset", "idx", "--data-dir", d, "--device", "cpu"]);
+    assert_clean_error(&o, &["train-images-idx3-ubyte", "19", "20"]);
+
+    // Missing file.
+    std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte")).unwrap();
+    write_idx(&dir);
+    std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte")).unwrap();
+    let o = steepest(&["train", "--dataset", "idx", "--data-dir", d, "--device", "cpu"]);
+    assert_clean_error(&o, &["t10k-labels-idx1-ubyte"]);
+
+    // No folder at all.
+    let o = steepest(&["train", "--dataset", "mnist", "--device", "cpu"]);
+    assert_clean_error(&o, &["--data-dir"]);
+}
+
+#[test]
+fn unknown_option_values_are_named() {
+    for (args, needle) in [
+        (&["train", "--optimizer", "adamax"][..], "--optimizer"),
+        (&["train", "--model", "mlp:25x6"][..], "--model"),
+        (&["train", "--model", "cnn"][..], "--model"),
+        (&["train", "--schedule", "cosin"][..], "--schedule"),
+        (&["train", "--device", "tpu"][..], "--device"),
+        (&["train", "--dataset", "imagenet"][..], "--dataset"),
+        (&["train", "--batch-size", "0"][..], "--batch-size"),
+        (&["train", "--lr", "-1"][..], "--lr"),
+        (&["train", "--epochs", "many"][..], "--epochs"),
+        (&["bench", "--device", "tpu"][..], "--device"),
+    ] {
+        let o = steepest(args);
+        assert_clean_error(&o, &[needle]);
+    }
+}
+
+#[test]
+fn device_gpu_without_an_adapter_is_an_error() {
+    // WGPU_BACKEND limits wgpu to one API; Metal exists on no Linux machine, so no adapter.
+    if cfg!(target_os = "macos") {
+        return;
+    }
+    let o = steepest_env(&["train", "--device", "gpu", "--epochs", "1"], &[("WGPU_BACKEND", "metal")]);
+    assert_clean_error(&o, &["--device", "no adapter"]);
+    // auto falls back to the CPU with a notice instead.
+    let o = steepest_env(&["train", "--device", "auto", "--epochs", "1", "--limit-train", "300", "--quiet"], &[("WGPU_BACKEND", "metal")]);
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("device: cpu") && err.contains("note:"), "{err}");
+}
+
+#[test]
+fn checkpoints_that_do_not_fit_are_named() {
+    let dir = temp("ckpt");
+    let w = dir.join("small.safetensors");
+    let o = steepest(&["train", "--device", "cpu", "--epochs", "1", "--limit-train", "300", "--model", "mlp:16", "--save", w.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = steepest(&["train", "--device", "cpu", "--epochs", "1", "--model", "mlp:32", "--init-from", w.to_str().unwrap()]);
+    assert_clean_error(&o, &["small.safetensors", "0.weight", "[16, 784]"]);
+
+    // An IDX data set of 4×4 images does not fit a 28×28 checkpoint.
+    let idx = temp("ckpt-idx");
+    write_idx(&idx);
+    let o = steepest(&["eval", "--weights", w.to_str().unwrap(), "--dataset", "idx", "--data-dir", idx.to_str().unwrap(), "--device", "cpu"]);
+    assert_clean_error(&o, &["small.safetensors", "28"]);
+
+    let junk = dir.join("junk.safetensors");
+    std::fs::write(&junk, b"nope").unwrap();
+    let o = steepest(&["eval", "--weights", junk.to_str().unwrap(), "--device", "cpu"]);
+    assert_clean_error(&o, &["junk.safetensors"]);
+    let o = steepest(&["eval", "--weights", dir.join("absent.safetensors").to_str().unwrap(), "--device", "cpu"]);
+    assert_clean_error(&o, &["absent.safetensors"]);
+
+    // Saving into a folder that does not exist fails before training, leaving nothing behind.
+    let nowhere = dir.join("no/such/dir/w.safetensors");
+    let o = steepest(&["train", "--device", "cpu", "--epochs", "1", "--limit-train", "300", "--save", nowhere.to_str().unwrap()]);
+    assert_clean_error(&o, &["w.safetensors"]);
+    assert!(!nowhere.exists());
+}

@@ -1,0 +1,120 @@
+//! `pixels_to_f32`, `add_bias` / `add_bias_relu`, `relu_backward` (shaders/elementwise.wgsl) and
+//! `bias_grad` (shaders/reduce.wgsl) against their CPU twins (src/cpu/elementwise.rs, reduce.rs).
+//!
+//! Tolerances: the element-wise kernels do one correctly rounded f32 operation per element
+//! (x/255, x+b, max, a compare), identical on both sides, so they must match exactly. `bias_grad`
+//! sums `rows` values in a different order (4 interleaved partial sums on the GPU, row order on
+//! the CPU); each order's error is at most γ_rows·Σ|g| (γ_n = n·u/(1-n·u)), so the two differ
+//! by at most 2·γ_rows·Σ|g|.
+
+mod common;
+
+use common::{assert_close, gpu, random, U};
+use steepest::backend::Backend;
+use steepest::cpu::{elementwise, reduce};
+
+const SHAPES: &[(usize, usize)] = &[(1, 1), (7, 13), (33, 65), (130, 257), (1, 300), (1000, 3)];
+
+#[test]
+fn pixels_to_f32_matches_cpu_exactly() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(3);
+    for len in [1, 2, 3, 5, 784, 1001, 128 * 784 + 3] {
+        let bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+        let mut want = vec![0.0; len];
+        elementwise::pixels_to_f32(&bytes, &mut want);
+        let src = g.alloc_bytes(len).unwrap();
+        let dst = g.alloc(len).unwrap();
+        g.write_bytes(&src, &bytes);
+        g.pixels_to_f32(&src, &dst, len);
+        assert_eq!(g.read(&dst, len).unwrap(), want, "pixels_to_f32 len {len}");
+    }
+}
+
+#[test]
+fn add_bias_and_relu_match_cpu_exactly() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(4);
+    for &(rows, cols) in SHAPES {
+        for relu in [false, true] {
+            let x = random(&mut rng, rows * cols);
+            let b = random(&mut rng, cols);
+            let mut want = x.clone();
+            if relu {
+                elementwise::add_bias_relu(&mut want, &b);
+            } else {
+                elementwise::add_bias(&mut want, &b);
+            }
+            let (gx, gb) = (g.alloc(x.len()).unwrap(), g.alloc(cols).unwrap());
+            g.write(&gx, &x);
+            g.write(&gb, &b);
+            g.add_bias(&gx, &gb, rows, cols, relu);
+            let got = g.read(&gx, x.len()).unwrap();
+            assert_eq!(got, want, "add_bias relu={relu} {rows}x{cols}");
+            if relu {
+                assert!(got.iter().all(|&v| v >= 0.0));
+            }
+        }
+    }
+}
+
+#[test]
+fn relu_backward_matches_cpu_exactly() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(5);
+    for &(rows, cols) in SHAPES {
+        let len = rows * cols;
+        let grad = random(&mut rng, len);
+        // Activations as ReLU leaves them: zeros and positives.
+        let act: Vec<f32> = random(&mut rng, len).into_iter().map(|v| v.max(0.0)).collect();
+        let mut want = grad.clone();
+        elementwise::relu_backward(&mut want, &act);
+        let (gg, ga) = (g.alloc(len).unwrap(), g.alloc(len).unwrap());
+        g.write(&gg, &grad);
+        g.write(&ga, &act);
+        g.relu_backward(&gg, &ga, len);
+        assert_eq!(g.read(&gg, len).unwrap(), want, "relu_backward {rows}x{cols}");
+    }
+}
+
+#[test]
+fn bias_grad_matches_cpu() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(6);
+    for &(rows, cols) in SHAPES.iter().chain(&[(4097, 70), (3, 1025)]) {
+        let grad = random(&mut rng, rows * cols);
+        let mut want = vec![0.0; cols];
+        reduce::bias_grad(&grad, &mut want, rows, cols);
+        let abs: Vec<f32> = grad.iter().map(|v| v.abs()).collect();
+        let mut bound = vec![0.0; cols];
+        reduce::bias_grad(&abs, &mut bound, rows, cols);
+        let (gg, go) = (g.alloc(grad.len()).unwrap(), g.alloc(cols).unwrap());
+        g.write(&gg, &grad);
+        g.bias_grad(&gg, &go, rows, cols);
+        let got = g.read(&go, cols).unwrap();
+        let n = rows as f32;
+        let gamma = n * U / (1.0 - n * U);
+        for c in 0..cols {
+            let tol = 2.0 * gamma * bound[c];
+            assert!((got[c] - want[c]).abs() <= tol, "bias_grad {rows}x{cols} col {c}: {} vs {}", got[c], want[c]);
+        }
+    }
+}
+
+#[test]
+fn dispatches_past_65535_workgroups_fold_into_2d() {
+    let Some(mut g) = gpu() else { return };
+    // 65535 workgroups of 256 threads cover 16,776,960 elements; go past that.
+    let (rows, cols) = (16_777_216 / 64 + 17, 64);
+    let len = rows * cols;
+    let x: Vec<f32> = (0..len).map(|i| (i % 1000) as f32 - 500.0).collect();
+    let b: Vec<f32> = (0..cols).map(|c| c as f32 * 0.5).collect();
+    let (gx, gb) = (g.alloc(len).unwrap(), g.alloc(cols).unwrap());
+    g.write(&gx, &x);
+    g.write(&gb, &b);
+    g.add_bias(&gx, &gb, rows, cols, false);
+    let got = g.read(&gx, len).unwrap();
+    let mut want = x;
+    elementwise::add_bias(&mut want, &b);
+    assert_close("add_bias 2D fold", &got, &want, 0.0, 0.0);
+}

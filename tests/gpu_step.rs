@@ -1,0 +1,44 @@
+//! The GPU step is recorded, not waited on: after the first step has created its bind groups,
+//! further steps create no buffer and no bind group, read nothing back, and submit exactly once.
+
+mod common;
+
+use common::gpu;
+use steepest::backend::Backend;
+use steepest::nn::{Model, ModelSpec, Workspace};
+use steepest::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use steepest::train::train_step;
+
+#[test]
+fn training_steps_allocate_nothing_and_read_nothing_back() {
+    let Some(mut g) = gpu() else { return };
+    for kind in OptimizerKind::ALL {
+        let model = Model::new(&mut g, &ModelSpec::mlp(&[32, 16]), 784, 10, 0).unwrap();
+        let ws = Workspace::new(&mut g, &model, 64).unwrap();
+        let stats = g.alloc(3).unwrap();
+        let mut opt = Optimizer::new(&mut g, OptimizerConfig::new(kind), &model).unwrap();
+        let pixels = vec![7u8; 64 * 784];
+        let labels: Vec<u32> = (0..64).map(|i| i % 10).collect();
+        ws.load_batch(&mut g, &pixels, &labels);
+        train_step(&mut g, &model, &ws, &mut opt, &stats, 64, 0.01);
+
+        let before = g.counters();
+        let steps = 5;
+        for _ in 0..steps {
+            ws.load_batch(&mut g, &pixels, &labels);
+            train_step(&mut g, &model, &ws, &mut opt, &stats, 64, 0.01);
+        }
+        let after = g.counters();
+        assert_eq!(after.buffers_created, before.buffers_created, "{kind}: buffers created in a step");
+        assert_eq!(after.bind_groups_created, before.bind_groups_created, "{kind}: bind groups created in a step");
+        assert_eq!(after.readbacks, before.readbacks, "{kind}: readbacks in a step");
+        assert_eq!(after.submits - before.submits, steps, "{kind}: one submit per step");
+        // pixels, 2 layers × (matmul, bias) + 1, loss, backward, 6 parameter updates.
+        assert!(after.dispatches - before.dispatches >= steps * 16, "{kind}: dispatches recorded");
+
+        // Reading the metrics is the only readback, and it sees all 6 steps.
+        let s = g.read(&stats, 3).unwrap();
+        assert_eq!(s[2], 6.0 * 64.0);
+        assert_eq!(g.counters().readbacks, after.readbacks + 1);
+    }
+}
