@@ -2,7 +2,7 @@
 //! `steepest bench` gives the same figures as a table with GPU/CPU ratios.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use steepest::backend::{Backend, MatmulForm};
+use steepest::backend::MatmulForm;
 use steepest::bench::Timed;
 use steepest::cpu::CpuBackend;
 use steepest::gpu::{context::Choice, GpuBackend};

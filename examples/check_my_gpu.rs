@@ -32,7 +32,11 @@ fn main() -> steepest::Result<()> {
             let bound = 2.0 * (k as f32) * (k as f32) * f32::EPSILON / 2.0;
             let pass = worst <= bound;
             ok &= pass;
-            println!("{:<11} {m}x{k}x{n}: max |gpu - cpu| = {worst:.3e} (bound {bound:.1e}) {}", form.name(), if pass { "ok" } else { "FAIL" });
+            println!(
+                "{:<11} {m}x{k}x{n}: max |gpu - cpu| = {worst:.3e} (bound {bound:.1e}) {}",
+                form.name(),
+                if pass { "ok" } else { "FAIL" }
+            );
         }
     }
     println!("{}", if ok { "all kernels agree with the CPU" } else { "MISMATCH: please report" });

@@ -32,7 +32,12 @@ fn descend<B: Backend>(b: &mut B) -> steepest::Result<()> {
             b.submit(); // one submit per step, nothing read back
         }
         let m = Metrics::from_stats(&b.read(&stats, 3)?); // the only wait
-        println!("{}: epoch {epoch} loss {:.4} accuracy {:.2}%", b.device_name(), m.loss, 100.0 * m.accuracy);
+        println!(
+            "{}: epoch {epoch} loss {:.4} accuracy {:.2}%",
+            b.device_name(),
+            m.loss,
+            100.0 * m.accuracy
+        );
     }
     Ok(())
 }

@@ -52,7 +52,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Median seconds of `trials` runs of `f`, each repeated until it has taken ~`budget` seconds
 /// (at least once); returns (seconds per call).
-fn time_per_call<B: Timed>(b: &mut B, trials: usize, budget: f64, mut f: impl FnMut(&mut B)) -> f64 {
+fn time_per_call<B: Timed>(
+    b: &mut B,
+    trials: usize,
+    budget: f64,
+    mut f: impl FnMut(&mut B),
+) -> f64 {
     // Warm up (first use compiles nothing, but fills caches and bind groups).
     f(b);
     b.finish();
@@ -85,7 +90,11 @@ pub fn matmul<B: Timed>(b: &mut B, n: usize) -> Result<MatmulResult> {
         b.matmul(MatmulForm::AB, &x, &y, &z, n, n, n);
         b.submit();
     });
-    Ok(MatmulResult { size: n, gflops: 2.0 * (n as f64).powi(3) / secs / 1e9, median_seconds: secs })
+    Ok(MatmulResult {
+        size: n,
+        gflops: 2.0 * (n as f64).powi(3) / secs / 1e9,
+        median_seconds: secs,
+    })
 }
 
 /// Training throughput of the MNIST-sized MLP 784-256-10, batch 128, SGD momentum (lr 0.05), on

@@ -114,9 +114,10 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let info = header.metadata().clone().unwrap_or_default();
     let field = |key: &str| info.get(key).cloned();
     let model = match field(KEY_MODEL) {
-        Some(s) => Some(s.parse::<ModelSpec>().map_err(|e| {
-            Error::file(path, format!("metadata {KEY_MODEL}: {e}"))
-        })?),
+        Some(s) => Some(
+            s.parse::<ModelSpec>()
+                .map_err(|e| Error::file(path, format!("metadata {KEY_MODEL}: {e}")))?,
+        ),
         None => None,
     };
     let input_shape = match field(KEY_INPUT) {
@@ -166,16 +167,24 @@ fn sort_key(name: &str) -> (usize, u8, String) {
 pub fn infer_mlp(tensors: &HostTensors, source: &Path) -> Result<(ModelSpec, usize, usize)> {
     let mut widths = Vec::new();
     let mut position = 0;
-    while let Some((_, shape, _)) = tensors.iter().find(|(n, _, _)| *n == format!("{position}.weight")) {
+    while let Some((_, shape, _)) =
+        tensors.iter().find(|(n, _, _)| *n == format!("{position}.weight"))
+    {
         let [out, inp] = shape[..] else {
-            return Err(Error::file(source, format!("{position}.weight has shape {shape:?}; expected [out, in]")));
+            return Err(Error::file(
+                source,
+                format!("{position}.weight has shape {shape:?}; expected [out, in]"),
+            ));
         };
         if widths.is_empty() {
             widths.push(inp);
         } else if widths.last() != Some(&inp) {
             return Err(Error::file(
                 source,
-                format!("{position}.weight takes {inp} inputs but the layer before gives {}", widths.last().unwrap_or(&0)),
+                format!(
+                    "{position}.weight takes {inp} inputs but the layer before gives {}",
+                    widths.last().unwrap_or(&0)
+                ),
             ));
         }
         widths.push(out);

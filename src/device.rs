@@ -24,7 +24,10 @@ impl FromStr for DeviceChoice {
             "auto" => Ok(DeviceChoice::Auto),
             "gpu" => Ok(DeviceChoice::Gpu),
             "cpu" => Ok(DeviceChoice::Cpu),
-            _ => Err(Error::config("--device", format!("unknown device {s:?}; expected auto, gpu or cpu"))),
+            _ => Err(Error::config(
+                "--device",
+                format!("unknown device {s:?}; expected auto, gpu or cpu"),
+            )),
         }
     }
 }
@@ -38,7 +41,11 @@ pub enum AnyBackend {
 impl AnyBackend {
     /// Opens the device `choice` asks for. `notice` receives the line `auto` prints when it falls
     /// back to the CPU.
-    pub fn open(choice: DeviceChoice, adapter: Option<&str>, notice: &mut dyn FnMut(&str)) -> Result<Self> {
+    pub fn open(
+        choice: DeviceChoice,
+        adapter: Option<&str>,
+        notice: &mut dyn FnMut(&str),
+    ) -> Result<Self> {
         match choice {
             DeviceChoice::Cpu => Ok(AnyBackend::Cpu(CpuBackend::new())),
             DeviceChoice::Gpu => match GpuBackend::open(Choice::AnyAdapter, adapter)? {

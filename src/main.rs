@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "steepest", version, about = "Train image classifiers by gradient descent on any GPU (WGSL via wgpu) or the CPU")]
+#[command(
+    name = "steepest",
+    version,
+    about = "Train image classifiers by gradient descent on any GPU (WGSL via wgpu) or the CPU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,7 +23,7 @@ enum Command {
     /// List every adapter wgpu finds and mark the one `--device gpu` picks.
     Devices,
     /// Train a classifier.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Test loss and accuracy of a checkpoint.
     Eval(EvalArgs),
     /// Matmul GFLOP/s and MLP training samples/s, CPU beside GPU.

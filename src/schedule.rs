@@ -9,7 +9,10 @@ use crate::{Error, Result};
 pub enum Schedule {
     Constant,
     /// Multiply by `gamma` every `every_epochs` epochs (PyTorch's `StepLR`).
-    Step { every_epochs: usize, gamma: f32 },
+    Step {
+        every_epochs: usize,
+        gamma: f32,
+    },
     /// Cosine from the base rate down to 0 at the end of the last step (`CosineAnnealingLR`
     /// with `T_max` = the steps after warmup).
     Cosine,
@@ -93,7 +96,13 @@ mod tests {
     use super::*;
 
     fn sched(schedule: Schedule, warmup: usize) -> LrSchedule {
-        LrSchedule { base_lr: 0.1, schedule, warmup_steps: warmup, steps_per_epoch: 10, total_steps: 40 }
+        LrSchedule {
+            base_lr: 0.1,
+            schedule,
+            warmup_steps: warmup,
+            steps_per_epoch: 10,
+            total_steps: 40,
+        }
     }
 
     #[test]

@@ -47,8 +47,16 @@ fn save_then_load_gives_identical_predictions_and_pytorch_names() {
     checkpoint::save(&path, &model.export(&mut cpu).unwrap(), &meta).unwrap();
 
     let loaded = checkpoint::load(&path).unwrap();
-    let names: Vec<(String, Vec<usize>)> = loaded.tensors.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect();
-    let want = [("0.weight", vec![32, 784]), ("0.bias", vec![32]), ("2.weight", vec![16, 32]), ("2.bias", vec![16]), ("4.weight", vec![10, 16]), ("4.bias", vec![10])];
+    let names: Vec<(String, Vec<usize>)> =
+        loaded.tensors.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect();
+    let want = [
+        ("0.weight", vec![32, 784]),
+        ("0.bias", vec![32]),
+        ("2.weight", vec![16, 32]),
+        ("2.bias", vec![16]),
+        ("4.weight", vec![10, 16]),
+        ("4.bias", vec![10]),
+    ];
     assert_eq!(names, want.iter().map(|(n, s)| (n.to_string(), s.clone())).collect::<Vec<_>>());
     assert_eq!(loaded.meta.model, Some(spec.clone()));
     assert_eq!(loaded.meta.input_shape, Some([1, 28, 28]));
@@ -60,7 +68,10 @@ fn save_then_load_gives_identical_predictions_and_pytorch_names() {
     assert_ne!(logits(&mut cpu, &fresh, pixels, 50), logits(&mut cpu, &model, pixels, 50));
     fresh.import(&mut cpu, &loaded.tensors, "w.safetensors").unwrap();
     assert_eq!(logits(&mut cpu, &fresh, pixels, 50), logits(&mut cpu, &model, pixels, 50));
-    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers.len(), 1, "no temporary file left beside the checkpoint: {leftovers:?}");
 }
 
@@ -110,7 +121,13 @@ fn shapes_that_do_not_fit_the_model_are_named() {
     let tensors = small.export(&mut cpu).unwrap();
     let big = Model::new(&mut cpu, &ModelSpec::mlp(&[32]), 784, 10, 0).unwrap();
     let err = big.import(&mut cpu, &tensors, "small.safetensors").unwrap_err().to_string();
-    assert!(err.contains("small.safetensors") && err.contains("0.weight") && err.contains("[16, 784]") && err.contains("[32, 784]"), "{err}");
+    assert!(
+        err.contains("small.safetensors")
+            && err.contains("0.weight")
+            && err.contains("[16, 784]")
+            && err.contains("[32, 784]"),
+        "{err}"
+    );
 
     let linear = Model::new(&mut cpu, &ModelSpec::linear(), 784, 10, 0).unwrap();
     let err = linear.import(&mut cpu, &tensors, "small.safetensors").unwrap_err().to_string();
@@ -128,6 +145,7 @@ fn garbage_is_not_a_checkpoint() {
     std::fs::write(&path, b"definitely not safetensors").unwrap();
     let err = checkpoint::load(&path).err().unwrap().to_string();
     assert!(err.contains("junk.safetensors") && err.contains("safetensors"), "{err}");
-    let err = checkpoint::load(&path.with_file_name("absent.safetensors")).err().unwrap().to_string();
+    let err =
+        checkpoint::load(&path.with_file_name("absent.safetensors")).err().unwrap().to_string();
     assert!(err.contains("absent.safetensors"), "{err}");
 }

@@ -28,7 +28,10 @@ fn temp(name: &str) -> PathBuf {
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// Fails unless the run failed cleanly with every `needles` in its error output.
@@ -71,22 +74,57 @@ fn train_save_metrics_and_eval_agree() {
     let dir = temp("train");
     let (w, m) = (dir.join("w.safetensors"), dir.join("m.jsonl"));
     let o = steepest(&[
-        "train", "--device", "cpu", "--epochs", "2", "--limit-train", "1500", "--limit-test", "300",
-        "--model", "mlp:32", "--save", w.to_str().unwrap(), "--metrics", m.to_str().unwrap(),
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--limit-train",
+        "1500",
+        "--limit-test",
+        "300",
+        "--model",
+        "mlp:32",
+        "--save",
+        w.to_str().unwrap(),
+        "--metrics",
+        m.to_str().unwrap(),
     ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(err.contains("device: cpu"), "the chosen device is printed: {err}");
     assert!(out.contains("epoch 2/2"), "{out}");
-    let lines: Vec<serde_json::Value> =
-        std::fs::read_to_string(&m).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&m)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
-    for key in ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "samples_per_sec", "device"] {
+    for key in [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "lr",
+        "seconds",
+        "samples_per_sec",
+        "device",
+    ] {
         assert!(lines[1].get(key).is_some(), "metrics lack {key}: {}", lines[1]);
     }
     assert_eq!(lines[1]["device"], "cpu");
 
-    let o = steepest(&["eval", "--weights", w.to_str().unwrap(), "--device", "cpu", "--limit-test", "300", "--json"]);
+    let o = steepest(&[
+        "eval",
+        "--weights",
+        w.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--limit-test",
+        "300",
+        "--json",
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -97,11 +135,26 @@ fn train_save_metrics_and_eval_agree() {
     // --init-from continues from the saved weights: its first epoch starts better than scratch.
     let m2 = dir.join("m2.jsonl");
     let o = steepest(&[
-        "train", "--device", "cpu", "--epochs", "1", "--limit-train", "1500", "--limit-test", "300",
-        "--model", "mlp:32", "--init-from", w.to_str().unwrap(), "--metrics", m2.to_str().unwrap(), "--quiet",
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "1500",
+        "--limit-test",
+        "300",
+        "--model",
+        "mlp:32",
+        "--init-from",
+        w.to_str().unwrap(),
+        "--metrics",
+        m2.to_str().unwrap(),
+        "--quiet",
     ]);
     assert!(o.status.success(), "{:?}", text(&o));
-    let resumed: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&m2).unwrap().trim()).unwrap();
+    let resumed: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&m2).unwrap().trim()).unwrap();
     assert!(resumed["train_loss"].as_f64() < lines[0]["train_loss"].as_f64());
 }
 
@@ -110,7 +163,19 @@ fn gpu_training_runs_from_the_command_line() {
     if common::gpu().is_none() {
         return;
     }
-    let o = steepest(&["train", "--device", "gpu", "--epochs", "1", "--limit-train", "1000", "--limit-test", "200", "--model", "mlp:32"]);
+    let o = steepest(&[
+        "train",
+        "--device",
+        "gpu",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "1000",
+        "--limit-test",
+        "200",
+        "--model",
+        "mlp:32",
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(err.contains("device: gpu"), "{err}");
@@ -141,7 +206,18 @@ fn idx_folder_trains_and_bad_files_are_named() {
     let dir = temp("idx");
     write_idx(&dir);
     let d = dir.to_str().unwrap();
-    let o = steepest(&["train", "--dataset", "idx", "--data-dir", d, "--device", "cpu", "--epochs", "1", "--quiet"]);
+    let o = steepest(&[
+        "train",
+        "--dataset",
+        "idx",
+        "--data-dir",
+        d,
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
     assert!(o.status.success(), "{:?}", text(&o));
 
     // Wrong magic: a labels file where images belong.
@@ -198,10 +274,14 @@ fn device_gpu_without_an_adapter_is_an_error() {
     if cfg!(target_os = "macos") {
         return;
     }
-    let o = steepest_env(&["train", "--device", "gpu", "--epochs", "1"], &[("WGPU_BACKEND", "metal")]);
+    let o =
+        steepest_env(&["train", "--device", "gpu", "--epochs", "1"], &[("WGPU_BACKEND", "metal")]);
     assert_clean_error(&o, &["--device", "no adapter"]);
     // auto falls back to the CPU with a notice instead.
-    let o = steepest_env(&["train", "--device", "auto", "--epochs", "1", "--limit-train", "300", "--quiet"], &[("WGPU_BACKEND", "metal")]);
+    let o = steepest_env(
+        &["train", "--device", "auto", "--epochs", "1", "--limit-train", "300", "--quiet"],
+        &[("WGPU_BACKEND", "metal")],
+    );
     let (_, err) = text(&o);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("device: cpu") && err.contains("note:"), "{err}");
@@ -211,27 +291,76 @@ fn device_gpu_without_an_adapter_is_an_error() {
 fn checkpoints_that_do_not_fit_are_named() {
     let dir = temp("ckpt");
     let w = dir.join("small.safetensors");
-    let o = steepest(&["train", "--device", "cpu", "--epochs", "1", "--limit-train", "300", "--model", "mlp:16", "--save", w.to_str().unwrap(), "--quiet"]);
+    let o = steepest(&[
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "300",
+        "--model",
+        "mlp:16",
+        "--save",
+        w.to_str().unwrap(),
+        "--quiet",
+    ]);
     assert!(o.status.success(), "{:?}", text(&o));
-    let o = steepest(&["train", "--device", "cpu", "--epochs", "1", "--model", "mlp:32", "--init-from", w.to_str().unwrap()]);
+    let o = steepest(&[
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--model",
+        "mlp:32",
+        "--init-from",
+        w.to_str().unwrap(),
+    ]);
     assert_clean_error(&o, &["small.safetensors", "0.weight", "[16, 784]"]);
 
     // An IDX data set of 4×4 images does not fit a 28×28 checkpoint.
     let idx = temp("ckpt-idx");
     write_idx(&idx);
-    let o = steepest(&["eval", "--weights", w.to_str().unwrap(), "--dataset", "idx", "--data-dir", idx.to_str().unwrap(), "--device", "cpu"]);
+    let o = steepest(&[
+        "eval",
+        "--weights",
+        w.to_str().unwrap(),
+        "--dataset",
+        "idx",
+        "--data-dir",
+        idx.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
     assert_clean_error(&o, &["small.safetensors", "28"]);
 
     let junk = dir.join("junk.safetensors");
     std::fs::write(&junk, b"nope").unwrap();
     let o = steepest(&["eval", "--weights", junk.to_str().unwrap(), "--device", "cpu"]);
     assert_clean_error(&o, &["junk.safetensors"]);
-    let o = steepest(&["eval", "--weights", dir.join("absent.safetensors").to_str().unwrap(), "--device", "cpu"]);
+    let o = steepest(&[
+        "eval",
+        "--weights",
+        dir.join("absent.safetensors").to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
     assert_clean_error(&o, &["absent.safetensors"]);
 
     // Saving into a folder that does not exist fails before training, leaving nothing behind.
     let nowhere = dir.join("no/such/dir/w.safetensors");
-    let o = steepest(&["train", "--device", "cpu", "--epochs", "1", "--limit-train", "300", "--save", nowhere.to_str().unwrap()]);
+    let o = steepest(&[
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "300",
+        "--save",
+        nowhere.to_str().unwrap(),
+    ]);
     assert_clean_error(&o, &["w.safetensors"]);
     assert!(!nowhere.exists());
 }

@@ -96,7 +96,12 @@ fn bias_grad_matches_cpu() {
         let gamma = n * U / (1.0 - n * U);
         for c in 0..cols {
             let tol = 2.0 * gamma * bound[c];
-            assert!((got[c] - want[c]).abs() <= tol, "bias_grad {rows}x{cols} col {c}: {} vs {}", got[c], want[c]);
+            assert!(
+                (got[c] - want[c]).abs() <= tol,
+                "bias_grad {rows}x{cols} col {c}: {} vs {}",
+                got[c],
+                want[c]
+            );
         }
     }
 }

@@ -41,7 +41,12 @@ fn softmax_xent_matches_cpu() {
         assert_close("grad", &grad, &want_grad, 1e-6 / rows as f32, 1e-5);
         let n = rows as f32;
         let loss_tol = 1e-5 * want[0] + 2.0 * n * U * want[0] + 1e-6;
-        assert!(((stats[0] - 1.5) - want[0]).abs() <= loss_tol, "loss {rows}x{cols}: {} vs {}", stats[0] - 1.5, want[0]);
+        assert!(
+            ((stats[0] - 1.5) - want[0]).abs() <= loss_tol,
+            "loss {rows}x{cols}: {} vs {}",
+            stats[0] - 1.5,
+            want[0]
+        );
         assert_eq!(stats[1] - 2.0, want[1], "correct count {rows}x{cols}");
         assert_eq!(stats[2] - 3.0, rows as f32, "sample count");
     }

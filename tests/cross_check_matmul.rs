@@ -39,7 +39,8 @@ fn matmul_forms_match_cpu() {
             let mut bound = vec![0.0; m * n];
             matmul(form, &abs(&a), &abs(&b), &mut bound, m, k, n);
 
-            let (ga, gb, gc) = (g.alloc(a.len()).unwrap(), g.alloc(b.len()).unwrap(), g.alloc(m * n).unwrap());
+            let (ga, gb, gc) =
+                (g.alloc(a.len()).unwrap(), g.alloc(b.len()).unwrap(), g.alloc(m * n).unwrap());
             g.write(&ga, &a);
             g.write(&gb, &b);
             g.matmul(form, &ga, &gb, &gc, m, k, n);
@@ -81,7 +82,11 @@ fn cpu_matmul_forms_agree_with_a_naive_loop() {
                         s += av as f64 * bv as f64;
                     }
                     let tol = (k as f64) * 1e-6 + 1e-6;
-                    assert!((got[i * n + j] as f64 - s).abs() <= tol, "{} {m}x{k}x{n}", form.name());
+                    assert!(
+                        (got[i * n + j] as f64 - s).abs() <= tol,
+                        "{} {m}x{k}x{n}",
+                        form.name()
+                    );
                 }
             }
         }

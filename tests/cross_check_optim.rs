@@ -26,7 +26,12 @@ fn start(rng: &mut fastrand::Rng) -> Case {
 }
 
 fn gpu_bufs(g: &mut GpuBackend, c: &Case) -> [steepest::gpu::GpuBuf; 4] {
-    let bufs = [g.alloc(LEN).unwrap(), g.alloc(LEN).unwrap(), g.alloc(LEN).unwrap(), g.alloc(LEN).unwrap()];
+    let bufs = [
+        g.alloc(LEN).unwrap(),
+        g.alloc(LEN).unwrap(),
+        g.alloc(LEN).unwrap(),
+        g.alloc(LEN).unwrap(),
+    ];
     g.write(&bufs[0], &c.p);
     bufs
 }
@@ -35,12 +40,15 @@ fn gpu_bufs(g: &mut GpuBackend, c: &Case) -> [steepest::gpu::GpuBuf; 4] {
 fn sgd_matches_cpu() {
     let Some(mut g) = gpu() else { return };
     let mut rng = fastrand::Rng::with_seed(8);
-    for (momentum, nesterov, wd) in [(0.0, false, 0.0), (0.9, false, 0.0), (0.9, true, 1e-2), (0.5, false, 0.1)] {
+    for (momentum, nesterov, wd) in
+        [(0.0, false, 0.0), (0.9, false, 0.0), (0.9, true, 1e-2), (0.5, false, 0.1)]
+    {
         let mut c = start(&mut rng);
         let [p, grad, s1, _] = gpu_bufs(&mut g, &c);
         for step in 1..=5 {
             let gv = random(&mut rng, LEN);
-            let h = SgdHyper { lr: 0.1, momentum, weight_decay: wd, nesterov, first_step: step == 1 };
+            let h =
+                SgdHyper { lr: 0.1, momentum, weight_decay: wd, nesterov, first_step: step == 1 };
             optim::sgd_update(&mut c.p, &gv, &mut c.s1, &h);
             g.write(&grad, &gv);
             g.sgd_update(&p, &grad, &s1, LEN, &h);
@@ -107,7 +115,13 @@ fn cpu_rules_follow_torch_optim() {
     // SGD, momentum 0.9, nesterov, weight decay 0.1, lr 0.1: two steps.
     let (mut p, mut v) = ([p0 as f32], [0.0f32]);
     for (t, g) in [g1, g2].iter().enumerate() {
-        let h = SgdHyper { lr: 0.1, momentum: 0.9, weight_decay: 0.1, nesterov: true, first_step: t == 0 };
+        let h = SgdHyper {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.1,
+            nesterov: true,
+            first_step: t == 0,
+        };
         optim::sgd_update(&mut p, &[*g as f32], &mut v, &h);
     }
     let d1 = g1 + 0.1 * p0;
@@ -120,7 +134,16 @@ fn cpu_rules_follow_torch_optim() {
 
     // Adam, lr 0.01, one step: the first step moves by lr·sign(g) (m̂/√v̂ = g/|g|).
     let (mut p, mut m, mut v) = ([p0 as f32], [0.0f32], [0.0f32]);
-    let h = AdamHyper { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false, bias_correction1: 0.1, bias_correction2: 0.001 };
+    let h = AdamHyper {
+        lr: 0.01,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        decoupled: false,
+        bias_correction1: 0.1,
+        bias_correction2: 0.001,
+    };
     optim::adam_update(&mut p, &[g1 as f32], &mut m, &mut v, &h);
     assert!((p[0] as f64 - (p0 - 0.01)).abs() < 1e-6, "adam {}", p[0]);
 

@@ -29,8 +29,14 @@ fn training_steps_allocate_nothing_and_read_nothing_back() {
             train_step(&mut g, &model, &ws, &mut opt, &stats, 64, 0.01);
         }
         let after = g.counters();
-        assert_eq!(after.buffers_created, before.buffers_created, "{kind}: buffers created in a step");
-        assert_eq!(after.bind_groups_created, before.bind_groups_created, "{kind}: bind groups created in a step");
+        assert_eq!(
+            after.buffers_created, before.buffers_created,
+            "{kind}: buffers created in a step"
+        );
+        assert_eq!(
+            after.bind_groups_created, before.bind_groups_created,
+            "{kind}: bind groups created in a step"
+        );
         assert_eq!(after.readbacks, before.readbacks, "{kind}: readbacks in a step");
         assert_eq!(after.submits - before.submits, steps, "{kind}: one submit per step");
         // pixels, 2 layers × (matmul, bias) + 1, loss, backward, 6 parameter updates.

@@ -12,12 +12,21 @@ use steepest::backend::Backend;
 use steepest::cpu::{CpuBackend, CpuBuf};
 use steepest::nn::{Model, ModelSpec, Workspace};
 
-fn loss_and_masks(cpu: &mut CpuBackend, model: &Model<CpuBackend>, ws: &Workspace<CpuBackend>, rows: usize) -> (f32, Vec<bool>) {
+fn loss_and_masks(
+    cpu: &mut CpuBackend,
+    model: &Model<CpuBackend>,
+    ws: &Workspace<CpuBackend>,
+    rows: usize,
+) -> (f32, Vec<bool>) {
     let stats = cpu.alloc(3).unwrap();
     model.forward(cpu, ws, rows);
     model.loss(cpu, ws, &stats, rows);
     let s = stats.to_vec();
-    let masks = ws.activations[..ws.activations.len() - 1].iter().flat_map(|a| a.to_vec()).map(|v| v > 0.0).collect();
+    let masks = ws.activations[..ws.activations.len() - 1]
+        .iter()
+        .flat_map(|a| a.to_vec())
+        .map(|v| v > 0.0)
+        .collect();
     (s[0] / s[2], masks)
 }
 

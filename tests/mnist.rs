@@ -22,14 +22,18 @@ use steepest::train::{self, TrainConfig};
 fn mnist() -> Option<Dataset> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist");
     if !dir.exists() {
-        eprintln!("skipping: {} is absent (real MNIST lives there on the project's machines)", dir.display());
+        eprintln!(
+            "skipping: {} is absent (real MNIST lives there on the project's machines)",
+            dir.display()
+        );
         return None;
     }
     Some(steepest::data::open("mnist", Some(&dir)).unwrap())
 }
 
 fn test_accuracy<B: Backend>(b: &mut B, data: &Dataset, epochs: usize) -> f32 {
-    let model = Model::new(b, &ModelSpec::mlp(&[256]), data.sample_size(), data.num_classes, 0).unwrap();
+    let model =
+        Model::new(b, &ModelSpec::mlp(&[256]), data.sample_size(), data.num_classes, 0).unwrap();
     let mut cfg = TrainConfig::new(OptimizerConfig::new(OptimizerKind::Adam));
     cfg.epochs = epochs;
     let reports = train::train(b, &model, data, &cfg, &mut train::Silent).unwrap();
@@ -54,7 +58,11 @@ fn gpu_lands_within_0_3_points_of_cpu() {
     data.train.truncate(12_000, size);
     let cpu = test_accuracy(&mut CpuBackend::new(), &data, 1);
     let gpu = test_accuracy(&mut g, &data, 1);
-    eprintln!("MNIST mlp:256, 12,000 samples, 1 epoch: CPU {:.2}%, GPU {:.2}%", 100.0 * cpu, 100.0 * gpu);
+    eprintln!(
+        "MNIST mlp:256, 12,000 samples, 1 epoch: CPU {:.2}%, GPU {:.2}%",
+        100.0 * cpu,
+        100.0 * gpu
+    );
     assert!(cpu > 0.9, "the limited run learns ({cpu})");
     assert!((cpu - gpu).abs() <= 0.003, "CPU {cpu} vs GPU {gpu}");
 }

@@ -13,8 +13,14 @@ use steepest::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use steepest::train::{self, train_step, Metrics, TrainConfig};
 
 /// Per-step losses and final weights of `steps` steps of training.
-fn run<B: Backend>(b: &mut B, data: &Dataset, cfg: OptimizerConfig, steps: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let model = Model::new(b, &ModelSpec::mlp(&[48]), data.sample_size(), data.num_classes, 11).unwrap();
+fn run<B: Backend>(
+    b: &mut B,
+    data: &Dataset,
+    cfg: OptimizerConfig,
+    steps: usize,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let model =
+        Model::new(b, &ModelSpec::mlp(&[48]), data.sample_size(), data.num_classes, 11).unwrap();
     let batch = 32;
     let ws = Workspace::new(b, &model, batch).unwrap();
     let stats = b.alloc(3).unwrap();
@@ -64,14 +70,22 @@ fn cpu_and_gpu_train_to_the_same_numbers_with_every_optimizer() {
         }
         let (cpu_losses, cpu_w) = run(&mut CpuBackend::new(), &data, cfg, 100);
         let (gpu_losses, gpu_w) = run(&mut g, &data, cfg, 100);
-        assert!(cpu_losses[99] < cpu_losses[0] * 0.7, "{kind}: loss fell from {} to {}", cpu_losses[0], cpu_losses[99]);
+        assert!(
+            cpu_losses[99] < cpu_losses[0] * 0.7,
+            "{kind}: loss fell from {} to {}",
+            cpu_losses[0],
+            cpu_losses[99]
+        );
         for (i, (c, g)) in cpu_losses.iter().zip(&gpu_losses).enumerate() {
             assert!((c - g).abs() <= 1e-3 * c.abs(), "{kind}: step {i} loss cpu {c} gpu {g}");
         }
         for (t, (c, g)) in cpu_w.iter().zip(&gpu_w).enumerate() {
             let scale = c.iter().fold(0f32, |m, v| m.max(v.abs()));
             let worst = c.iter().zip(g).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(worst <= 2e-3 * scale, "{kind}: tensor {t} differs by {worst} (max |w| {scale})");
+            assert!(
+                worst <= 2e-3 * scale,
+                "{kind}: tensor {t} differs by {worst} (max |w| {scale})"
+            );
         }
     }
 }
@@ -79,7 +93,9 @@ fn cpu_and_gpu_train_to_the_same_numbers_with_every_optimizer() {
 fn accuracy(spec: &str, epochs: usize) -> f32 {
     let data = steepest::data::open("synthetic", None).unwrap();
     let mut cpu = CpuBackend::new();
-    let model = Model::new(&mut cpu, &spec.parse().unwrap(), data.sample_size(), data.num_classes, 0).unwrap();
+    let model =
+        Model::new(&mut cpu, &spec.parse().unwrap(), data.sample_size(), data.num_classes, 0)
+            .unwrap();
     let mut cfg = TrainConfig::new(OptimizerConfig::new(OptimizerKind::Adam));
     cfg.epochs = epochs;
     let reports = train::train(&mut cpu, &model, &data, &cfg, &mut train::Silent).unwrap();

@@ -24,7 +24,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "cpu" => (true, false),
         "gpu" => (false, true),
         "both" => (true, true),
-        d => return Err(Error::config("--device", format!("unknown {d:?}; expected cpu, gpu or both"))),
+        d => {
+            return Err(Error::config(
+                "--device",
+                format!("unknown {d:?}; expected cpu, gpu or both"),
+            ))
+        }
     };
     if args.sizes.contains(&0) {
         return Err(Error::config("--sizes", "sizes must be at least 1"));
@@ -43,7 +48,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 Some(measure(&mut g, &args.sizes)?)
             }
             None if args.device == "gpu" => {
-                return Err(Error::config("--device", "gpu was asked for but wgpu found no adapter"))
+                return Err(Error::config(
+                    "--device",
+                    "gpu was asked for but wgpu found no adapter",
+                ))
             }
             None => {
                 eprintln!("note: no GPU adapter; measuring the CPU only");
@@ -87,7 +95,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(x) => format!("{x:.digits$}"),
         None => "-".to_string(),
     };
-    println!("matmul n×n×n f32 (median of 5)   {:>12} {:>12} {:>9}", "cpu GFLOP/s", "gpu GFLOP/s", "gpu/cpu");
+    println!(
+        "matmul n×n×n f32 (median of 5)   {:>12} {:>12} {:>9}",
+        "cpu GFLOP/s", "gpu GFLOP/s", "gpu/cpu"
+    );
     for (i, n) in args.sizes.iter().enumerate() {
         let c = cpu.as_ref().map(|s| s.matmul[i].gflops);
         let g = gpu.as_ref().map(|s| s.matmul[i].gflops);

@@ -21,9 +21,15 @@ pub fn run() -> Result<()> {
         if Some(i) == auto_pick {
             marks.push("--device auto");
         }
-        let mark = if marks.is_empty() { String::new() } else { format!("  <= {}", marks.join(", ")) };
+        let mark =
+            if marks.is_empty() { String::new() } else { format!("  <= {}", marks.join(", ")) };
         println!("[{i}] {}{mark}", r.name);
-        println!("    backend {}, type {}{}", r.backend, r.device_type, if r.is_software { " (software)" } else { "" });
+        println!(
+            "    backend {}, type {}{}",
+            r.backend,
+            r.device_type,
+            if r.is_software { " (software)" } else { "" }
+        );
         println!("    driver {}", if r.driver.is_empty() { "(not reported)" } else { &r.driver });
         println!(
             "    compute shaders {}, max storage binding {} MiB, max buffer {} MiB, \

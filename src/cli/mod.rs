@@ -24,7 +24,8 @@ pub fn load_data(args: &DataArgs) -> Result<Dataset> {
 /// Opens the device the flags ask for and says which one it is (always, on stderr).
 pub fn open_device(args: &DataArgs) -> Result<AnyBackend> {
     let choice: DeviceChoice = args.device.parse()?;
-    let backend = AnyBackend::open(choice, args.adapter.as_deref(), &mut |n| eprintln!("note: {n}"))?;
+    let backend =
+        AnyBackend::open(choice, args.adapter.as_deref(), &mut |n| eprintln!("note: {n}"))?;
     eprintln!("device: {}", backend.describe());
     Ok(backend)
 }

@@ -23,7 +23,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         // Fail now rather than after the training the checkpoint was meant to keep.
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if !dir.is_dir() {
-            return Err(Error::file(path, format!("--save: folder {} does not exist", dir.display())));
+            return Err(Error::file(
+                path,
+                format!("--save: folder {} does not exist", dir.display()),
+            ));
         }
     }
     let mut data = super::load_data(&args.data)?;
@@ -126,7 +129,8 @@ fn train_on<B: Backend>(
     if let (Some(file), Some(path)) = (&mut metrics_file, &args.metrics) {
         for r in &reports {
             let line = serde_json::to_string(r).unwrap_or_default();
-            writeln!(file, "{line}").map_err(|e| Error::file(path, format!("write failed: {e}")))?;
+            writeln!(file, "{line}")
+                .map_err(|e| Error::file(path, format!("write failed: {e}")))?;
         }
     }
     if let Some(path) = &args.save {
@@ -164,9 +168,11 @@ impl Observer for Reporter {
         if self.show_bar {
             let bar = ProgressBar::new(steps as u64);
             bar.set_style(
-                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} ({eta})")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} ({eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             bar.set_prefix(format!("{epoch}/{}", self.epochs));
             self.bar = Some(bar);

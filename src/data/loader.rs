@@ -78,7 +78,11 @@ mod tests {
     use super::*;
 
     fn split(n: usize) -> Split {
-        Split { images: (0..n * 2).map(|i| i as u8).collect(), labels: (0..n as u8).collect(), len: n }
+        Split {
+            images: (0..n * 2).map(|i| i as u8).collect(),
+            labels: (0..n as u8).collect(),
+            len: n,
+        }
     }
 
     #[test]
@@ -86,12 +90,14 @@ mod tests {
         let s = split(10);
         let mut b = Batcher::new(&s, 2, 4, false);
         b.start_epoch(None);
-        let sizes: Vec<usize> = std::iter::from_fn(|| b.next_batch().map(|(_, l)| l.len())).collect();
+        let sizes: Vec<usize> =
+            std::iter::from_fn(|| b.next_batch().map(|(_, l)| l.len())).collect();
         assert_eq!(sizes, vec![4, 4, 2]);
         assert_eq!(b.steps_per_epoch(), 3);
         let mut b = Batcher::new(&s, 2, 4, true);
         b.start_epoch(None);
-        let sizes: Vec<usize> = std::iter::from_fn(|| b.next_batch().map(|(_, l)| l.len())).collect();
+        let sizes: Vec<usize> =
+            std::iter::from_fn(|| b.next_batch().map(|(_, l)| l.len())).collect();
         assert_eq!(sizes, vec![4, 4]);
         assert_eq!(b.samples_per_epoch(), 8);
     }

@@ -68,7 +68,7 @@ pub fn report(adapter: &wgpu::Adapter) -> AdapterReport {
             .get_downlevel_capabilities()
             .flags
             .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS),
-        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
         max_buffer_size: limits.max_buffer_size,
         max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
         max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
@@ -108,7 +108,8 @@ pub fn select(choice: Choice, name_filter: Option<&str>) -> Result<Option<wgpu::
     match pick(&reports, choice, name_filter) {
         Some(i) => Ok(Some(all[i].clone())),
         None if name_filter.is_some() => {
-            let names: Vec<_> = reports.iter().map(|r| format!("{} ({})", r.name, r.backend)).collect();
+            let names: Vec<_> =
+                reports.iter().map(|r| format!("{} ({})", r.name, r.backend)).collect();
             Err(Error::config(
                 "--adapter",
                 format!(

@@ -59,9 +59,7 @@ impl Kernel {
             Kernel::AddBiasRelu => (ELEMENTWISE_WGSL, "add_bias_relu", &[ReadWrite, Read]),
             Kernel::ReluBackward => (ELEMENTWISE_WGSL, "relu_backward", &[ReadWrite, Read]),
             Kernel::BiasGrad => (REDUCE_WGSL, "bias_grad", &[Read, ReadWrite]),
-            Kernel::SoftmaxXent => {
-                (LOSS_WGSL, "softmax_xent", &[Read, Read, ReadWrite, ReadWrite])
-            }
+            Kernel::SoftmaxXent => (LOSS_WGSL, "softmax_xent", &[Read, Read, ReadWrite, ReadWrite]),
             Kernel::SgdUpdate => (OPTIM_WGSL, "sgd_update", &[ReadWrite, Read, ReadWrite]),
             Kernel::AdamUpdate => {
                 (OPTIM_WGSL, "adam_update", &[ReadWrite, Read, ReadWrite, ReadWrite])

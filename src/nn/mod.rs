@@ -219,7 +219,15 @@ impl<B: Backend> Model<B> {
             if i > 0 {
                 // dX[rows, in] = dY · W, then through the previous layer's ReLU.
                 let dx = &ws.grads[i - 1];
-                backend.matmul(MatmulForm::AB, g, &l.weight, dx, rows, l.out_features, l.in_features);
+                backend.matmul(
+                    MatmulForm::AB,
+                    g,
+                    &l.weight,
+                    dx,
+                    rows,
+                    l.out_features,
+                    l.in_features,
+                );
                 backend.relu_backward(dx, &ws.activations[i - 1], rows * l.in_features);
             }
         }

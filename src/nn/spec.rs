@@ -27,7 +27,9 @@ impl ModelSpec {
         if input == 0 || classes == 0 {
             return Err(Error::config(
                 "--model",
-                format!("{self} needs at least one input and one class (got {input} and {classes})"),
+                format!(
+                    "{self} needs at least one input and one class (got {input} and {classes})"
+                ),
             ));
         }
         let mut widths = vec![input];
