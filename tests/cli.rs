@@ -183,6 +183,31 @@ fn gpu_training_runs_from_the_command_line() {
 }
 
 #[test]
+fn a_model_too_big_for_the_gpu_names_the_limit() {
+    if common::gpu().is_none() {
+        return;
+    }
+    // 12,000 samples × 4096 activations × 4 bytes = 196 MB in one buffer: over lavapipe's
+    // 128 MiB max_storage_buffer_binding_size (real GPUs allow more: then it trains).
+    let o = steepest(&[
+        "train",
+        "--device",
+        "gpu",
+        "--model",
+        "mlp:4096",
+        "--batch-size",
+        "12000",
+        "--epochs",
+        "1",
+        "--limit-test",
+        "10",
+    ]);
+    if !o.status.success() {
+        assert_clean_error(&o, &["max_storage_buffer_binding_size", "--batch-size"]);
+    }
+}
+
+#[test]
 fn devices_lists_or_says_none() {
     let o = steepest(&["devices"]);
     let (out, err) = text(&o);
