@@ -69,3 +69,14 @@ fn relu_backward(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroup
         grad[i] = 0.0;
     }
 }
+
+// relu: x = max(x, 0) in place, for a ReLU that no bias op before it could absorb.
+@compute @workgroup_size(256)
+fn relu(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    if i >= params.len {
+        return;
+    }
+    x[i] = max(x[i], 0.0);
+}

@@ -29,6 +29,67 @@ impl MatmulForm {
     }
 }
 
+/// The geometry of a sliding window over NCHW images (convolution or pooling), per sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Window {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub pad_h: usize,
+    pub pad_w: usize,
+}
+
+impl Window {
+    /// A square window: `kernel`, `stride`, `padding` on both axes.
+    pub fn square(
+        channels: usize,
+        height: usize,
+        width: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Self {
+        Window {
+            channels,
+            height,
+            width,
+            kernel_h: kernel,
+            kernel_w: kernel,
+            stride_h: stride,
+            stride_w: stride,
+            pad_h: padding,
+            pad_w: padding,
+        }
+    }
+    /// Output height, or 0 when the window does not fit (PyTorch's floor rule).
+    pub fn out_h(&self) -> usize {
+        (self.height + 2 * self.pad_h)
+            .checked_sub(self.kernel_h)
+            .map_or(0, |d| d / self.stride_h + 1)
+    }
+    pub fn out_w(&self) -> usize {
+        (self.width + 2 * self.pad_w)
+            .checked_sub(self.kernel_w)
+            .map_or(0, |d| d / self.stride_w + 1)
+    }
+    /// Values in one im2col row: `channels · kernel_h · kernel_w`.
+    pub fn patch_len(&self) -> usize {
+        self.channels * self.kernel_h * self.kernel_w
+    }
+    /// Input values per sample.
+    pub fn in_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+    /// Output pixels per sample and channel.
+    pub fn out_pixels(&self) -> usize {
+        self.out_h() * self.out_w()
+    }
+}
+
 /// Per-step values for `sgd_update`, PyTorch's `torch.optim.SGD` with dampening 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SgdHyper {
@@ -109,6 +170,8 @@ pub trait Backend {
     );
     /// `x[r, c] += bias[c]` over `[rows, cols]`, then `max(x, 0)` when `relu`.
     fn add_bias(&mut self, x: &Self::Buf, bias: &Self::Buf, rows: usize, cols: usize, relu: bool);
+    /// `x = max(x, 0)` in place, for a ReLU that no bias op before it could absorb.
+    fn relu(&mut self, x: &Self::Buf, len: usize);
     /// `grad[i] = 0` where `activation[i] <= 0` (ReLU's backward, given its output).
     fn relu_backward(&mut self, grad: &Self::Buf, activation: &Self::Buf, len: usize);
     /// `out[c] = Σ_r grad[r, c]`: the bias gradient.
@@ -126,6 +189,54 @@ pub trait Backend {
         rows: usize,
         cols: usize,
     );
+
+    /// Unfolds image patches: `col[(n, oy, ox), (c, ky, kx)] = x[n, c, oy·s+ky-p, ox·s+kx-p]`
+    /// (0 in the padding), so a convolution becomes `col · Wᵀ` with PyTorch's `[O, C, K, K]` W.
+    fn im2col(&mut self, x: &Self::Buf, col: &Self::Buf, rows: usize, w: &Window);
+    /// The adjoint of `im2col`: each input value sums the patch entries it was copied to.
+    fn col2im(&mut self, col: &Self::Buf, x: &Self::Buf, rows: usize, w: &Window);
+    /// `y[n, c, p] = z[n·pixels + p, c] (+ bias[c]) (then ReLU)`: a convolution's rows back to NCHW.
+    #[allow(clippy::too_many_arguments)]
+    fn to_channels_first(
+        &mut self,
+        z: &Self::Buf,
+        bias: Option<&Self::Buf>,
+        y: &Self::Buf,
+        rows: usize,
+        pixels: usize,
+        channels: usize,
+        relu: bool,
+    );
+    /// `z[n·pixels + p, c] = y[n, c, p]`: NCHW gradients to the rows the conv's matmuls take.
+    fn to_channels_last(
+        &mut self,
+        y: &Self::Buf,
+        z: &Self::Buf,
+        rows: usize,
+        pixels: usize,
+        channels: usize,
+    );
+    /// Max pooling (no padding); `argmax` keeps the flat input index each output came from.
+    fn maxpool(
+        &mut self,
+        x: &Self::Buf,
+        y: &Self::Buf,
+        argmax: &Self::Indices,
+        rows: usize,
+        w: &Window,
+    );
+    /// Routes each output gradient to the input its maximum came from (summing overlaps).
+    fn maxpool_backward(
+        &mut self,
+        dy: &Self::Buf,
+        argmax: &Self::Indices,
+        dx: &Self::Buf,
+        rows: usize,
+        w: &Window,
+    );
+    /// Average pooling (no padding).
+    fn avgpool(&mut self, x: &Self::Buf, y: &Self::Buf, rows: usize, w: &Window);
+    fn avgpool_backward(&mut self, dy: &Self::Buf, dx: &Self::Buf, rows: usize, w: &Window);
 
     /// One SGD step on `param` (momentum buffer `velocity`).
     fn sgd_update(

@@ -197,5 +197,5 @@ pub fn infer_mlp(tensors: &HostTensors, source: &Path) -> Result<(ModelSpec, usi
         ));
     }
     let hidden = widths[1..widths.len() - 1].to_vec();
-    Ok((ModelSpec { hidden }, widths[0], widths[widths.len() - 1]))
+    Ok((ModelSpec::mlp(&hidden), widths[0], widths[widths.len() - 1]))
 }

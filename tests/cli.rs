@@ -389,3 +389,35 @@ fn checkpoints_that_do_not_fit_are_named() {
     assert_clean_error(&o, &["w.safetensors"]);
     assert!(!nowhere.exists());
 }
+
+#[test]
+fn model_help_summary_and_typos() {
+    let o = steepest(&["train", "--model", "help"]);
+    let (out, _) = text(&o);
+    assert!(o.status.success() && out.contains("lenet") && out.contains("conv:OUT:K"), "{out}");
+
+    let o = steepest(&[
+        "train",
+        "--device",
+        "cpu",
+        "--model",
+        "conv:4:5,relu,maxpool:2,flatten,linear",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "200",
+        "--limit-test",
+        "50",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("maxpool:2")
+            && out.contains("4x12x12")
+            && out.contains("total parameters: 5874"),
+        "{out}"
+    );
+
+    let o = steepest(&["train", "--model", "conv:4:5,relu,maxpol:2,flatten,linear"]);
+    assert_clean_error(&o, &["--model", "item 3", "maxpol", "presets"]);
+}

@@ -1,44 +1,49 @@
-//! Finite-difference check of the CPU reference's backward pass for a small MLP (two hidden
-//! layers, so ReLU masks, every matmul form and the bias gradient all take part).
+//! Finite-difference checks of the CPU reference's backward pass: an MLP (every matmul form,
+//! bias gradient, fused ReLU) and CNNs (conv with stride and padding, max and average pooling,
+//! a standalone ReLU, flatten).
 //!
 //! The loss is the batch-mean cross-entropy in f32. Central differences with h = 1e-3 have
 //! truncation error O(h²·L''') ~ 1e-6 and rounding error ~ u·L/h ~ 1e-4·L, so we accept
 //! |analytic - numeric| <= 2e-3 + 2e-2·|numeric|. A sign error, a missing term or a wrong index
-//! gives errors of the gradient's own size (checked: gradients here are up to ~0.1), and the test
-//! also requires the two to agree in direction overall (cosine > 0.999). A coordinate whose
-//! perturbation flips some ReLU on or off is skipped: the loss has a kink there.
+//! gives errors of the gradient's own size, and the test also requires the two to agree in
+//! direction overall (cosine > 0.999). A coordinate whose perturbation switches a ReLU or moves
+//! a max-pool's argmax is skipped: the loss has a kink there.
 
 use steepest::backend::Backend;
 use steepest::cpu::{CpuBackend, CpuBuf};
-use steepest::nn::{Model, ModelSpec, Workspace};
+use steepest::nn::{Model, ModelSpec, Shape, Workspace};
 
-fn loss_and_masks(
+/// Everything a kink changes: every activation's sign and every max-pool's argmax.
+fn loss_and_pattern(
     cpu: &mut CpuBackend,
     model: &Model<CpuBackend>,
     ws: &Workspace<CpuBackend>,
     rows: usize,
-) -> (f32, Vec<bool>) {
+) -> (f32, Vec<u32>) {
     let stats = cpu.alloc(3).unwrap();
     model.forward(cpu, ws, rows);
     model.loss(cpu, ws, &stats, rows);
     let s = stats.to_vec();
-    let masks = ws.activations[..ws.activations.len() - 1]
+    let mut pattern: Vec<u32> = ws.activations[..ws.activations.len() - 1]
         .iter()
         .flat_map(|a| a.to_vec())
-        .map(|v| v > 0.0)
+        .map(|v| (v > 0.0) as u32)
         .collect();
-    (s[0] / s[2], masks)
+    for s in &ws.scratch {
+        if let Some(idx) = &s.argmax {
+            pattern.extend(idx.borrow().iter());
+        }
+    }
+    (s[0] / s[2], pattern)
 }
 
-#[test]
-fn cpu_backward_matches_finite_differences() {
+fn gradcheck(spec: &str, input: Shape, classes: usize, rows: usize) {
     let mut cpu = CpuBackend::new();
-    let (inputs, classes, rows) = (12, 5, 6);
-    let spec = ModelSpec::mlp(&[9, 7]);
-    let model = Model::new(&mut cpu, &spec, inputs, classes, 42).unwrap();
+    let spec: ModelSpec = spec.parse().unwrap();
+    let model = Model::new(&mut cpu, &spec, input, classes, 42).unwrap();
     let ws = Workspace::new(&mut cpu, &model, rows).unwrap();
     let mut rng = fastrand::Rng::with_seed(5);
-    let pixels: Vec<u8> = (0..rows * inputs).map(|_| rng.u8(..)).collect();
+    let pixels: Vec<u8> = (0..rows * input.len()).map(|_| rng.u8(..)).collect();
     let labels: Vec<u32> = (0..rows).map(|_| rng.u32(0..classes as u32)).collect();
     ws.load_batch(&mut cpu, &pixels, &labels);
 
@@ -58,13 +63,13 @@ fn cpu_backward_matches_finite_differences() {
             let mut plus = original.clone();
             plus[i] += h;
             cpu.write(value, &plus);
-            let (lp, mp) = loss_and_masks(&mut cpu, &model, &ws, rows);
+            let (lp, kp) = loss_and_pattern(&mut cpu, &model, &ws, rows);
             let mut minus = original.clone();
             minus[i] -= h;
             cpu.write(value, &minus);
-            let (lm, mm) = loss_and_masks(&mut cpu, &model, &ws, rows);
+            let (lm, km) = loss_and_pattern(&mut cpu, &model, &ws, rows);
             cpu.write(value, &original);
-            if mp != mm {
+            if kp != km {
                 skipped += 1;
                 continue;
             }
@@ -72,7 +77,7 @@ fn cpu_backward_matches_finite_differences() {
             let a = analytic[i];
             assert!(
                 (a - numeric).abs() <= 2e-3 + 2e-2 * numeric.abs(),
-                "{}[{i}]: backward gives {a}, finite differences {numeric}",
+                "{spec}: {}[{i}]: backward gives {a}, finite differences {numeric}",
                 p.name
             );
             dot += a as f64 * numeric as f64;
@@ -83,7 +88,29 @@ fn cpu_backward_matches_finite_differences() {
         }
     }
     let cosine = dot / (na.sqrt() * nn.sqrt());
-    assert!(cosine > 0.999, "gradient direction: cosine {cosine}");
-    assert!(max_grad > 0.02, "gradients too small ({max_grad}) for the check to mean anything");
-    assert!(skipped * 10 < checked, "{skipped} kinks skipped of {checked}");
+    assert!(cosine > 0.999, "{spec}: gradient direction: cosine {cosine}");
+    assert!(
+        max_grad > 0.02,
+        "{spec}: gradients too small ({max_grad}) for the check to mean anything"
+    );
+    assert!(skipped * 10 < checked, "{spec}: {skipped} kinks skipped of {checked}");
+}
+
+#[test]
+fn mlp_backward_matches_finite_differences() {
+    gradcheck("mlp:9,7", Shape::flat(12), 5, 6);
+}
+
+#[test]
+fn cnn_backward_matches_finite_differences() {
+    // conv (padding) + fused relu + maxpool; conv (stride 2, no bias) + standalone relu after
+    // avgpool; flatten; linear.
+    gradcheck(
+        "conv:3:3:p=1,relu,maxpool:2,conv:4:2:s=2:nobias,avgpool:2:1,relu,flatten,linear",
+        Shape::new(2, 8, 8),
+        3,
+        3,
+    );
+    // Overlapping max-pool windows and global average pooling.
+    gradcheck("conv:3:3,relu,maxpool:3:2,gap,flatten,linear", Shape::new(1, 7, 7), 4, 3);
 }

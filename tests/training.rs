@@ -115,3 +115,60 @@ fn default_synthetic_run_converges_and_beats_linear() {
     assert!(mlp >= 0.85, "mlp:256 reached only {mlp}");
     assert!(linear <= mlp - 0.10, "linear {linear} is not clearly below mlp {mlp}");
 }
+
+/// A small CNN (conv, pooling, standalone ReLU) trained 50 steps on both backends with Adam:
+/// per-step losses and final weights agree (tolerances as for the MLP above: the kernels differ
+/// only in summation order).
+#[test]
+fn cnn_trains_to_the_same_numbers_on_cpu_and_gpu() {
+    let Some(mut g) = gpu() else { return };
+    let data = synthetic::generate(4, 400, 0);
+    let spec: ModelSpec =
+        "conv:8:5,relu,maxpool:2,conv:8:3:s=2:p=1,avgpool:2,relu,flatten,linear".parse().unwrap();
+    let (cpu_losses, cpu_w) = run_spec(&mut CpuBackend::new(), &data, &spec, 50);
+    let (gpu_losses, gpu_w) = run_spec(&mut g, &data, &spec, 50);
+    let (first, last) =
+        (cpu_losses[..10].iter().sum::<f32>(), cpu_losses[40..].iter().sum::<f32>());
+    assert!(last < 0.9 * first, "mean loss fell from {} to {}", first / 10.0, last / 10.0);
+    for (i, (c, g)) in cpu_losses.iter().zip(&gpu_losses).enumerate() {
+        assert!((c - g).abs() <= 1e-3 * c.abs(), "step {i} loss cpu {c} gpu {g}");
+    }
+    for (t, (c, g)) in cpu_w.iter().zip(&gpu_w).enumerate() {
+        let scale = c.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = c.iter().zip(g).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= 2e-3 * scale, "tensor {t} differs by {worst} (max |w| {scale})");
+    }
+}
+
+fn run_spec<B: Backend>(
+    b: &mut B,
+    data: &Dataset,
+    spec: &ModelSpec,
+    steps: usize,
+) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let model = Model::new(b, spec, data.input_shape(), data.num_classes, 13).unwrap();
+    let batch = 16;
+    let ws = Workspace::new(b, &model, batch).unwrap();
+    let stats = b.alloc(3).unwrap();
+    let mut cfg = OptimizerConfig::new(OptimizerKind::Adam);
+    cfg.lr = 5e-3;
+    let mut opt = Optimizer::new(b, cfg, &model).unwrap();
+    let mut batches = Batcher::new(&data.train, data.sample_size(), batch, true);
+    let mut rng = fastrand::Rng::with_seed(14);
+    batches.start_epoch(Some(&mut rng));
+    let mut losses = Vec::new();
+    for _ in 0..steps {
+        let (pixels, labels) = match batches.next_batch() {
+            Some(x) => x,
+            None => {
+                batches.start_epoch(Some(&mut rng));
+                batches.next_batch().unwrap()
+            }
+        };
+        ws.load_batch(b, pixels, labels);
+        b.fill_zero(&stats);
+        train_step(b, &model, &ws, &mut opt, &stats, batch, cfg.lr);
+        losses.push(Metrics::from_stats(&b.read(&stats, 3).unwrap()).loss);
+    }
+    (losses, model.export(b).unwrap().into_iter().map(|(_, _, v)| v).collect())
+}

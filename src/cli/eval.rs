@@ -73,7 +73,7 @@ fn evaluate_on<B: Backend>(
             ),
         ));
     }
-    let model = Model::new(b, &spec, inputs, classes, 0)?;
+    let model = Model::new(b, &spec, data.input_shape(), classes, 0)?;
     model.import(b, &ckpt.tensors, &args.weights.display().to_string())?;
     if data.test.len == 0 {
         return Err(Error::config("--limit-test", "the test set is empty"));

@@ -16,6 +16,10 @@ use steepest::{with_backend, Error, Result};
 use crate::TrainArgs;
 
 pub fn run(args: &TrainArgs) -> Result<()> {
+    if args.model == "help" {
+        print_model_help();
+        return Ok(());
+    }
     // Check every flag before the slow parts (data, device) start.
     let spec: ModelSpec = args.model.parse()?;
     let cfg = config(args)?;
@@ -82,7 +86,7 @@ fn train_on<B: Backend>(
     cfg: &TrainConfig,
     data: &Dataset,
 ) -> Result<()> {
-    let model = Model::new(b, spec, data.sample_size(), data.num_classes, cfg.seed)?;
+    let model = Model::new(b, spec, data.input_shape(), data.num_classes, cfg.seed)?;
     if let Some(path) = &args.init_from {
         let ckpt = checkpoint::load(path)?;
         model.import(b, &ckpt.tensors, &path.display().to_string())?;
@@ -99,14 +103,10 @@ fn train_on<B: Backend>(
             data.width,
             data.num_classes
         );
+        print_summary(&model);
         println!(
-            "model: {} ({} parameters); optimizer {} lr {}; batch {}; {} epochs",
-            spec,
-            model.num_params(),
-            cfg.optimizer.kind,
-            cfg.optimizer.lr,
-            cfg.batch_size,
-            cfg.epochs
+            "optimizer {} lr {}; batch {}; {} epochs",
+            cfg.optimizer.kind, cfg.optimizer.lr, cfg.batch_size, cfg.epochs
         );
     }
     let mut metrics_file = match &args.metrics {
@@ -140,6 +140,31 @@ fn train_on<B: Backend>(
         }
     }
     Ok(())
+}
+
+fn print_model_help() {
+    println!("--model takes {}", steepest::nn::GRAMMAR);
+    println!();
+    for (name, layers, what) in steepest::nn::PRESETS {
+        println!("{name}: {what}\n    {layers}");
+    }
+}
+
+/// Each layer with its output shape and parameter count, then the total.
+fn print_summary<B: Backend>(model: &Model<B>) {
+    println!("model: {}", model.spec);
+    println!("  {:>3}  {:<28} {:>12} {:>10}", "#", "layer", "output", "params");
+    println!("  {:>3}  {:<28} {:>12} {:>10}", "", "input", model.input.to_string(), "");
+    for row in model.summary() {
+        println!(
+            "  {:>3}  {:<28} {:>12} {:>10}",
+            row.position,
+            row.layer,
+            row.output.to_string(),
+            row.params
+        );
+    }
+    println!("  total parameters: {}", model.num_params());
 }
 
 fn save<B: Backend>(b: &mut B, model: &Model<B>, data: &Dataset, path: &Path) -> Result<()> {

@@ -32,3 +32,10 @@ pub fn relu_backward(grad: &mut [f32], activation: &[f32]) {
         *g = if a > 0.0 { *g } else { 0.0 };
     }
 }
+
+/// `x = max(x, 0)` in place.
+pub fn relu(x: &mut [f32]) {
+    for v in x {
+        *v = v.max(0.0);
+    }
+}

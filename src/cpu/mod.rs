@@ -2,16 +2,19 @@
 //! like its WGSL twin (`matmul.rs` ↔ `shaders/matmul.wgsl`, ...); `CpuBackend` only routes the
 //! trait's buffer handles to them.
 
+pub mod conv;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
 pub mod optim;
+mod parallel;
+pub mod pool;
 pub mod reduce;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::backend::{AdamHyper, Backend, MatmulForm, RmspropHyper, SgdHyper};
+use crate::backend::{AdamHyper, Backend, MatmulForm, RmspropHyper, SgdHyper, Window};
 use crate::Result;
 
 /// A CPU tensor: shared so that layers and the workspace can hold the same storage.
@@ -96,6 +99,74 @@ impl Backend for CpuBackend {
         } else {
             elementwise::add_bias(x, &bias[..cols]);
         }
+    }
+
+    fn relu(&mut self, x: &CpuBuf, len: usize) {
+        elementwise::relu(&mut x.0.borrow_mut()[..len]);
+    }
+
+    fn im2col(&mut self, x: &CpuBuf, col: &CpuBuf, rows: usize, w: &Window) {
+        conv::im2col(&x.0.borrow(), &mut col.0.borrow_mut(), rows, w);
+    }
+
+    fn col2im(&mut self, col: &CpuBuf, x: &CpuBuf, rows: usize, w: &Window) {
+        conv::col2im(&col.0.borrow(), &mut x.0.borrow_mut(), rows, w);
+    }
+
+    fn to_channels_first(
+        &mut self,
+        z: &CpuBuf,
+        bias: Option<&CpuBuf>,
+        y: &CpuBuf,
+        rows: usize,
+        pixels: usize,
+        channels: usize,
+        relu: bool,
+    ) {
+        let bias = bias.map(|b| b.0.borrow());
+        conv::to_channels_first(
+            &z.0.borrow(),
+            bias.as_deref().map(|b| &b[..]),
+            &mut y.0.borrow_mut(),
+            rows,
+            pixels,
+            channels,
+            relu,
+        );
+    }
+
+    fn to_channels_last(
+        &mut self,
+        y: &CpuBuf,
+        z: &CpuBuf,
+        rows: usize,
+        pixels: usize,
+        channels: usize,
+    ) {
+        conv::to_channels_last(&y.0.borrow(), &mut z.0.borrow_mut(), rows, pixels, channels);
+    }
+
+    fn maxpool(&mut self, x: &CpuBuf, y: &CpuBuf, argmax: &Self::Indices, rows: usize, w: &Window) {
+        pool::maxpool(&x.0.borrow(), &mut y.0.borrow_mut(), &mut argmax.borrow_mut(), rows, w);
+    }
+
+    fn maxpool_backward(
+        &mut self,
+        dy: &CpuBuf,
+        argmax: &Self::Indices,
+        dx: &CpuBuf,
+        rows: usize,
+        w: &Window,
+    ) {
+        pool::maxpool_backward(&dy.0.borrow(), &argmax.borrow(), &mut dx.0.borrow_mut(), rows, w);
+    }
+
+    fn avgpool(&mut self, x: &CpuBuf, y: &CpuBuf, rows: usize, w: &Window) {
+        pool::avgpool(&x.0.borrow(), &mut y.0.borrow_mut(), rows, w);
+    }
+
+    fn avgpool_backward(&mut self, dy: &CpuBuf, dx: &CpuBuf, rows: usize, w: &Window) {
+        pool::avgpool_backward(&dy.0.borrow(), &mut dx.0.borrow_mut(), rows, w);
     }
 
     fn relu_backward(&mut self, grad: &CpuBuf, activation: &CpuBuf, len: usize) {

@@ -45,6 +45,11 @@ impl Dataset {
     pub fn sample_size(&self) -> usize {
         self.channels * self.height * self.width
     }
+
+    /// One sample's shape, as models take it.
+    pub fn input_shape(&self) -> crate::nn::Shape {
+        crate::nn::Shape::new(self.channels, self.height, self.width)
+    }
 }
 
 use std::path::Path;

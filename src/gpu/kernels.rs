@@ -15,6 +15,15 @@ pub enum Kernel {
     SgdUpdate,
     AdamUpdate,
     RmspropUpdate,
+    Relu,
+    Im2col,
+    Col2im,
+    ToChannelsFirst,
+    ToChannelsLast,
+    Maxpool,
+    MaxpoolBackward,
+    Avgpool,
+    AvgpoolBackward,
 }
 
 /// How a kernel uses one of its storage bindings (binding 1 onwards; 0 is the params uniform).
@@ -31,9 +40,11 @@ pub const ELEMENTWISE_WGSL: &str = include_str!("../../shaders/elementwise.wgsl"
 pub const REDUCE_WGSL: &str = include_str!("../../shaders/reduce.wgsl");
 pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
 pub const OPTIM_WGSL: &str = include_str!("../../shaders/optim.wgsl");
+pub const CONV_WGSL: &str = include_str!("../../shaders/conv.wgsl");
+pub const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
 
 impl Kernel {
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 21] = [
         Kernel::PixelsToF32,
         Kernel::MatmulAB,
         Kernel::MatmulAtB,
@@ -46,6 +57,15 @@ impl Kernel {
         Kernel::SgdUpdate,
         Kernel::AdamUpdate,
         Kernel::RmspropUpdate,
+        Kernel::Relu,
+        Kernel::Im2col,
+        Kernel::Col2im,
+        Kernel::ToChannelsFirst,
+        Kernel::ToChannelsLast,
+        Kernel::Maxpool,
+        Kernel::MaxpoolBackward,
+        Kernel::Avgpool,
+        Kernel::AvgpoolBackward,
     ];
 
     /// (WGSL source, entry point, storage bindings in order).
@@ -67,6 +87,15 @@ impl Kernel {
             Kernel::RmspropUpdate => {
                 (OPTIM_WGSL, "rmsprop_update", &[ReadWrite, Read, ReadWrite, ReadWrite])
             }
+            Kernel::Relu => (ELEMENTWISE_WGSL, "relu", &[ReadWrite]),
+            Kernel::Im2col => (CONV_WGSL, "im2col", &[Read, ReadWrite]),
+            Kernel::Col2im => (CONV_WGSL, "col2im", &[Read, ReadWrite]),
+            Kernel::ToChannelsFirst => (CONV_WGSL, "to_channels_first", &[Read, Read, ReadWrite]),
+            Kernel::ToChannelsLast => (CONV_WGSL, "to_channels_last", &[Read, ReadWrite]),
+            Kernel::Maxpool => (POOL_WGSL, "maxpool", &[Read, ReadWrite, ReadWrite]),
+            Kernel::MaxpoolBackward => (POOL_WGSL, "maxpool_backward", &[Read, Read, ReadWrite]),
+            Kernel::Avgpool => (POOL_WGSL, "avgpool", &[Read, ReadWrite]),
+            Kernel::AvgpoolBackward => (POOL_WGSL, "avgpool_backward", &[Read, ReadWrite]),
         }
     }
 

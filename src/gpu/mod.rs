@@ -12,7 +12,7 @@ pub mod kernels;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::backend::{AdamHyper, Backend, MatmulForm, RmspropHyper, SgdHyper};
+use crate::backend::{AdamHyper, Backend, MatmulForm, RmspropHyper, SgdHyper, Window};
 use crate::{Error, Result};
 use kernels::{Kernel, Pipeline};
 
@@ -206,6 +206,25 @@ impl GpuBackend {
     }
 }
 
+/// A `Window` as the WGSL struct lays it out, with the batch size and output size.
+fn window_params(rows: usize, w: &Window) -> Vec<u8> {
+    let v = [
+        rows,
+        w.channels,
+        w.height,
+        w.width,
+        w.kernel_h,
+        w.kernel_w,
+        w.stride_h,
+        w.stride_w,
+        w.pad_h,
+        w.pad_w,
+        w.out_h(),
+        w.out_w(),
+    ];
+    words(&v.map(|x| x as u32))
+}
+
 fn words(values: &[u32]) -> Vec<u8> {
     bytemuck::cast_slice(values).to_vec()
 }
@@ -362,6 +381,78 @@ impl Backend for GpuBackend {
         let groups = self.groups_1d(rows * cols);
         let p = words(&[(rows * cols) as u32, cols as u32, 0, 0]);
         self.dispatch(kernel, &[x, bias], &p, groups);
+    }
+
+    fn relu(&mut self, x: &GpuBuf, len: usize) {
+        let groups = self.groups_1d(len);
+        self.dispatch(Kernel::Relu, &[x], &words(&[len as u32, 0, 0, 0]), groups);
+    }
+
+    fn im2col(&mut self, x: &GpuBuf, col: &GpuBuf, rows: usize, w: &Window) {
+        let groups = self.groups_1d(rows * w.out_pixels() * w.patch_len());
+        self.dispatch(Kernel::Im2col, &[x, col], &window_params(rows, w), groups);
+    }
+
+    fn col2im(&mut self, col: &GpuBuf, x: &GpuBuf, rows: usize, w: &Window) {
+        let groups = self.groups_1d(rows * w.in_len());
+        self.dispatch(Kernel::Col2im, &[col, x], &window_params(rows, w), groups);
+    }
+
+    fn to_channels_first(
+        &mut self,
+        z: &GpuBuf,
+        bias: Option<&GpuBuf>,
+        y: &GpuBuf,
+        rows: usize,
+        pixels: usize,
+        channels: usize,
+        relu: bool,
+    ) {
+        let flags = relu as u32 | (bias.is_some() as u32) << 1;
+        let p = words(&[rows as u32, pixels as u32, channels as u32, flags]);
+        let groups = self.groups_1d(rows * pixels * channels);
+        // Without a bias, z is bound in its place (read-only twice is allowed) and never read.
+        self.dispatch(Kernel::ToChannelsFirst, &[z, bias.unwrap_or(z), y], &p, groups);
+    }
+
+    fn to_channels_last(
+        &mut self,
+        y: &GpuBuf,
+        z: &GpuBuf,
+        rows: usize,
+        pixels: usize,
+        channels: usize,
+    ) {
+        let p = words(&[rows as u32, pixels as u32, channels as u32, 0]);
+        let groups = self.groups_1d(rows * pixels * channels);
+        self.dispatch(Kernel::ToChannelsLast, &[y, z], &p, groups);
+    }
+
+    fn maxpool(&mut self, x: &GpuBuf, y: &GpuBuf, argmax: &GpuBuf, rows: usize, w: &Window) {
+        let groups = self.groups_1d(rows * w.channels * w.out_pixels());
+        self.dispatch(Kernel::Maxpool, &[x, y, argmax], &window_params(rows, w), groups);
+    }
+
+    fn maxpool_backward(
+        &mut self,
+        dy: &GpuBuf,
+        argmax: &GpuBuf,
+        dx: &GpuBuf,
+        rows: usize,
+        w: &Window,
+    ) {
+        let groups = self.groups_1d(rows * w.in_len());
+        self.dispatch(Kernel::MaxpoolBackward, &[dy, argmax, dx], &window_params(rows, w), groups);
+    }
+
+    fn avgpool(&mut self, x: &GpuBuf, y: &GpuBuf, rows: usize, w: &Window) {
+        let groups = self.groups_1d(rows * w.channels * w.out_pixels());
+        self.dispatch(Kernel::Avgpool, &[x, y], &window_params(rows, w), groups);
+    }
+
+    fn avgpool_backward(&mut self, dy: &GpuBuf, dx: &GpuBuf, rows: usize, w: &Window) {
+        let groups = self.groups_1d(rows * w.in_len());
+        self.dispatch(Kernel::AvgpoolBackward, &[dy, dx], &window_params(rows, w), groups);
     }
 
     fn relu_backward(&mut self, grad: &GpuBuf, activation: &GpuBuf, len: usize) {

@@ -1,28 +1,113 @@
-//! Models: the spec a user types (`linear`, `mlp:256,128`), the layers it builds, and forward and
-//! backward passes written once over [`Backend`].
+//! Models: the spec a user types (`lenet`, `mlp:256`, `conv:32:5,relu,...`), the layers it
+//! builds (an `nn.Sequential`), and forward and backward passes written once over [`Backend`].
 
 mod spec;
 
-pub use spec::ModelSpec;
+pub use spec::{LayerSpec, ModelSpec, GRAMMAR, PRESETS};
 
-use crate::backend::{Backend, MatmulForm};
+use std::fmt;
+
+use crate::backend::{Backend, MatmulForm, Window};
 use crate::{Error, Result};
 
-/// A fully connected layer with PyTorch's `nn.Linear` layout: weight `[out, in]`, bias `[out]`.
-pub struct Linear<B: Backend> {
-    pub in_features: usize,
-    pub out_features: usize,
+/// The shape of one sample between layers: channels × height × width (a flat vector is n×1×1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Shape {
+    pub fn new(channels: usize, height: usize, width: usize) -> Self {
+        Shape { channels, height, width }
+    }
+    pub fn flat(n: usize) -> Self {
+        Shape::new(n, 1, 1)
+    }
+    pub fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<usize> for Shape {
+    fn from(n: usize) -> Self {
+        Shape::flat(n)
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.height == 1 && self.width == 1 {
+            write!(f, "{}", self.channels)
+        } else {
+            write!(f, "{}x{}x{}", self.channels, self.height, self.width)
+        }
+    }
+}
+
+/// Learnable weights of a Linear or Conv2d layer, PyTorch's layouts: `[out, in]` or
+/// `[out, in, k, k]`; the bias is optional for convolutions.
+pub struct Weights<B: Backend> {
     pub weight: B::Buf,
-    pub bias: B::Buf,
+    pub bias: Option<B::Buf>,
     pub grad_weight: B::Buf,
-    pub grad_bias: B::Buf,
-    /// A ReLU follows this layer (every layer but the last).
-    pub relu: bool,
+    pub grad_bias: Option<B::Buf>,
+    pub weight_shape: Vec<usize>,
+}
+
+impl<B: Backend> Weights<B> {
+    /// PyTorch's default init for Linear and Conv2d: uniform ±1/√fan_in for weight and bias.
+    fn new(b: &mut B, rng: &mut fastrand::Rng, shape: Vec<usize>, bias: bool) -> Result<Self> {
+        let len: usize = shape.iter().product();
+        let fan_in = len / shape[0];
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let mut uniform =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.f32() * 2.0 - 1.0) * bound).collect() };
+        let w = uniform(len);
+        let weight = b.alloc(len)?;
+        b.write(&weight, &w);
+        let (bias, grad_bias) = if bias {
+            let values = uniform(shape[0]);
+            let buf = b.alloc(shape[0])?;
+            b.write(&buf, &values);
+            (Some(buf), Some(b.alloc(shape[0])?))
+        } else {
+            (None, None)
+        };
+        Ok(Weights { weight, bias, grad_weight: b.alloc(len)?, grad_bias, weight_shape: shape })
+    }
+
+    fn len(&self) -> usize {
+        self.weight_shape.iter().product()
+    }
+}
+
+/// One built layer. ReLUs right after a Linear or Conv2d are `fused`: that layer applies them.
+pub enum Layer<B: Backend> {
+    Linear { weights: Weights<B>, inputs: usize, outputs: usize, relu: bool },
+    Conv { weights: Weights<B>, window: Window, outputs: usize, relu: bool },
+    Relu { fused: bool },
+    Flatten,
+    MaxPool { window: Window },
+    AvgPool { window: Window },
+}
+
+impl<B: Backend> Layer<B> {
+    fn weights(&self) -> Option<&Weights<B>> {
+        match self {
+            Layer::Linear { weights, .. } | Layer::Conv { weights, .. } => Some(weights),
+            _ => None,
+        }
+    }
 }
 
 /// A parameter tensor as the optimizer and checkpoints see it.
 pub struct Param<'a, B: Backend> {
-    /// PyTorch `state_dict` name: the layer's position in the equivalent `nn.Sequential`.
+    /// PyTorch `state_dict` name: the layer's position in the `nn.Sequential`, then the field.
     pub name: String,
     pub shape: Vec<usize>,
     pub value: &'a B::Buf,
@@ -38,71 +123,181 @@ impl<'a, B: Backend> Param<'a, B> {
     }
 }
 
-/// A multilayer perceptron: Linear, ReLU, Linear, ReLU, ..., Linear (logits).
-pub struct Model<B: Backend> {
-    pub spec: ModelSpec,
-    pub input_size: usize,
-    pub num_classes: usize,
-    pub layers: Vec<Linear<B>>,
-}
-
 /// Host-side tensors by `state_dict` name, in model order.
 pub type HostTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
 
+/// One line of the model summary.
+pub struct SummaryRow {
+    pub position: usize,
+    pub layer: String,
+    pub output: Shape,
+    pub params: usize,
+}
+
+/// A sequential model over a backend.
+pub struct Model<B: Backend> {
+    pub spec: ModelSpec,
+    pub input: Shape,
+    /// Values per input sample (`input.len()`).
+    pub input_size: usize,
+    pub num_classes: usize,
+    pub layers: Vec<Layer<B>>,
+    /// Each layer's output shape.
+    pub shapes: Vec<Shape>,
+}
+
+/// A build error that names the layer.
+fn layer_error(position: usize, spec: &LayerSpec, why: String) -> Error {
+    Error::config("--model", format!("layer {position} ({spec}): {why}"))
+}
+
 impl<B: Backend> Model<B> {
-    /// Builds the model with PyTorch's default `nn.Linear` init (uniform ±1/√fan_in for weight
-    /// and bias), drawn on the host from `seed` so every backend starts from the same numbers.
+    /// Builds the layers for `input` samples and `num_classes` classes, checking every shape
+    /// first, with PyTorch's default init drawn on the host from `seed` (so every backend starts
+    /// from the same numbers).
     pub fn new(
-        backend: &mut B,
+        b: &mut B,
         spec: &ModelSpec,
-        input_size: usize,
+        input: impl Into<Shape>,
         num_classes: usize,
         seed: u64,
     ) -> Result<Self> {
+        let input = input.into();
+        if input.is_empty() || num_classes == 0 {
+            return Err(Error::config(
+                "--model",
+                format!(
+                    "{spec} needs at least one input and one class (got {input} and {num_classes})"
+                ),
+            ));
+        }
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut layers = Vec::new();
-        let sizes = spec.layer_sizes(input_size, num_classes)?;
-        let last = sizes.len() - 1;
-        for (i, &(fan_in, fan_out)) in sizes.iter().enumerate() {
-            let bound = 1.0 / (fan_in as f32).sqrt();
-            let mut uniform = |n: usize| -> Vec<f32> {
-                (0..n).map(|_| (rng.f32() * 2.0 - 1.0) * bound).collect()
+        let mut shapes = Vec::new();
+        // A model that starts with Linear takes the image as a flat vector (MLPs on pixels).
+        let mut shape = input;
+        let last = spec.layers.len() - 1;
+        for (position, ls) in spec.layers.iter().enumerate() {
+            let next_is_relu = spec.layers.get(position + 1) == Some(&LayerSpec::Relu);
+            let err = |why: String| layer_error(position, ls, why);
+            let (layer, out) = match *ls {
+                LayerSpec::Linear { out } => {
+                    if position > 0 && (shape.height != 1 || shape.width != 1) {
+                        return Err(err(format!(
+                            "takes a flat vector but gets {shape}; put flatten before it"
+                        )));
+                    }
+                    let inputs = shape.len();
+                    let outputs = out.unwrap_or(num_classes);
+                    if position == last && outputs != num_classes {
+                        return Err(err(format!("the last layer gives {outputs} outputs but the data has {num_classes} classes; write plain `linear`")));
+                    }
+                    let weights = Weights::new(b, &mut rng, vec![outputs, inputs], true)?;
+                    (
+                        Layer::Linear { weights, inputs, outputs, relu: next_is_relu },
+                        Shape::flat(outputs),
+                    )
+                }
+                LayerSpec::Conv { out, kernel, stride, padding, bias } => {
+                    let window = Window::square(
+                        shape.channels,
+                        shape.height,
+                        shape.width,
+                        kernel,
+                        stride,
+                        padding,
+                    );
+                    if window.out_h() == 0 || window.out_w() == 0 {
+                        return Err(err(format!(
+                            "a {kernel}x{kernel} kernel with padding {padding} does not fit the {}x{} input (output would be empty)",
+                            shape.height, shape.width
+                        )));
+                    }
+                    let weights =
+                        Weights::new(b, &mut rng, vec![out, shape.channels, kernel, kernel], bias)?;
+                    let out_shape = Shape::new(out, window.out_h(), window.out_w());
+                    (Layer::Conv { weights, window, outputs: out, relu: next_is_relu }, out_shape)
+                }
+                LayerSpec::Relu => {
+                    let fused = position > 0
+                        && matches!(
+                            spec.layers[position - 1],
+                            LayerSpec::Linear { .. } | LayerSpec::Conv { .. }
+                        );
+                    (Layer::Relu { fused }, shape)
+                }
+                LayerSpec::Flatten => (Layer::Flatten, Shape::flat(shape.len())),
+                LayerSpec::MaxPool { kernel, stride } | LayerSpec::AvgPool { kernel, stride } => {
+                    let window = Window::square(
+                        shape.channels,
+                        shape.height,
+                        shape.width,
+                        kernel,
+                        stride,
+                        0,
+                    );
+                    if window.out_h() == 0 || window.out_w() == 0 {
+                        return Err(err(format!(
+                            "a {kernel}x{kernel} window does not fit the {}x{} input",
+                            shape.height, shape.width
+                        )));
+                    }
+                    let out = Shape::new(shape.channels, window.out_h(), window.out_w());
+                    if matches!(ls, LayerSpec::MaxPool { .. }) {
+                        (Layer::MaxPool { window }, out)
+                    } else {
+                        (Layer::AvgPool { window }, out)
+                    }
+                }
+                LayerSpec::GlobalAvgPool => {
+                    let window = Window {
+                        channels: shape.channels,
+                        height: shape.height,
+                        width: shape.width,
+                        kernel_h: shape.height,
+                        kernel_w: shape.width,
+                        stride_h: shape.height,
+                        stride_w: shape.width,
+                        pad_h: 0,
+                        pad_w: 0,
+                    };
+                    (Layer::AvgPool { window }, Shape::new(shape.channels, 1, 1))
+                }
             };
-            let w = uniform(fan_in * fan_out);
-            let b = uniform(fan_out);
-            let layer = Linear {
-                in_features: fan_in,
-                out_features: fan_out,
-                weight: backend.alloc(w.len())?,
-                bias: backend.alloc(b.len())?,
-                grad_weight: backend.alloc(w.len())?,
-                grad_bias: backend.alloc(b.len())?,
-                relu: i != last,
-            };
-            backend.write(&layer.weight, &w);
-            backend.write(&layer.bias, &b);
             layers.push(layer);
+            shapes.push(out);
+            shape = out;
         }
-        Ok(Model { spec: spec.clone(), input_size, num_classes, layers })
+        Ok(Model {
+            spec: spec.clone(),
+            input,
+            input_size: input.len(),
+            num_classes,
+            layers,
+            shapes,
+        })
     }
 
     /// Every parameter with its gradient, in `state_dict` order.
     pub fn params(&self) -> Vec<Param<'_, B>> {
         let mut out = Vec::new();
-        for (i, l) in self.layers.iter().enumerate() {
-            let position = 2 * i; // Linear, ReLU, Linear, ...
-            out.push(Param {
-                name: format!("{position}.weight"),
-                shape: vec![l.out_features, l.in_features],
-                value: &l.weight,
-                grad: &l.grad_weight,
-            });
-            out.push(Param {
-                name: format!("{position}.bias"),
-                shape: vec![l.out_features],
-                value: &l.bias,
-                grad: &l.grad_bias,
-            });
+        for (position, layer) in self.layers.iter().enumerate() {
+            if let Some(w) = layer.weights() {
+                out.push(Param {
+                    name: format!("{position}.weight"),
+                    shape: w.weight_shape.clone(),
+                    value: &w.weight,
+                    grad: &w.grad_weight,
+                });
+                if let (Some(bias), Some(grad)) = (&w.bias, &w.grad_bias) {
+                    out.push(Param {
+                        name: format!("{position}.bias"),
+                        shape: vec![w.weight_shape[0]],
+                        value: bias,
+                        grad,
+                    });
+                }
+            }
         }
         out
     }
@@ -110,16 +305,32 @@ impl<B: Backend> Model<B> {
     /// `(value, grad, len)` of every parameter in `state_dict` order, without allocating: what
     /// the optimizer walks each step.
     pub fn param_buffers(&self) -> impl Iterator<Item = (&B::Buf, &B::Buf, usize)> {
-        self.layers.iter().flat_map(|l| {
-            [
-                (&l.weight, &l.grad_weight, l.in_features * l.out_features),
-                (&l.bias, &l.grad_bias, l.out_features),
-            ]
+        self.layers.iter().filter_map(|l| l.weights()).flat_map(|w| {
+            let bias =
+                w.bias.as_ref().zip(w.grad_bias.as_ref()).map(|(b, g)| (b, g, w.weight_shape[0]));
+            std::iter::once((&w.weight, &w.grad_weight, w.len())).chain(bias)
         })
     }
 
     pub fn num_params(&self) -> usize {
         self.params().iter().map(|p| p.len()).sum()
+    }
+
+    /// Each layer with its output shape and parameter count, for the summary printed before
+    /// training.
+    pub fn summary(&self) -> Vec<SummaryRow> {
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(position, layer)| SummaryRow {
+                position,
+                layer: self.spec.layers[position].to_string(),
+                output: self.shapes[position],
+                params: layer
+                    .weights()
+                    .map_or(0, |w| w.len() + w.bias.as_ref().map_or(0, |_| w.weight_shape[0])),
+            })
+            .collect()
     }
 
     /// Reads every parameter back to the host (for checkpoints and tests).
@@ -132,9 +343,10 @@ impl<B: Backend> Model<B> {
         Ok(out)
     }
 
-    /// Loads parameters by name; every tensor must be present with the model's shape.
-    /// `source` names the file in error messages.
+    /// Loads parameters by name; every tensor must be present with the model's shape, and no
+    /// other tensor may be (as PyTorch's strict `load_state_dict`). `source` names the file.
     pub fn import(&self, backend: &mut B, tensors: &HostTensors, source: &str) -> Result<()> {
+        let expected: Vec<String> = self.params().iter().map(|p| p.name.clone()).collect();
         for p in self.params() {
             let Some((_, shape, values)) = tensors.iter().find(|(n, _, _)| *n == p.name) else {
                 return Err(Error::file(
@@ -144,7 +356,7 @@ impl<B: Backend> Model<B> {
                         p.name,
                         p.shape,
                         self.spec,
-                        self.params().iter().map(|p| p.name.clone()).collect::<Vec<_>>().join(", ")
+                        expected.join(", ")
                     ),
                 ));
             };
@@ -152,15 +364,13 @@ impl<B: Backend> Model<B> {
                 return Err(Error::file(
                     source,
                     format!(
-                        "tensor {:?} has shape {:?}, but model {} with {} inputs and {} classes \
-                         needs {:?}",
-                        p.name, shape, self.spec, self.input_size, self.num_classes, p.shape
+                        "tensor {:?} has shape {:?}, but model {} with {} inputs and {} classes needs {:?}",
+                        p.name, shape, self.spec, self.input, self.num_classes, p.shape
                     ),
                 ));
             }
             backend.write(p.value, values);
         }
-        let expected: Vec<String> = self.params().iter().map(|p| p.name.clone()).collect();
         if let Some((extra, _, _)) = tensors.iter().find(|(n, _, _)| !expected.contains(n)) {
             return Err(Error::file(
                 source,
@@ -176,20 +386,58 @@ impl<B: Backend> Model<B> {
 
     /// Forward pass over the first `rows` samples in `ws.input`; logits end in the last
     /// activation buffer.
-    pub fn forward(&self, backend: &mut B, ws: &Workspace<B>, rows: usize) {
-        for (i, l) in self.layers.iter().enumerate() {
+    pub fn forward(&self, b: &mut B, ws: &Workspace<B>, rows: usize) {
+        for (i, layer) in self.layers.iter().enumerate() {
             let x = if i == 0 { &ws.input } else { &ws.activations[i - 1] };
             let y = &ws.activations[i];
-            backend.matmul(MatmulForm::ABt, x, &l.weight, y, rows, l.in_features, l.out_features);
-            backend.add_bias(y, &l.bias, rows, l.out_features, l.relu);
+            match layer {
+                Layer::Linear { weights, inputs, outputs, relu } => {
+                    b.matmul(MatmulForm::ABt, x, &weights.weight, y, rows, *inputs, *outputs);
+                    if let Some(bias) = &weights.bias {
+                        b.add_bias(y, bias, rows, *outputs, *relu);
+                    }
+                }
+                Layer::Conv { weights, window, outputs, relu } => {
+                    let s = &ws.scratch[i];
+                    let (col, z) =
+                        (s.col.as_ref().expect("conv col"), s.z.as_ref().expect("conv z"));
+                    let pixels = window.out_pixels();
+                    b.im2col(x, col, rows, window);
+                    b.matmul(
+                        MatmulForm::ABt,
+                        col,
+                        &weights.weight,
+                        z,
+                        rows * pixels,
+                        window.patch_len(),
+                        *outputs,
+                    );
+                    b.to_channels_first(z, weights.bias.as_ref(), y, rows, pixels, *outputs, *relu);
+                }
+                // Fused: the layer before applied it. Otherwise in place (y aliases x).
+                Layer::Relu { fused } => {
+                    if !fused {
+                        b.relu(y, rows * self.shapes[i].len());
+                    }
+                }
+                Layer::Flatten => {}
+                Layer::MaxPool { window } => b.maxpool(
+                    x,
+                    y,
+                    ws.scratch[i].argmax.as_ref().expect("maxpool argmax"),
+                    rows,
+                    window,
+                ),
+                Layer::AvgPool { window } => b.avgpool(x, y, rows, window),
+            }
         }
     }
 
     /// The loss on the logits of the last forward pass: writes the logits' gradient and adds
     /// loss sum and correct count into `stats`.
-    pub fn loss(&self, backend: &mut B, ws: &Workspace<B>, stats: &B::Buf, rows: usize) {
+    pub fn loss(&self, b: &mut B, ws: &Workspace<B>, stats: &B::Buf, rows: usize) {
         let last = self.layers.len() - 1;
-        backend.softmax_xent(
+        b.softmax_xent(
             &ws.activations[last],
             &ws.labels,
             &ws.grads[last],
@@ -199,39 +447,92 @@ impl<B: Backend> Model<B> {
         );
     }
 
-    /// Backward pass from the logits' gradient: fills every layer's `grad_weight` and `grad_bias`.
-    /// The input's gradient is never needed, so the first layer skips it.
-    pub fn backward(&self, backend: &mut B, ws: &Workspace<B>, rows: usize) {
-        for (i, l) in self.layers.iter().enumerate().rev() {
+    /// Backward pass from the logits' gradient: fills every parameter's gradient. The input's
+    /// gradient is never needed, so the first layer skips it.
+    pub fn backward(&self, b: &mut B, ws: &Workspace<B>, rows: usize) {
+        for (i, layer) in self.layers.iter().enumerate().rev() {
             let g = &ws.grads[i];
             let x = if i == 0 { &ws.input } else { &ws.activations[i - 1] };
-            backend.bias_grad(g, &l.grad_bias, rows, l.out_features);
-            // dW[out, in] = dYᵀ · X
-            backend.matmul(
-                MatmulForm::AtB,
-                g,
-                x,
-                &l.grad_weight,
-                l.out_features,
-                rows,
-                l.in_features,
-            );
-            if i > 0 {
-                // dX[rows, in] = dY · W, then through the previous layer's ReLU.
-                let dx = &ws.grads[i - 1];
-                backend.matmul(
-                    MatmulForm::AB,
-                    g,
-                    &l.weight,
-                    dx,
-                    rows,
-                    l.out_features,
-                    l.in_features,
-                );
-                backend.relu_backward(dx, &ws.activations[i - 1], rows * l.in_features);
+            let dx = if i == 0 { None } else { Some(&ws.grads[i - 1]) };
+            match layer {
+                Layer::Linear { weights, inputs, outputs, .. } => {
+                    if let Some(gb) = &weights.grad_bias {
+                        b.bias_grad(g, gb, rows, *outputs);
+                    }
+                    // dW[out, in] = dYᵀ · X; dX[rows, in] = dY · W.
+                    b.matmul(MatmulForm::AtB, g, x, &weights.grad_weight, *outputs, rows, *inputs);
+                    if let Some(dx) = dx {
+                        b.matmul(MatmulForm::AB, g, &weights.weight, dx, rows, *outputs, *inputs);
+                    }
+                }
+                Layer::Conv { weights, window, outputs, .. } => {
+                    let s = &ws.scratch[i];
+                    let (col, z) =
+                        (s.col.as_ref().expect("conv col"), s.z.as_ref().expect("conv z"));
+                    let pixels = window.out_pixels();
+                    let m = rows * pixels;
+                    // dZ (one row per output pixel) reuses z; dW = dZᵀ · col; then dcol = dZ · W
+                    // overwrites col, and col2im folds it back onto the input.
+                    b.to_channels_last(g, z, rows, pixels, *outputs);
+                    if let Some(gb) = &weights.grad_bias {
+                        b.bias_grad(z, gb, m, *outputs);
+                    }
+                    b.matmul(
+                        MatmulForm::AtB,
+                        z,
+                        col,
+                        &weights.grad_weight,
+                        *outputs,
+                        m,
+                        window.patch_len(),
+                    );
+                    if let Some(dx) = dx {
+                        b.matmul(
+                            MatmulForm::AB,
+                            z,
+                            &weights.weight,
+                            col,
+                            m,
+                            *outputs,
+                            window.patch_len(),
+                        );
+                        b.col2im(col, dx, rows, window);
+                    }
+                }
+                // In place: the gradient buffer is shared with the layer before.
+                Layer::Relu { .. } => {
+                    b.relu_backward(g, &ws.activations[i], rows * self.shapes[i].len())
+                }
+                Layer::Flatten => {}
+                Layer::MaxPool { window } => {
+                    if let Some(dx) = dx {
+                        b.maxpool_backward(
+                            g,
+                            ws.scratch[i].argmax.as_ref().expect("maxpool argmax"),
+                            dx,
+                            rows,
+                            window,
+                        );
+                    }
+                }
+                Layer::AvgPool { window } => {
+                    if let Some(dx) = dx {
+                        b.avgpool_backward(g, dx, rows, window);
+                    }
+                }
             }
         }
     }
+}
+
+/// Extra buffers a layer needs besides its output and gradient.
+pub struct Scratch<B: Backend> {
+    /// Conv: the im2col matrix `[rows·pixels, C·K·K]` (reused for its gradient).
+    pub col: Option<B::Buf>,
+    /// Conv: the matmul's output rows `[rows·pixels, O]` (reused for their gradient).
+    pub z: Option<B::Buf>,
+    /// MaxPool: where each output came from.
+    pub argmax: Option<B::Indices>,
 }
 
 /// Buffers one step needs, sized for `capacity` samples and created once per run.
@@ -240,35 +541,61 @@ pub struct Workspace<B: Backend> {
     pub pixels: B::Bytes,
     pub labels: B::Indices,
     pub input: B::Buf,
-    /// Each layer's output (after its ReLU, when it has one); the last holds the logits.
+    /// Each layer's output (ReLU and Flatten share the buffer of the layer before); the last
+    /// holds the logits.
     pub activations: Vec<B::Buf>,
-    /// The loss gradient with respect to each layer's output (pre-ReLU once masked).
+    /// The loss gradient with respect to each layer's output (shared likewise).
     pub grads: Vec<B::Buf>,
+    pub scratch: Vec<Scratch<B>>,
 }
 
 impl<B: Backend> Workspace<B> {
-    pub fn new(backend: &mut B, model: &Model<B>, capacity: usize) -> Result<Self> {
-        let mut activations = Vec::new();
-        let mut grads = Vec::new();
-        for l in &model.layers {
-            activations.push(backend.alloc(capacity * l.out_features)?);
-            grads.push(backend.alloc(capacity * l.out_features)?);
+    pub fn new(b: &mut B, model: &Model<B>, capacity: usize) -> Result<Self> {
+        let input = b.alloc(capacity * model.input_size)?;
+        let mut activations: Vec<B::Buf> = Vec::new();
+        let mut grads: Vec<B::Buf> = Vec::new();
+        let mut scratch = Vec::new();
+        for (i, layer) in model.layers.iter().enumerate() {
+            let len = capacity * model.shapes[i].len();
+            let shares = matches!(layer, Layer::Relu { .. } | Layer::Flatten);
+            if shares && i > 0 {
+                activations.push(activations[i - 1].clone());
+                grads.push(grads[i - 1].clone());
+            } else if shares {
+                activations.push(input.clone());
+                grads.push(b.alloc(len)?);
+            } else {
+                activations.push(b.alloc(len)?);
+                grads.push(b.alloc(len)?);
+            }
+            let mut s = Scratch { col: None, z: None, argmax: None };
+            match layer {
+                Layer::Conv { window, outputs, .. } => {
+                    let rows = capacity * window.out_pixels();
+                    s.col = Some(b.alloc(rows * window.patch_len())?);
+                    s.z = Some(b.alloc(rows * outputs)?);
+                }
+                Layer::MaxPool { .. } => s.argmax = Some(b.alloc_indices(len)?),
+                _ => {}
+            }
+            scratch.push(s);
         }
         Ok(Workspace {
             capacity,
-            pixels: backend.alloc_bytes(capacity * model.input_size)?,
-            labels: backend.alloc_indices(capacity)?,
-            input: backend.alloc(capacity * model.input_size)?,
+            pixels: b.alloc_bytes(capacity * model.input_size)?,
+            labels: b.alloc_indices(capacity)?,
+            input,
             activations,
             grads,
+            scratch,
         })
     }
 
     /// Uploads a batch of u8 pixels and labels and converts the pixels to f32 on the device.
-    pub fn load_batch(&self, backend: &mut B, pixels: &[u8], labels: &[u32]) {
+    pub fn load_batch(&self, b: &mut B, pixels: &[u8], labels: &[u32]) {
         debug_assert!(labels.len() <= self.capacity);
-        backend.write_bytes(&self.pixels, pixels);
-        backend.write_indices(&self.labels, labels);
-        backend.pixels_to_f32(&self.pixels, &self.input, pixels.len());
+        b.write_bytes(&self.pixels, pixels);
+        b.write_indices(&self.labels, labels);
+        b.pixels_to_f32(&self.pixels, &self.input, pixels.len());
     }
 }

@@ -1,74 +1,336 @@
-//! The `--model` grammar: `linear` or `mlp:H1[,H2...]`.
+//! The `--model` grammar: presets, the `linear` / `mlp:H1,H2` shorthands and layer lists such as
+//! `conv:32:5,relu,maxpool:2,flatten,linear:256,relu,linear`.
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::{Error, Result};
 
-/// A model as the user describes it: the widths of the hidden layers (none for `linear`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModelSpec {
-    pub hidden: Vec<usize>,
+/// One layer as the user writes it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerSpec {
+    /// `linear:N`, or `linear` for the last layer (width = number of classes).
+    Linear {
+        out: Option<usize>,
+    },
+    Relu,
+    Flatten,
+    /// `conv:OUT:K[:s=STRIDE][:p=PADDING][:nobias]`.
+    Conv {
+        out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+    },
+    /// `maxpool:K[:STRIDE]` (stride defaults to K).
+    MaxPool {
+        kernel: usize,
+        stride: usize,
+    },
+    /// `avgpool:K[:STRIDE]`.
+    AvgPool {
+        kernel: usize,
+        stride: usize,
+    },
+    /// `gap`: global average pooling to 1×1.
+    GlobalAvgPool,
 }
 
-pub const GRAMMAR: &str = "linear | mlp:H1[,H2...] (hidden widths, e.g. mlp:256 or mlp:512,256)";
+/// A model: layers in `nn.Sequential` order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    pub layers: Vec<LayerSpec>,
+}
+
+pub const PRESETS: &[(&str, &str, &str)] = &[(
+    "lenet",
+    "conv:32:5,relu,maxpool:2,conv:64:5,relu,maxpool:2,flatten,linear:256,relu,linear",
+    "LeNet-style CNN for 28x28 grey images (MNIST, Fashion-MNIST)",
+)];
+
+pub const GRAMMAR: &str = "\
+a preset, a shorthand or a comma-separated layer list:
+  presets:    lenet
+  shorthands: linear            one Linear layer (softmax regression)
+              mlp:H1[,H2...]    Linear(H1), ReLU, ..., Linear(classes)
+  layers:     linear[:N]        fully connected, N outputs (the last one: number of classes)
+              conv:OUT:K[:s=S][:p=P][:nobias]   2D convolution, K×K kernel, stride S (1), padding P (0)
+              maxpool:K[:S]     max pooling, K×K window, stride S (K)
+              avgpool:K[:S]     average pooling
+              gap               global average pooling to 1×1
+              relu, flatten
+  example:    conv:32:5,relu,maxpool:2,conv:64:5,relu,maxpool:2,flatten,linear:256,relu,linear";
 
 impl ModelSpec {
     pub fn linear() -> Self {
-        ModelSpec { hidden: Vec::new() }
+        ModelSpec { layers: vec![LayerSpec::Linear { out: None }] }
     }
 
+    /// `mlp:H1,H2,...`: Linear, ReLU, ..., Linear.
     pub fn mlp(hidden: &[usize]) -> Self {
-        ModelSpec { hidden: hidden.to_vec() }
+        let mut layers = Vec::new();
+        for &h in hidden {
+            layers.push(LayerSpec::Linear { out: Some(h) });
+            layers.push(LayerSpec::Relu);
+        }
+        layers.push(LayerSpec::Linear { out: None });
+        ModelSpec { layers }
     }
 
-    /// `(in, out)` of every Linear layer for this input size and class count.
-    pub fn layer_sizes(&self, input: usize, classes: usize) -> Result<Vec<(usize, usize)>> {
-        if input == 0 || classes == 0 {
-            return Err(Error::config(
-                "--model",
-                format!(
-                    "{self} needs at least one input and one class (got {input} and {classes})"
-                ),
-            ));
+    /// The hidden widths, if this is an MLP (Linear/ReLU pairs then a final Linear).
+    fn mlp_widths(&self) -> Option<Vec<usize>> {
+        let (last, body) = self.layers.split_last()?;
+        if *last != (LayerSpec::Linear { out: None }) || body.len() % 2 != 0 {
+            return None;
         }
-        let mut widths = vec![input];
-        widths.extend(&self.hidden);
-        widths.push(classes);
-        Ok(widths.windows(2).map(|w| (w[0], w[1])).collect())
+        body.chunks(2)
+            .map(|pair| match pair {
+                [LayerSpec::Linear { out: Some(h) }, LayerSpec::Relu] => Some(*h),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for LayerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LayerSpec::Linear { out: Some(n) } => write!(f, "linear:{n}"),
+            LayerSpec::Linear { out: None } => write!(f, "linear"),
+            LayerSpec::Relu => write!(f, "relu"),
+            LayerSpec::Flatten => write!(f, "flatten"),
+            LayerSpec::Conv { out, kernel, stride, padding, bias } => {
+                write!(f, "conv:{out}:{kernel}")?;
+                if *stride != 1 {
+                    write!(f, ":s={stride}")?;
+                }
+                if *padding != 0 {
+                    write!(f, ":p={padding}")?;
+                }
+                if !bias {
+                    write!(f, ":nobias")?;
+                }
+                Ok(())
+            }
+            LayerSpec::MaxPool { kernel, stride } if kernel == stride => {
+                write!(f, "maxpool:{kernel}")
+            }
+            LayerSpec::MaxPool { kernel, stride } => write!(f, "maxpool:{kernel}:{stride}"),
+            LayerSpec::AvgPool { kernel, stride } if kernel == stride => {
+                write!(f, "avgpool:{kernel}")
+            }
+            LayerSpec::AvgPool { kernel, stride } => write!(f, "avgpool:{kernel}:{stride}"),
+            LayerSpec::GlobalAvgPool => write!(f, "gap"),
+        }
     }
 }
 
 impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.hidden.is_empty() {
-            return write!(f, "linear");
+        if let Some(hidden) = self.mlp_widths() {
+            if hidden.is_empty() {
+                return write!(f, "linear");
+            }
+            let widths: Vec<String> = hidden.iter().map(|h| h.to_string()).collect();
+            return write!(f, "mlp:{}", widths.join(","));
         }
-        let widths: Vec<String> = self.hidden.iter().map(|h| h.to_string()).collect();
-        write!(f, "mlp:{}", widths.join(","))
+        let layers: Vec<String> = self.layers.iter().map(|l| l.to_string()).collect();
+        write!(f, "{}", layers.join(","))
     }
+}
+
+/// A `--model` error: what is wrong, where (1-based item in the list), and the grammar.
+fn bad(text: &str, position: Option<usize>, why: String) -> Error {
+    let place = match position {
+        Some(p) => format!(" at item {p} of {text:?}"),
+        None => format!(" in {text:?}"),
+    };
+    Error::config("--model", format!("{why}{place}; expected {GRAMMAR}"))
+}
+
+fn number(text: &str, position: usize, field: &str, what: &str) -> Result<usize> {
+    match field.parse::<usize>() {
+        Ok(0) | Err(_) => Err(bad(
+            text,
+            Some(position),
+            format!("{what} {field:?} is not a whole number above 0"),
+        )),
+        Ok(v) => Ok(v),
+    }
+}
+
+fn parse_layer(text: &str, position: usize, item: &str) -> Result<LayerSpec> {
+    let parts: Vec<&str> = item.split(':').map(str::trim).collect();
+    let args = &parts[1..];
+    let want_args = |lo: usize, hi: usize| {
+        if args.len() < lo || args.len() > hi {
+            Err(bad(
+                text,
+                Some(position),
+                format!("{item:?} takes {lo} to {hi} values after {:?}", parts[0]),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match parts[0] {
+        "linear" => {
+            want_args(0, 1)?;
+            LayerSpec::Linear {
+                out: args.first().map(|a| number(text, position, a, "width")).transpose()?,
+            }
+        }
+        "relu" => {
+            want_args(0, 0)?;
+            LayerSpec::Relu
+        }
+        "flatten" => {
+            want_args(0, 0)?;
+            LayerSpec::Flatten
+        }
+        "gap" => {
+            want_args(0, 0)?;
+            LayerSpec::GlobalAvgPool
+        }
+        "maxpool" | "avgpool" => {
+            want_args(1, 2)?;
+            let kernel = number(text, position, args[0], "kernel")?;
+            let stride = match args.get(1) {
+                Some(s) => number(text, position, s, "stride")?,
+                None => kernel,
+            };
+            if parts[0] == "maxpool" {
+                LayerSpec::MaxPool { kernel, stride }
+            } else {
+                LayerSpec::AvgPool { kernel, stride }
+            }
+        }
+        "conv" => {
+            if args.len() < 2 {
+                return Err(bad(text, Some(position), format!("{item:?} needs conv:OUT:K")));
+            }
+            let out = number(text, position, args[0], "output channels")?;
+            let kernel = number(text, position, args[1], "kernel")?;
+            let (mut stride, mut padding, mut bias) = (1, 0, true);
+            for opt in &args[2..] {
+                if let Some(s) = opt.strip_prefix("s=") {
+                    stride = number(text, position, s, "stride")?;
+                } else if let Some(p) = opt.strip_prefix("p=") {
+                    padding = p.parse().map_err(|_| {
+                        bad(text, Some(position), format!("padding {p:?} is not a whole number"))
+                    })?;
+                } else if *opt == "nobias" {
+                    bias = false;
+                } else {
+                    return Err(bad(text, Some(position), format!("unknown conv option {opt:?}")));
+                }
+            }
+            LayerSpec::Conv { out, kernel, stride, padding, bias }
+        }
+        other => return Err(bad(text, Some(position), format!("unknown layer {other:?}"))),
+    })
 }
 
 impl FromStr for ModelSpec {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |why: String| Error::config("--model", format!("{why}; expected {GRAMMAR}"));
-        let s = s.trim();
-        if s == "linear" {
+        let text = s.trim();
+        if let Some((_, layers, _)) = PRESETS.iter().find(|(name, _, _)| *name == text) {
+            return layers.parse();
+        }
+        if text == "linear" {
             return Ok(ModelSpec::linear());
         }
-        let Some(widths) = s.strip_prefix("mlp:") else {
-            return Err(bad(format!("unknown model {s:?}")));
-        };
-        let hidden = widths
+        if let Some(widths) = text.strip_prefix("mlp:") {
+            let hidden = widths
+                .split(',')
+                .enumerate()
+                .map(|(i, w)| number(text, i + 1, w.trim(), "hidden width"))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(ModelSpec::mlp(&hidden));
+        }
+        if text.is_empty() {
+            return Err(bad(text, None, "empty model".into()));
+        }
+        let layers = text
             .split(',')
-            .map(|w| match w.trim().parse::<usize>() {
-                Ok(0) => Err(bad(format!("hidden width 0 in {s:?}"))),
-                Ok(h) => Ok(h),
-                Err(_) => Err(bad(format!("{w:?} in {s:?} is not a width"))),
-            })
+            .enumerate()
+            .map(|(i, item)| parse_layer(text, i + 1, item.trim()))
             .collect::<Result<Vec<_>>>()?;
-        Ok(ModelSpec { hidden })
+        if !matches!(layers.last(), Some(LayerSpec::Linear { .. })) {
+            return Err(bad(
+                text,
+                Some(layers.len()),
+                "the last layer must be linear (it gives the class scores)".into(),
+            ));
+        }
+        if let Some(i) =
+            layers[..layers.len() - 1].iter().position(|l| *l == LayerSpec::Linear { out: None })
+        {
+            return Err(bad(
+                text,
+                Some(i + 1),
+                "only the last linear may leave out its width".into(),
+            ));
+        }
+        Ok(ModelSpec { layers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorthands_presets_and_lists_round_trip() {
+        for s in [
+            "linear",
+            "mlp:256",
+            "mlp:512,128",
+            "conv:32:5,relu,maxpool:2,flatten,linear:10,relu,linear",
+            "conv:8:3:s=2:p=1:nobias,avgpool:2:1,gap,flatten,linear",
+        ] {
+            let spec: ModelSpec = s.parse().unwrap();
+            assert_eq!(spec.to_string(), s);
+            assert_eq!(spec.to_string().parse::<ModelSpec>().unwrap(), spec);
+        }
+        assert_eq!(
+            "mlp:256".parse::<ModelSpec>().unwrap(),
+            "linear:256,relu,linear".parse().unwrap()
+        );
+        let lenet: ModelSpec = "lenet".parse().unwrap();
+        assert_eq!(lenet.layers.len(), 10);
+    }
+
+    #[test]
+    fn typos_show_the_position_and_the_grammar() {
+        let err = "conv:32:5,relu,maxpoool:2,flatten,linear"
+            .parse::<ModelSpec>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--model")
+                && err.contains("item 3")
+                && err.contains("maxpoool")
+                && err.contains("presets"),
+            "{err}"
+        );
+        for bad in [
+            "",
+            "mlp:",
+            "mlp:0",
+            "mlp:25x6",
+            "cnn",
+            "conv:32",
+            "conv:32:5:q=1,linear",
+            "linear,relu",
+            "linear,linear:3",
+            "maxpool:0,linear",
+        ] {
+            let err = bad.parse::<ModelSpec>().unwrap_err().to_string();
+            assert!(err.contains("--model"), "{bad}: {err}");
+        }
     }
 }

@@ -1,0 +1,135 @@
+// Convolution as im2col + the tiled matmul: the reshuffles around the matmul. Every kernel is
+// a gather (one thread per output value), so there are no atomics and results are exact.
+// CPU twins: src/cpu/conv.rs. Test: tests/cross_check_conv.rs.
+
+struct Window {
+    rows: u32,
+    channels: u32,
+    height: u32,
+    width: u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride_h: u32,
+    stride_w: u32,
+    pad_h: u32,
+    pad_w: u32,
+    out_h: u32,
+    out_w: u32,
+}
+
+struct Layout {
+    rows: u32,
+    pixels: u32,
+    channels: u32,
+    flags: u32, // bit 0: ReLU, bit 1: add bias
+}
+
+fn flat_index(group: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
+    return (group.y * groups.x + group.x) * 256u + local;
+}
+
+@group(0) @binding(0) var<uniform> win: Window;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+// col[(n, oy, ox), (c, ky, kx)] = x[n, c, oy*sh + ky - ph, ox*sw + kx - pw], 0 off the image.
+@compute @workgroup_size(256)
+fn im2col(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+          @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    let patch_len = win.channels * win.kernel_h * win.kernel_w;
+    let rows_out = win.rows * win.out_h * win.out_w;
+    if i >= rows_out * patch_len {
+        return;
+    }
+    let r = i / patch_len;
+    let q = i % patch_len;
+    let ox = r % win.out_w;
+    let oy = (r / win.out_w) % win.out_h;
+    let n = r / (win.out_w * win.out_h);
+    let kx = q % win.kernel_w;
+    let ky = (q / win.kernel_w) % win.kernel_h;
+    let c = q / (win.kernel_w * win.kernel_h);
+    let iy = i32(oy * win.stride_h + ky) - i32(win.pad_h);
+    let ix = i32(ox * win.stride_w + kx) - i32(win.pad_w);
+    var v = 0.0;
+    if iy >= 0 && ix >= 0 && iy < i32(win.height) && ix < i32(win.width) {
+        v = src[((n * win.channels + c) * win.height + u32(iy)) * win.width + u32(ix)];
+    }
+    dst[i] = v;
+}
+
+// The adjoint of im2col: each input value sums its patch_len entries (ky outer, kx inner).
+@compute @workgroup_size(256)
+fn col2im(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+          @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    if i >= win.rows * win.channels * win.height * win.width {
+        return;
+    }
+    let ix = i % win.width;
+    let iy = (i / win.width) % win.height;
+    let c = (i / (win.width * win.height)) % win.channels;
+    let n = i / (win.width * win.height * win.channels);
+    let patch_len = win.channels * win.kernel_h * win.kernel_w;
+    var sum = 0.0;
+    for (var ky = 0u; ky < win.kernel_h; ky++) {
+        let ty = iy + win.pad_h;
+        if ty < ky || (ty - ky) % win.stride_h != 0u || (ty - ky) / win.stride_h >= win.out_h {
+            continue;
+        }
+        let oy = (ty - ky) / win.stride_h;
+        for (var kx = 0u; kx < win.kernel_w; kx++) {
+            let tx = ix + win.pad_w;
+            if tx < kx || (tx - kx) % win.stride_w != 0u || (tx - kx) / win.stride_w >= win.out_w {
+                continue;
+            }
+            let ox = (tx - kx) / win.stride_w;
+            sum += src[((n * win.out_h + oy) * win.out_w + ox) * patch_len + (c * win.kernel_h + ky) * win.kernel_w + kx];
+        }
+    }
+    dst[i] = sum;
+}
+
+@group(0) @binding(0) var<uniform> lay: Layout;
+@group(0) @binding(1) var<storage, read> rows_in: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> nchw_out: array<f32>;
+
+// y[n, c, p] = z[n*pixels + p, c] (+ bias[c]) (then ReLU).
+@compute @workgroup_size(256)
+fn to_channels_first(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                     @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    if i >= lay.rows * lay.channels * lay.pixels {
+        return;
+    }
+    let p = i % lay.pixels;
+    let c = (i / lay.pixels) % lay.channels;
+    let n = i / (lay.pixels * lay.channels);
+    var v = rows_in[(n * lay.pixels + p) * lay.channels + c];
+    if (lay.flags & 2u) != 0u {
+        v = v + bias[c];
+    }
+    if (lay.flags & 1u) != 0u {
+        v = max(v, 0.0);
+    }
+    nchw_out[i] = v;
+}
+
+@group(0) @binding(1) var<storage, read> nchw_in: array<f32>;
+@group(0) @binding(2) var<storage, read_write> rows_out: array<f32>;
+
+// z[n*pixels + p, c] = y[n, c, p]. One thread per z element, so writes are contiguous.
+@compute @workgroup_size(256)
+fn to_channels_last(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                    @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    if i >= lay.rows * lay.channels * lay.pixels {
+        return;
+    }
+    let c = i % lay.channels;
+    let p = (i / lay.channels) % lay.pixels;
+    let n = i / (lay.channels * lay.pixels);
+    rows_out[i] = nchw_in[(n * lay.channels + c) * lay.pixels + p];
+}

@@ -1,0 +1,109 @@
+//! CPU twins of `shaders/pool.wgsl`: max and average pooling without padding.
+
+use crate::backend::Window;
+
+/// Max over each window; `argmax` gets the flat index (into `x`) of the first largest value.
+pub fn maxpool(x: &[f32], y: &mut [f32], argmax: &mut [u32], rows: usize, w: &Window) {
+    let (oh, ow) = (w.out_h(), w.out_w());
+    // Values first (in parallel), then the indices they came from.
+    super::parallel::for_samples(y, rows * w.channels, oh * ow, |first, chunk| {
+        for (p, out) in chunk.chunks_exact_mut(oh * ow).enumerate() {
+            let base = (first + p) * w.height * w.width;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut best = x[base + oy * w.stride_h * w.width + ox * w.stride_w];
+                    for ky in 0..w.kernel_h {
+                        let row = &x[base + (oy * w.stride_h + ky) * w.width + ox * w.stride_w..]
+                            [..w.kernel_w];
+                        for &v in row {
+                            best = if v > best { v } else { best };
+                        }
+                    }
+                    out[oy * ow + ox] = best;
+                }
+            }
+        }
+    });
+    maxpool_indices(x, y, argmax, rows, w);
+}
+
+/// The flat index of the first value in each window equal to its maximum `y` (what a
+/// first-strictly-greater scan finds).
+fn maxpool_indices(x: &[f32], y: &[f32], argmax: &mut [u32], rows: usize, w: &Window) {
+    let (oh, ow) = (w.out_h(), w.out_w());
+    for plane in 0..rows * w.channels {
+        let base = plane * w.height * w.width;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let o = (plane * oh + oy) * ow + ox;
+                argmax[o] = (base + oy * w.stride_h * w.width + ox * w.stride_w) as u32;
+                'search: for ky in 0..w.kernel_h {
+                    for kx in 0..w.kernel_w {
+                        let i = base + (oy * w.stride_h + ky) * w.width + ox * w.stride_w + kx;
+                        if x[i] == y[o] {
+                            argmax[o] = i as u32;
+                            break 'search;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The windows (as output coordinates) that contain input coordinate `i` along one axis.
+fn windows_over(i: usize, kernel: usize, stride: usize, out: usize) -> std::ops::Range<usize> {
+    let lo = if i + 1 > kernel { (i + 1 - kernel).div_ceil(stride) } else { 0 };
+    let hi = (i / stride + 1).min(out);
+    lo..hi.max(lo)
+}
+
+/// `dx[i] = Σ dy[o]` over the windows `o` whose maximum was `x[i]`. A scatter on the CPU (the
+/// WGSL gathers); for non-overlapping windows each input has at most one term, so both agree
+/// exactly, and overlapping ones sum in window order.
+pub fn maxpool_backward(dy: &[f32], argmax: &[u32], dx: &mut [f32], rows: usize, w: &Window) {
+    let outputs = rows * w.channels * w.out_pixels();
+    dx[..rows * w.in_len()].fill(0.0);
+    for (o, &i) in argmax[..outputs].iter().enumerate() {
+        dx[i as usize] += dy[o];
+    }
+}
+
+/// Mean over each window.
+pub fn avgpool(x: &[f32], y: &mut [f32], rows: usize, w: &Window) {
+    let (oh, ow) = (w.out_h(), w.out_w());
+    let scale = 1.0 / (w.kernel_h * w.kernel_w) as f32;
+    for plane in 0..rows * w.channels {
+        let base = plane * w.height * w.width;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut sum = 0.0f32;
+                for ky in 0..w.kernel_h {
+                    for kx in 0..w.kernel_w {
+                        sum += x[base + (oy * w.stride_h + ky) * w.width + ox * w.stride_w + kx];
+                    }
+                }
+                y[(plane * oh + oy) * ow + ox] = sum * scale;
+            }
+        }
+    }
+}
+
+/// Each input gets `dy / window size` from every window that contains it.
+pub fn avgpool_backward(dy: &[f32], dx: &mut [f32], rows: usize, w: &Window) {
+    let (oh, ow) = (w.out_h(), w.out_w());
+    let scale = 1.0 / (w.kernel_h * w.kernel_w) as f32;
+    for plane in 0..rows * w.channels {
+        for iy in 0..w.height {
+            for ix in 0..w.width {
+                let mut sum = 0.0f32;
+                for oy in windows_over(iy, w.kernel_h, w.stride_h, oh) {
+                    for ox in windows_over(ix, w.kernel_w, w.stride_w, ow) {
+                        sum += dy[(plane * oh + oy) * ow + ox];
+                    }
+                }
+                dx[(plane * w.height + iy) * w.width + ix] = sum * scale;
+            }
+        }
+    }
+}

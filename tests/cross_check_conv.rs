@@ -1,0 +1,125 @@
+//! `im2col`, `col2im`, `to_channels_first`, `to_channels_last` (shaders/conv.wgsl) against their
+//! CPU twins (src/cpu/conv.rs) over stride and padding combinations, 1×1 images and channel
+//! counts that are not multiples of 4.
+//!
+//! Tolerances: `im2col` and the two layout moves copy values (plus one f32 bias add, the same
+//! op on both sides), so they must match exactly. `col2im` sums up to kh·kw patch entries per
+//! input value: the GPU gathers them ky-major, the CPU scatters them patch by patch, so the order
+//! differs; each order's error is at most γ_n·Σ|terms| (n = kh·kw, γ_n = n·u/(1-n·u)), so they
+//! differ by at most 2·γ_n·Σ|terms|, which we compute from |col|.
+
+mod common;
+
+use common::{gpu, random, U};
+use steepest::backend::{Backend, Window};
+use steepest::cpu::conv;
+
+/// (rows, channels, height, width, kernel, stride, padding)
+const CASES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
+    (1, 1, 1, 1, 1, 1, 0),
+    (2, 3, 5, 5, 3, 1, 1),
+    (3, 5, 7, 6, 3, 2, 1),
+    (2, 1, 28, 28, 5, 1, 0),
+    (1, 6, 9, 9, 2, 2, 0),
+    (2, 2, 4, 7, 3, 3, 2),
+    (1, 7, 3, 3, 3, 1, 2),
+];
+
+fn window(c: &(usize, usize, usize, usize, usize, usize, usize)) -> (usize, Window) {
+    (c.0, Window::square(c.1, c.2, c.3, c.4, c.5, c.6))
+}
+
+#[test]
+fn im2col_and_col2im_match_cpu() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(20);
+    for case in CASES {
+        let (rows, w) = window(case);
+        let (in_len, col_len) = (rows * w.in_len(), rows * w.out_pixels() * w.patch_len());
+        let x = random(&mut rng, in_len);
+        let mut want = vec![0.0; col_len];
+        conv::im2col(&x, &mut want, rows, &w);
+        let (gx, gc) = (g.alloc(in_len).unwrap(), g.alloc(col_len).unwrap());
+        g.write(&gx, &x);
+        g.im2col(&gx, &gc, rows, &w);
+        assert_eq!(g.read(&gc, col_len).unwrap(), want, "im2col {case:?}");
+
+        let col = random(&mut rng, col_len);
+        let mut want = vec![0.0; in_len];
+        conv::col2im(&col, &mut want, rows, &w);
+        let abs: Vec<f32> = col.iter().map(|v| v.abs()).collect();
+        let mut bound = vec![0.0; in_len];
+        conv::col2im(&abs, &mut bound, rows, &w);
+        g.write(&gc, &col);
+        g.col2im(&gc, &gx, rows, &w);
+        let got = g.read(&gx, in_len).unwrap();
+        let n = (w.kernel_h * w.kernel_w) as f32;
+        let gamma = n * U / (1.0 - n * U);
+        for i in 0..in_len {
+            assert!(
+                (got[i] - want[i]).abs() <= 2.0 * gamma * bound[i],
+                "col2im {case:?} [{i}]: {} vs {}",
+                got[i],
+                want[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn col2im_is_the_adjoint_of_im2col() {
+    // <im2col(x), c> = <x, col2im(c)> for any x and c: the CPU pair is a true transpose.
+    let mut rng = fastrand::Rng::with_seed(21);
+    for case in CASES {
+        let (rows, w) = window(case);
+        let x = random(&mut rng, rows * w.in_len());
+        let c = random(&mut rng, rows * w.out_pixels() * w.patch_len());
+        let mut ix = vec![0.0; c.len()];
+        conv::im2col(&x, &mut ix, rows, &w);
+        let mut tc = vec![0.0; x.len()];
+        conv::col2im(&c, &mut tc, rows, &w);
+        let lhs: f64 = ix.iter().zip(&c).map(|(a, b)| (a * b) as f64).sum();
+        let rhs: f64 = x.iter().zip(&tc).map(|(a, b)| (a * b) as f64).sum();
+        assert!((lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()), "{case:?}: {lhs} vs {rhs}");
+    }
+}
+
+#[test]
+fn channel_layout_moves_match_cpu_exactly() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(22);
+    for &(rows, pixels, channels) in &[(1, 1, 1), (2, 25, 3), (3, 64, 7), (5, 1, 13), (2, 576, 32)]
+    {
+        let len = rows * pixels * channels;
+        let z = random(&mut rng, len);
+        let bias = random(&mut rng, channels);
+        let (gz, gb, gy) =
+            (g.alloc(len).unwrap(), g.alloc(channels).unwrap(), g.alloc(len).unwrap());
+        g.write(&gz, &z);
+        g.write(&gb, &bias);
+        for (with_bias, relu) in [(false, false), (true, false), (true, true), (false, true)] {
+            let mut want = vec![0.0; len];
+            conv::to_channels_first(
+                &z,
+                with_bias.then_some(&bias[..]),
+                &mut want,
+                rows,
+                pixels,
+                channels,
+                relu,
+            );
+            g.to_channels_first(&gz, with_bias.then_some(&gb), &gy, rows, pixels, channels, relu);
+            assert_eq!(
+                g.read(&gy, len).unwrap(),
+                want,
+                "to_channels_first {rows}x{pixels}x{channels} bias={with_bias} relu={relu}"
+            );
+        }
+        let y = random(&mut rng, len);
+        let mut want = vec![0.0; len];
+        conv::to_channels_last(&y, &mut want, rows, pixels, channels);
+        g.write(&gy, &y);
+        g.to_channels_last(&gy, &gz, rows, pixels, channels);
+        assert_eq!(g.read(&gz, len).unwrap(), want, "to_channels_last {rows}x{pixels}x{channels}");
+    }
+}
