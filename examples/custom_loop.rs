@@ -7,7 +7,7 @@ use steepest::backend::Backend;
 use steepest::cpu::CpuBackend;
 use steepest::data::loader::Batcher;
 use steepest::gpu::{context::Choice, GpuBackend};
-use steepest::nn::{Model, ModelSpec, Workspace};
+use steepest::nn::{Mode, Model, ModelSpec, Workspace};
 use steepest::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use steepest::train::Metrics;
 
@@ -25,9 +25,10 @@ fn descend<B: Backend>(b: &mut B) -> steepest::Result<()> {
         while let Some((pixels, labels)) = batches.next_batch() {
             let rows = labels.len();
             ws.load_batch(b, pixels, labels); // upload u8 pixels, convert on the device
-            model.forward(b, &ws, rows);
+            let mode = Mode::Train { step: opt.steps };
+            model.forward(b, &ws, rows, mode);
             model.loss(b, &ws, &stats, rows); // logits' gradient + metrics
-            model.backward(b, &ws, rows);
+            model.backward(b, &ws, rows, mode);
             opt.step(b, &model, 0.05);
             b.submit(); // one submit per step, nothing read back
         }

@@ -80,3 +80,37 @@ fn relu(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups
     }
     x[i] = max(x[i], 0.0);
 }
+
+// dropout: inverted dropout in place; the same call with the same seed is its own backward.
+// The mask is a hash of (seed, index), identical to `dropout_keep` in src/backend.rs.
+struct DropoutParams {
+    len: u32,
+    seed: u32,
+    threshold: u32, // drop when hash < threshold = p·2³²
+    _pad: u32,
+    scale: f32, // 1 / (1 - p)
+    _pad1: f32,
+    _pad2: f32,
+    _pad3: f32,
+}
+@group(0) @binding(0) var<uniform> drop: DropoutParams;
+
+fn hash_u32(x: u32) -> u32 {
+    let state = x * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+@compute @workgroup_size(256)
+fn dropout(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+           @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    if i >= drop.len {
+        return;
+    }
+    if hash_u32(i ^ hash_u32(drop.seed)) >= drop.threshold {
+        x[i] = x[i] * drop.scale;
+    } else {
+        x[i] = 0.0;
+    }
+}

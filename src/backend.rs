@@ -90,6 +90,15 @@ impl Window {
     }
 }
 
+/// Batch-norm settings: PyTorch's `eps` (1e-5) and `momentum` (0.1) and whether batch
+/// statistics are used (training) or the running ones (evaluation).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormHyper {
+    pub eps: f32,
+    pub momentum: f32,
+    pub train: bool,
+}
+
 /// Per-step values for `sgd_update`, PyTorch's `torch.optim.SGD` with dampening 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SgdHyper {
@@ -238,6 +247,68 @@ pub trait Backend {
     fn avgpool(&mut self, x: &Self::Buf, y: &Self::Buf, rows: usize, w: &Window);
     fn avgpool_backward(&mut self, dy: &Self::Buf, dx: &Self::Buf, rows: usize, w: &Window);
 
+    /// Per-channel statistics of NCHW `x` `[rows, channels, pixels]` into `saved` = `[mean; C]`
+    /// then `[1/√(var + eps); C]`. Training: batch mean and biased variance, and the running
+    /// averages move by `momentum` (the running variance takes the unbiased one, as PyTorch).
+    /// Evaluation: the running averages, which stay untouched.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_stats(
+        &mut self,
+        x: &Self::Buf,
+        saved: &Self::Buf,
+        running_mean: &Self::Buf,
+        running_var: &Self::Buf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+        h: &BatchNormHyper,
+    );
+    /// `y = (x - mean)·invstd·gamma + beta` per channel, from `saved`.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_forward(
+        &mut self,
+        x: &Self::Buf,
+        saved: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        y: &Self::Buf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+    );
+    /// Per channel: `grad_gamma = Σ dy·x̂`, `grad_beta = Σ dy`, with `x̂ = (x - mean)·invstd`.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_backward_reduce(
+        &mut self,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        saved: &Self::Buf,
+        grad_gamma: &Self::Buf,
+        grad_beta: &Self::Buf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+    );
+    /// `dx = gamma·invstd/M · (M·dy - grad_beta - x̂·grad_gamma)`, M = rows·pixels (training-mode
+    /// batch norm's input gradient).
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_backward(
+        &mut self,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        saved: &Self::Buf,
+        gamma: &Self::Buf,
+        grad_gamma: &Self::Buf,
+        grad_beta: &Self::Buf,
+        dx: &Self::Buf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+    );
+    /// Inverted dropout in place: element i is zeroed when `dropout_keep(seed, i, p)` says so,
+    /// else scaled by 1/(1-p). The same call is its own backward (same seed, same mask).
+    fn dropout(&mut self, x: &Self::Buf, len: usize, seed: u32, p: f32);
+
     /// One SGD step on `param` (momentum buffer `velocity`).
     fn sgd_update(
         &mut self,
@@ -269,4 +340,17 @@ pub trait Backend {
         len: usize,
         h: &RmspropHyper,
     );
+}
+
+/// A 32-bit integer hash (PCG's output permutation), the same on the CPU and in WGSL.
+pub fn hash_u32(x: u32) -> u32 {
+    let state = x.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
+    (word >> 22) ^ word
+}
+
+/// Whether dropout keeps element `i` for mask `seed` at drop probability `p`.
+pub fn dropout_keep(seed: u32, i: u32, p: f32) -> bool {
+    let threshold = (p as f64 * 4_294_967_296.0).min(4_294_967_295.0) as u32;
+    hash_u32(i ^ hash_u32(seed)) >= threshold
 }

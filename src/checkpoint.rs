@@ -39,13 +39,24 @@ const KEY_VERSION: &str = "steepest.version";
 /// Writes `tensors` to `path` atomically: into a temporary file beside it, then renamed, so an
 /// interrupted save never leaves a half-written checkpoint under the real name.
 pub fn save(path: &Path, tensors: &HostTensors, meta: &CheckpointMeta) -> Result<()> {
-    let bytes: Vec<Vec<u8>> =
-        tensors.iter().map(|(_, _, v)| bytemuck::cast_slice(v).to_vec()).collect();
+    // PyTorch keeps batch norm's `num_batches_tracked` as an int64 scalar.
+    let is_count = |name: &str| name.ends_with(".num_batches_tracked");
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(name, _, v)| {
+            if is_count(name) {
+                (v.first().copied().unwrap_or(0.0) as i64).to_le_bytes().to_vec()
+            } else {
+                bytemuck::cast_slice(v).to_vec()
+            }
+        })
+        .collect();
     let views = tensors
         .iter()
         .zip(&bytes)
         .map(|((name, shape, _), data)| {
-            TensorView::new(Dtype::F32, shape.clone(), data)
+            let dtype = if is_count(name) { Dtype::I64 } else { Dtype::F32 };
+            TensorView::new(dtype, shape.clone(), data)
                 .map(|v| (name.clone(), v))
                 .map_err(|e| Error::file(path, format!("tensor {name}: {e}")))
         })
@@ -89,10 +100,21 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let st = SafeTensors::deserialize(&data)
         .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
     let mut tensors = Vec::new();
-    let mut names = st.names();
-    names.sort_by_key(|n| sort_key(n));
-    for name in names {
+    for name in st.names() {
         let view = st.tensor(name).map_err(|e| Error::file(path, format!("{name}: {e}")))?;
+        if name.ends_with(".num_batches_tracked")
+            && view.dtype() == Dtype::I64
+            && view.data().len() == 8
+        {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(view.data());
+            tensors.push((
+                name.to_string(),
+                view.shape().to_vec(),
+                vec![i64::from_le_bytes(b) as f32],
+            ));
+            continue;
+        }
         if view.dtype() != Dtype::F32 {
             return Err(Error::file(
                 path,
@@ -109,6 +131,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             .collect();
         tensors.push((name.to_string(), view.shape().to_vec(), values));
     }
+    crate::nn::sort_state_dict(&mut tensors);
     let (_, header) = SafeTensors::read_metadata(&data)
         .map_err(|e| Error::file(path, format!("bad header: {e}")))?;
     let info = header.metadata().clone().unwrap_or_default();
@@ -149,17 +172,6 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         version: field(KEY_VERSION),
     };
     Ok(Checkpoint { tensors, meta })
-}
-
-/// `state_dict` order: by layer position, weight before bias, anything else after.
-fn sort_key(name: &str) -> (usize, u8, String) {
-    let (pos, rest) = name.split_once('.').unwrap_or((name, ""));
-    let field = match rest {
-        "weight" => 0,
-        "bias" => 1,
-        _ => 2,
-    };
-    (pos.parse().unwrap_or(usize::MAX), field, rest.to_string())
 }
 
 /// Recovers `(spec, input features, classes)` from the tensors of an MLP `nn.Sequential`

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::backend::Backend;
 use crate::data::loader::Batcher;
 use crate::data::{Dataset, Split};
-use crate::nn::{Model, Workspace};
+use crate::nn::{Mode, Model, Workspace};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::schedule::{LrSchedule, Schedule};
 use crate::{Error, Result};
@@ -104,9 +104,10 @@ pub fn train_step<B: Backend>(
     rows: usize,
     lr: f32,
 ) {
-    model.forward(backend, ws, rows);
+    let mode = Mode::Train { step: optimizer.steps };
+    model.forward(backend, ws, rows, mode);
     model.loss(backend, ws, stats, rows);
-    model.backward(backend, ws, rows);
+    model.backward(backend, ws, rows, mode);
     optimizer.step(backend, model, lr);
     backend.submit();
 }
@@ -126,7 +127,7 @@ pub fn evaluate_with<B: Backend>(
     while let Some((pixels, labels)) = batches.next_batch() {
         let rows = labels.len();
         ws.load_batch(backend, pixels, labels);
-        model.forward(backend, ws, rows);
+        model.forward(backend, ws, rows, Mode::Eval);
         model.loss(backend, ws, stats, rows);
         backend.submit();
     }

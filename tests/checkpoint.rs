@@ -22,7 +22,7 @@ fn temp(name: &str) -> PathBuf {
 fn logits(cpu: &mut CpuBackend, model: &Model<CpuBackend>, pixels: &[u8], rows: usize) -> Vec<f32> {
     let ws = Workspace::new(cpu, model, rows).unwrap();
     ws.load_batch(cpu, pixels, &vec![0; rows]);
-    model.forward(cpu, &ws, rows);
+    model.forward(cpu, &ws, rows, steepest::nn::Mode::Eval);
     cpu.read(ws.activations.last().unwrap(), rows * model.num_classes).unwrap()
 }
 
@@ -148,4 +148,55 @@ fn garbage_is_not_a_checkpoint() {
     let err =
         checkpoint::load(&path.with_file_name("absent.safetensors")).err().unwrap().to_string();
     assert!(err.contains("absent.safetensors"), "{err}");
+}
+
+/// Batch norm's running statistics and `num_batches_tracked` (an int64 scalar, as PyTorch
+/// writes it) travel with the weights, and eval-mode predictions survive the round trip.
+#[test]
+fn batchnorm_state_round_trips_with_pytorch_names() {
+    let data = synthetic::generate(2, 300, 50);
+    let mut cpu = CpuBackend::new();
+    let spec: ModelSpec =
+        "conv:4:3:nobias,bn,relu,maxpool:2,flatten,dropout:0.2,linear".parse().unwrap();
+    let model = Model::new(&mut cpu, &spec, data.input_shape(), 10, 3).unwrap();
+    let mut cfg = TrainConfig::new(OptimizerConfig::new(OptimizerKind::Adam));
+    cfg.epochs = 1;
+    train::train(&mut cpu, &model, &data, &cfg, &mut train::Silent).unwrap();
+    let tensors = model.export(&mut cpu).unwrap();
+    let names: Vec<(&str, Vec<usize>)> =
+        tensors.iter().map(|(n, s, _)| (n.as_str(), s.clone())).collect();
+    assert_eq!(
+        names,
+        vec![
+            ("0.weight", vec![4, 1, 3, 3]),
+            ("1.weight", vec![4]),
+            ("1.bias", vec![4]),
+            ("1.running_mean", vec![4]),
+            ("1.running_var", vec![4]),
+            ("1.num_batches_tracked", vec![]),
+            ("6.weight", vec![10, 676]),
+            ("6.bias", vec![10]),
+        ]
+    );
+    // 300 samples in batches of 128: 3 training steps.
+    assert_eq!(tensors[5].2, vec![3.0]);
+    assert!(tensors[3].2.iter().any(|&v| v != 0.0), "running mean moved");
+
+    let path = temp("bn").join("bn.safetensors");
+    checkpoint::save(
+        &path,
+        &tensors,
+        &CheckpointMeta { model: Some(spec.clone()), ..Default::default() },
+    )
+    .unwrap();
+    let raw = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&raw).unwrap();
+    assert_eq!(st.tensor("1.num_batches_tracked").unwrap().dtype(), Dtype::I64);
+
+    let loaded = checkpoint::load(&path).unwrap();
+    let fresh = Model::new(&mut cpu, &spec, data.input_shape(), 10, 77).unwrap();
+    fresh.import(&mut cpu, &loaded.tensors, "bn.safetensors").unwrap();
+    assert_eq!(fresh.export(&mut cpu).unwrap(), tensors);
+    let pixels = &data.test.images[..20 * 784];
+    assert_eq!(logits(&mut cpu, &fresh, pixels, 20), logits(&mut cpu, &model, pixels, 20));
 }

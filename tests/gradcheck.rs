@@ -11,7 +11,7 @@
 
 use steepest::backend::Backend;
 use steepest::cpu::{CpuBackend, CpuBuf};
-use steepest::nn::{Model, ModelSpec, Shape, Workspace};
+use steepest::nn::{Mode, Model, ModelSpec, Shape, Workspace};
 
 /// Everything a kink changes: every activation's sign and every max-pool's argmax.
 fn loss_and_pattern(
@@ -21,7 +21,7 @@ fn loss_and_pattern(
     rows: usize,
 ) -> (f32, Vec<u32>) {
     let stats = cpu.alloc(3).unwrap();
-    model.forward(cpu, ws, rows);
+    model.forward(cpu, ws, rows, Mode::Train { step: 0 });
     model.loss(cpu, ws, &stats, rows);
     let s = stats.to_vec();
     let mut pattern: Vec<u32> = ws.activations[..ws.activations.len() - 1]
@@ -48,9 +48,9 @@ fn gradcheck(spec: &str, input: Shape, classes: usize, rows: usize) {
     ws.load_batch(&mut cpu, &pixels, &labels);
 
     let stats = cpu.alloc(3).unwrap();
-    model.forward(&mut cpu, &ws, rows);
+    model.forward(&mut cpu, &ws, rows, Mode::Train { step: 0 });
     model.loss(&mut cpu, &ws, &stats, rows);
-    model.backward(&mut cpu, &ws, rows);
+    model.backward(&mut cpu, &ws, rows, Mode::Train { step: 0 });
 
     let h = 1e-3f32;
     let (mut dot, mut na, mut nn, mut checked, mut skipped) = (0f64, 0f64, 0f64, 0, 0);
@@ -113,4 +113,16 @@ fn cnn_backward_matches_finite_differences() {
     );
     // Overlapping max-pool windows and global average pooling.
     gradcheck("conv:3:3,relu,maxpool:3:2,gap,flatten,linear", Shape::new(1, 7, 7), 4, 3);
+}
+
+#[test]
+fn batchnorm_and_dropout_backward_match_finite_differences() {
+    // Training-mode batch norm (batch statistics) after a conv and before a linear; dropout with
+    // a fixed step, so every forward of the check draws the same mask.
+    gradcheck(
+        "conv:3:3:nobias,bn,relu,flatten,dropout:0.3,linear:6,relu,linear",
+        Shape::new(2, 5, 5),
+        3,
+        4,
+    );
 }

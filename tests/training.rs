@@ -125,8 +125,16 @@ fn cnn_trains_to_the_same_numbers_on_cpu_and_gpu() {
     let data = synthetic::generate(4, 400, 0);
     let spec: ModelSpec =
         "conv:8:5,relu,maxpool:2,conv:8:3:s=2:p=1,avgpool:2,relu,flatten,linear".parse().unwrap();
-    let (cpu_losses, cpu_w) = run_spec(&mut CpuBackend::new(), &data, &spec, 50);
-    let (gpu_losses, gpu_w) = run_spec(&mut g, &data, &spec, 50);
+    check_cnn_agreement(&mut g, &data, &spec);
+    // Batch norm (batch statistics, running averages) and dropout (same masks on both sides).
+    let spec: ModelSpec =
+        "conv:6:5:nobias,bn,relu,maxpool:2,flatten,dropout:0.3,linear".parse().unwrap();
+    check_cnn_agreement(&mut g, &data, &spec);
+}
+
+fn check_cnn_agreement(g: &mut steepest::gpu::GpuBackend, data: &Dataset, spec: &ModelSpec) {
+    let (cpu_losses, cpu_w) = run_spec(&mut CpuBackend::new(), data, spec, 50);
+    let (gpu_losses, gpu_w) = run_spec(g, data, spec, 50);
     let (first, last) =
         (cpu_losses[..10].iter().sum::<f32>(), cpu_losses[40..].iter().sum::<f32>());
     assert!(last < 0.9 * first, "mean loss fell from {} to {}", first / 10.0, last / 10.0);
@@ -136,7 +144,7 @@ fn cnn_trains_to_the_same_numbers_on_cpu_and_gpu() {
     for (t, (c, g)) in cpu_w.iter().zip(&gpu_w).enumerate() {
         let scale = c.iter().fold(0f32, |m, v| m.max(v.abs()));
         let worst = c.iter().zip(g).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(worst <= 2e-3 * scale, "tensor {t} differs by {worst} (max |w| {scale})");
+        assert!(worst <= 2e-3 * scale, "{spec}: tensor {t} differs by {worst} (max |w| {scale})");
     }
 }
 

@@ -39,3 +39,11 @@ pub fn relu(x: &mut [f32]) {
         *v = v.max(0.0);
     }
 }
+
+/// Inverted dropout in place (see `Backend::dropout`).
+pub fn dropout(x: &mut [f32], seed: u32, p: f32) {
+    let scale = 1.0 / (1.0 - p);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = if crate::backend::dropout_keep(seed, i as u32, p) { *v * scale } else { 0.0 };
+    }
+}

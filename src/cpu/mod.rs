@@ -2,6 +2,7 @@
 //! like its WGSL twin (`matmul.rs` ↔ `shaders/matmul.wgsl`, ...); `CpuBackend` only routes the
 //! trait's buffer handles to them.
 
+pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
 pub mod loss;
@@ -14,7 +15,9 @@ pub mod reduce;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::backend::{AdamHyper, Backend, MatmulForm, RmspropHyper, SgdHyper, Window};
+use crate::backend::{
+    AdamHyper, Backend, BatchNormHyper, MatmulForm, RmspropHyper, SgdHyper, Window,
+};
 use crate::Result;
 
 /// A CPU tensor: shared so that layers and the workspace can hold the same storage.
@@ -167,6 +170,112 @@ impl Backend for CpuBackend {
 
     fn avgpool_backward(&mut self, dy: &CpuBuf, dx: &CpuBuf, rows: usize, w: &Window) {
         pool::avgpool_backward(&dy.0.borrow(), &mut dx.0.borrow_mut(), rows, w);
+    }
+
+    fn batchnorm_stats(
+        &mut self,
+        x: &CpuBuf,
+        saved: &CpuBuf,
+        running_mean: &CpuBuf,
+        running_var: &CpuBuf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+        h: &BatchNormHyper,
+    ) {
+        batchnorm::batchnorm_stats(
+            &x.0.borrow(),
+            &mut saved.0.borrow_mut(),
+            &mut running_mean.0.borrow_mut(),
+            &mut running_var.0.borrow_mut(),
+            rows,
+            channels,
+            pixels,
+            h,
+        );
+    }
+
+    fn batchnorm_forward(
+        &mut self,
+        x: &CpuBuf,
+        saved: &CpuBuf,
+        gamma: &CpuBuf,
+        beta: &CpuBuf,
+        y: &CpuBuf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+    ) {
+        let (x, saved, gamma, beta) =
+            (x.0.borrow(), saved.0.borrow(), gamma.0.borrow(), beta.0.borrow());
+        batchnorm::batchnorm_forward(
+            &x,
+            &saved,
+            &gamma,
+            &beta,
+            &mut y.0.borrow_mut(),
+            rows,
+            channels,
+            pixels,
+        );
+    }
+
+    fn batchnorm_backward_reduce(
+        &mut self,
+        x: &CpuBuf,
+        dy: &CpuBuf,
+        saved: &CpuBuf,
+        grad_gamma: &CpuBuf,
+        grad_beta: &CpuBuf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+    ) {
+        let (x, dy, saved) = (x.0.borrow(), dy.0.borrow(), saved.0.borrow());
+        batchnorm::batchnorm_backward_reduce(
+            &x,
+            &dy,
+            &saved,
+            &mut grad_gamma.0.borrow_mut(),
+            &mut grad_beta.0.borrow_mut(),
+            rows,
+            channels,
+            pixels,
+        );
+    }
+
+    fn batchnorm_backward(
+        &mut self,
+        x: &CpuBuf,
+        dy: &CpuBuf,
+        saved: &CpuBuf,
+        gamma: &CpuBuf,
+        grad_gamma: &CpuBuf,
+        grad_beta: &CpuBuf,
+        dx: &CpuBuf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+    ) {
+        let (x, dy, saved, gamma) =
+            (x.0.borrow(), dy.0.borrow(), saved.0.borrow(), gamma.0.borrow());
+        let (gg, gb) = (grad_gamma.0.borrow(), grad_beta.0.borrow());
+        batchnorm::batchnorm_backward(
+            &x,
+            &dy,
+            &saved,
+            &gamma,
+            &gg,
+            &gb,
+            &mut dx.0.borrow_mut(),
+            rows,
+            channels,
+            pixels,
+        );
+    }
+
+    fn dropout(&mut self, x: &CpuBuf, len: usize, seed: u32, p: f32) {
+        elementwise::dropout(&mut x.0.borrow_mut()[..len], seed, p);
     }
 
     fn relu_backward(&mut self, grad: &CpuBuf, activation: &CpuBuf, len: usize) {

@@ -1,6 +1,7 @@
 //! Data sets held in memory as raw u8 pixels (NCHW) plus u8 labels; batches upload as bytes and
 //! become f32 on the device (`pixels_to_f32`), so the host never builds f32 copies of a data set.
 
+pub mod cifar;
 pub mod idx;
 pub mod loader;
 pub mod synthetic;
@@ -57,7 +58,7 @@ use std::path::Path;
 use crate::{Error, Result};
 
 /// The data sets `--dataset` names.
-pub const DATASETS: &str = "synthetic, mnist, fashion-mnist, idx";
+pub const DATASETS: &str = "synthetic, mnist, fashion-mnist, idx, cifar10";
 
 /// Fashion-MNIST's class names, in label order.
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
@@ -107,6 +108,13 @@ pub fn open(name: &str, dir: Option<&Path>) -> Result<Dataset> {
             Some(FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect()),
         ),
         "idx" => idx::load_dir(need_dir()?, "idx", None),
+        "cifar10" => cifar::load_dir(dir.ok_or_else(|| {
+            Error::config(
+                "--data-dir",
+                "--dataset cifar10 reads the CIFAR-10 binary batches (data_batch_N.bin, test_batch.bin) \
+                 from a folder; pass it with --data-dir",
+            )
+        })?),
         _ => Err(Error::config(
             "--dataset",
             format!("unknown data set {name:?}; expected one of {DATASETS}"),

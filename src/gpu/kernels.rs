@@ -24,6 +24,11 @@ pub enum Kernel {
     MaxpoolBackward,
     Avgpool,
     AvgpoolBackward,
+    BatchnormStats,
+    BatchnormForward,
+    BatchnormBackwardReduce,
+    BatchnormBackward,
+    Dropout,
 }
 
 /// How a kernel uses one of its storage bindings (binding 1 onwards; 0 is the params uniform).
@@ -42,9 +47,10 @@ pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
 pub const OPTIM_WGSL: &str = include_str!("../../shaders/optim.wgsl");
 pub const CONV_WGSL: &str = include_str!("../../shaders/conv.wgsl");
 pub const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
+pub const BATCHNORM_WGSL: &str = include_str!("../../shaders/batchnorm.wgsl");
 
 impl Kernel {
-    pub const ALL: [Kernel; 21] = [
+    pub const ALL: [Kernel; 26] = [
         Kernel::PixelsToF32,
         Kernel::MatmulAB,
         Kernel::MatmulAtB,
@@ -66,6 +72,11 @@ impl Kernel {
         Kernel::MaxpoolBackward,
         Kernel::Avgpool,
         Kernel::AvgpoolBackward,
+        Kernel::BatchnormStats,
+        Kernel::BatchnormForward,
+        Kernel::BatchnormBackwardReduce,
+        Kernel::BatchnormBackward,
+        Kernel::Dropout,
     ];
 
     /// (WGSL source, entry point, storage bindings in order).
@@ -96,6 +107,23 @@ impl Kernel {
             Kernel::MaxpoolBackward => (POOL_WGSL, "maxpool_backward", &[Read, Read, ReadWrite]),
             Kernel::Avgpool => (POOL_WGSL, "avgpool", &[Read, ReadWrite]),
             Kernel::AvgpoolBackward => (POOL_WGSL, "avgpool_backward", &[Read, ReadWrite]),
+            Kernel::BatchnormStats => {
+                (BATCHNORM_WGSL, "batchnorm_stats", &[Read, ReadWrite, ReadWrite, ReadWrite])
+            }
+            Kernel::BatchnormForward => {
+                (BATCHNORM_WGSL, "batchnorm_forward", &[Read, Read, Read, Read, ReadWrite])
+            }
+            Kernel::BatchnormBackwardReduce => (
+                BATCHNORM_WGSL,
+                "batchnorm_backward_reduce",
+                &[Read, Read, Read, ReadWrite, ReadWrite],
+            ),
+            Kernel::BatchnormBackward => (
+                BATCHNORM_WGSL,
+                "batchnorm_backward",
+                &[Read, Read, Read, Read, Read, Read, ReadWrite],
+            ),
+            Kernel::Dropout => (ELEMENTWISE_WGSL, "dropout", &[ReadWrite]),
         }
     }
 

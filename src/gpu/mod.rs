@@ -12,7 +12,9 @@ pub mod kernels;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::backend::{AdamHyper, Backend, MatmulForm, RmspropHyper, SgdHyper, Window};
+use crate::backend::{
+    AdamHyper, Backend, BatchNormHyper, MatmulForm, RmspropHyper, SgdHyper, Window,
+};
 use crate::{Error, Result};
 use kernels::{Kernel, Pipeline};
 
@@ -60,7 +62,7 @@ pub struct GpuBackend {
     params_host: Vec<u8>,
     slots_used: usize,
     commands: Vec<Command>,
-    bind_groups: HashMap<(Kernel, [u64; 4]), wgpu::BindGroup>,
+    bind_groups: HashMap<(Kernel, [u64; 8]), wgpu::BindGroup>,
     staging: Option<wgpu::Buffer>,
     counters: GpuCounters,
 }
@@ -154,7 +156,7 @@ impl GpuBackend {
         self.slots_used += 1;
         self.params_host[slot * SLOT..slot * SLOT + params.len()].copy_from_slice(params);
 
-        let mut key = [0u64; 4];
+        let mut key = [0u64; 8];
         for (k, b) in key.iter_mut().zip(buffers) {
             *k = b.id;
         }
@@ -453,6 +455,92 @@ impl Backend for GpuBackend {
     fn avgpool_backward(&mut self, dy: &GpuBuf, dx: &GpuBuf, rows: usize, w: &Window) {
         let groups = self.groups_1d(rows * w.in_len());
         self.dispatch(Kernel::AvgpoolBackward, &[dy, dx], &window_params(rows, w), groups);
+    }
+
+    fn batchnorm_stats(
+        &mut self,
+        x: &GpuBuf,
+        saved: &GpuBuf,
+        running_mean: &GpuBuf,
+        running_var: &GpuBuf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+        h: &BatchNormHyper,
+    ) {
+        let p = params(
+            [rows as u32, channels as u32, pixels as u32, h.train as u32],
+            &[h.eps, h.momentum, 0.0, 0.0],
+        );
+        let groups = [channels as u32, 1, 1];
+        self.dispatch(Kernel::BatchnormStats, &[x, saved, running_mean, running_var], &p, groups);
+    }
+
+    fn batchnorm_forward(
+        &mut self,
+        x: &GpuBuf,
+        saved: &GpuBuf,
+        gamma: &GpuBuf,
+        beta: &GpuBuf,
+        y: &GpuBuf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+    ) {
+        let p = params([rows as u32, channels as u32, pixels as u32, 0], &[0.0; 4]);
+        let groups = self.groups_1d(rows * channels * pixels);
+        self.dispatch(Kernel::BatchnormForward, &[x, saved, gamma, beta, y], &p, groups);
+    }
+
+    fn batchnorm_backward_reduce(
+        &mut self,
+        x: &GpuBuf,
+        dy: &GpuBuf,
+        saved: &GpuBuf,
+        grad_gamma: &GpuBuf,
+        grad_beta: &GpuBuf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+    ) {
+        let p = params([rows as u32, channels as u32, pixels as u32, 0], &[0.0; 4]);
+        let groups = [channels as u32, 1, 1];
+        self.dispatch(
+            Kernel::BatchnormBackwardReduce,
+            &[x, dy, saved, grad_gamma, grad_beta],
+            &p,
+            groups,
+        );
+    }
+
+    fn batchnorm_backward(
+        &mut self,
+        x: &GpuBuf,
+        dy: &GpuBuf,
+        saved: &GpuBuf,
+        gamma: &GpuBuf,
+        grad_gamma: &GpuBuf,
+        grad_beta: &GpuBuf,
+        dx: &GpuBuf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+    ) {
+        let p = params([rows as u32, channels as u32, pixels as u32, 0], &[0.0; 4]);
+        let groups = self.groups_1d(rows * channels * pixels);
+        self.dispatch(
+            Kernel::BatchnormBackward,
+            &[x, dy, saved, gamma, grad_gamma, grad_beta, dx],
+            &p,
+            groups,
+        );
+    }
+
+    fn dropout(&mut self, x: &GpuBuf, len: usize, seed: u32, p: f32) {
+        let threshold = (p as f64 * 4_294_967_296.0).min(4_294_967_295.0) as u32;
+        let bytes = params([len as u32, seed, threshold, 0], &[1.0 / (1.0 - p), 0.0, 0.0, 0.0]);
+        let groups = self.groups_1d(len);
+        self.dispatch(Kernel::Dropout, &[x], &bytes, groups);
     }
 
     fn relu_backward(&mut self, grad: &GpuBuf, activation: &GpuBuf, len: usize) {

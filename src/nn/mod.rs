@@ -5,9 +5,10 @@ mod spec;
 
 pub use spec::{LayerSpec, ModelSpec, GRAMMAR, PRESETS};
 
+use std::cell::Cell;
 use std::fmt;
 
-use crate::backend::{Backend, MatmulForm, Window};
+use crate::backend::{hash_u32, Backend, BatchNormHyper, MatmulForm, Window};
 use crate::{Error, Result};
 
 /// The shape of one sample between layers: channels × height × width (a flat vector is n×1×1).
@@ -49,6 +50,17 @@ impl fmt::Display for Shape {
     }
 }
 
+/// Training (batch statistics, dropout on; `step` picks the dropout masks) or evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Train { step: u64 },
+    Eval,
+}
+
+/// PyTorch's BatchNorm2d defaults.
+const BN_EPS: f32 = 1e-5;
+const BN_MOMENTUM: f32 = 0.1;
+
 /// Learnable weights of a Linear or Conv2d layer, PyTorch's layouts: `[out, in]` or
 /// `[out, in, k, k]`; the bias is optional for convolutions.
 pub struct Weights<B: Backend> {
@@ -81,6 +93,19 @@ impl<B: Backend> Weights<B> {
         Ok(Weights { weight, bias, grad_weight: b.alloc(len)?, grad_bias, weight_shape: shape })
     }
 
+    /// BatchNorm's affine parameters: weight (gamma) 1, bias (beta) 0, as PyTorch starts them.
+    fn affine(b: &mut B, channels: usize) -> Result<Self> {
+        let (weight, bias) = (b.alloc(channels)?, b.alloc(channels)?);
+        b.write(&weight, &vec![1.0; channels]);
+        Ok(Weights {
+            weight,
+            bias: Some(bias),
+            grad_weight: b.alloc(channels)?,
+            grad_bias: Some(b.alloc(channels)?),
+            weight_shape: vec![channels],
+        })
+    }
+
     fn len(&self) -> usize {
         self.weight_shape.iter().product()
     }
@@ -88,20 +113,54 @@ impl<B: Backend> Weights<B> {
 
 /// One built layer. ReLUs right after a Linear or Conv2d are `fused`: that layer applies them.
 pub enum Layer<B: Backend> {
-    Linear { weights: Weights<B>, inputs: usize, outputs: usize, relu: bool },
-    Conv { weights: Weights<B>, window: Window, outputs: usize, relu: bool },
-    Relu { fused: bool },
+    Linear {
+        weights: Weights<B>,
+        inputs: usize,
+        outputs: usize,
+        relu: bool,
+    },
+    Conv {
+        weights: Weights<B>,
+        window: Window,
+        outputs: usize,
+        relu: bool,
+    },
+    Relu {
+        fused: bool,
+    },
     Flatten,
-    MaxPool { window: Window },
-    AvgPool { window: Window },
+    MaxPool {
+        window: Window,
+    },
+    AvgPool {
+        window: Window,
+    },
+    BatchNorm {
+        weights: Weights<B>,
+        running_mean: B::Buf,
+        running_var: B::Buf,
+        tracked: Cell<u64>,
+        channels: usize,
+        pixels: usize,
+    },
+    Dropout {
+        p: f32,
+    },
 }
 
 impl<B: Backend> Layer<B> {
     fn weights(&self) -> Option<&Weights<B>> {
         match self {
-            Layer::Linear { weights, .. } | Layer::Conv { weights, .. } => Some(weights),
+            Layer::Linear { weights, .. }
+            | Layer::Conv { weights, .. }
+            | Layer::BatchNorm { weights, .. } => Some(weights),
             _ => None,
         }
+    }
+
+    /// Layers that work in place on the buffers of the layer before.
+    fn in_place(&self) -> bool {
+        matches!(self, Layer::Relu { .. } | Layer::Flatten | Layer::Dropout { .. })
     }
 }
 
@@ -144,6 +203,29 @@ pub struct Model<B: Backend> {
     pub layers: Vec<Layer<B>>,
     /// Each layer's output shape.
     pub shapes: Vec<Shape>,
+    /// Seeds the dropout masks (with the step and the layer's position).
+    pub seed: u64,
+}
+
+/// A state_dict entry being loaded.
+struct PlainParam<'a, B: Backend> {
+    name: String,
+    shape: Vec<usize>,
+    value: &'a B::Buf,
+}
+
+/// PyTorch's `state_dict` order: by position; weight, bias, running_mean, running_var,
+/// num_batches_tracked.
+pub fn sort_state_dict(t: &mut HostTensors) {
+    fn key(name: &str) -> (usize, u8) {
+        let (pos, field) = name.split_once('.').unwrap_or((name, ""));
+        let rank = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+            .iter()
+            .position(|f| *f == field)
+            .unwrap_or(9);
+        (pos.parse().unwrap_or(usize::MAX), rank as u8)
+    }
+    t.sort_by_key(|(name, _, _)| key(name));
 }
 
 /// A build error that names the layer.
@@ -263,6 +345,25 @@ impl<B: Backend> Model<B> {
                     };
                     (Layer::AvgPool { window }, Shape::new(shape.channels, 1, 1))
                 }
+                LayerSpec::BatchNorm => {
+                    let c = shape.channels;
+                    let (running_mean, running_var) = (b.alloc(c)?, b.alloc(c)?);
+                    b.write(&running_var, &vec![1.0; c]);
+                    let weights = Weights::affine(b, c)?;
+                    let pixels = shape.height * shape.width;
+                    (
+                        Layer::BatchNorm {
+                            weights,
+                            running_mean,
+                            running_var,
+                            tracked: Cell::new(0),
+                            channels: c,
+                            pixels,
+                        },
+                        shape,
+                    )
+                }
+                LayerSpec::Dropout { p } => (Layer::Dropout { p }, shape),
             };
             layers.push(layer);
             shapes.push(out);
@@ -275,6 +376,7 @@ impl<B: Backend> Model<B> {
             num_classes,
             layers,
             shapes,
+            seed,
         })
     }
 
@@ -333,21 +435,62 @@ impl<B: Backend> Model<B> {
             .collect()
     }
 
-    /// Reads every parameter back to the host (for checkpoints and tests).
+    /// The batch-norm running statistics, which checkpoints keep beside the parameters:
+    /// `(name, shape, buffer)`; `num_batches_tracked` is a host-side count (see `export`).
+    fn buffers(&self) -> Vec<(String, Vec<usize>, &B::Buf)> {
+        let mut out = Vec::new();
+        for (position, layer) in self.layers.iter().enumerate() {
+            if let Layer::BatchNorm { running_mean, running_var, channels, .. } = layer {
+                out.push((format!("{position}.running_mean"), vec![*channels], running_mean));
+                out.push((format!("{position}.running_var"), vec![*channels], running_var));
+            }
+        }
+        out
+    }
+
+    /// Reads the whole `state_dict` back to the host in PyTorch's order (parameters, then each
+    /// batch norm's running mean, variance and `num_batches_tracked`, a scalar).
     pub fn export(&self, backend: &mut B) -> Result<HostTensors> {
         let mut out = Vec::new();
         for p in self.params() {
             let values = backend.read(p.value, p.len())?;
             out.push((p.name.clone(), p.shape.clone(), values));
         }
+        for (name, shape, buf) in self.buffers() {
+            let values = backend.read(buf, shape[0])?;
+            out.push((name, shape, values));
+        }
+        for (position, layer) in self.layers.iter().enumerate() {
+            if let Layer::BatchNorm { tracked, .. } = layer {
+                out.push((
+                    format!("{position}.num_batches_tracked"),
+                    vec![],
+                    vec![tracked.get() as f32],
+                ));
+            }
+        }
+        sort_state_dict(&mut out);
         Ok(out)
+    }
+
+    fn state_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.params().iter().map(|p| p.name.clone()).collect();
+        names.extend(self.buffers().into_iter().map(|(n, _, _)| n));
+        for (position, layer) in self.layers.iter().enumerate() {
+            if matches!(layer, Layer::BatchNorm { .. }) {
+                names.push(format!("{position}.num_batches_tracked"));
+            }
+        }
+        names
     }
 
     /// Loads parameters by name; every tensor must be present with the model's shape, and no
     /// other tensor may be (as PyTorch's strict `load_state_dict`). `source` names the file.
     pub fn import(&self, backend: &mut B, tensors: &HostTensors, source: &str) -> Result<()> {
-        let expected: Vec<String> = self.params().iter().map(|p| p.name.clone()).collect();
-        for p in self.params() {
+        let expected = self.state_names();
+        let buffers = self.buffers();
+        let entries = self.params().into_iter().map(|p| (p.name, p.shape, p.value)).chain(buffers);
+        for p in entries.map(|(name, shape, value)| PlainParam::<B> { name, shape, value }) {
             let Some((_, shape, values)) = tensors.iter().find(|(n, _, _)| *n == p.name) else {
                 return Err(Error::file(
                     source,
@@ -371,6 +514,26 @@ impl<B: Backend> Model<B> {
             }
             backend.write(p.value, values);
         }
+        for (position, layer) in self.layers.iter().enumerate() {
+            if let Layer::BatchNorm { tracked, .. } = layer {
+                let name = format!("{position}.num_batches_tracked");
+                let count = tensors
+                    .iter()
+                    .find(|(n, _, _)| *n == name)
+                    .and_then(|(_, _, v)| v.first().copied());
+                let Some(count) = count else {
+                    return Err(Error::file(
+                        source,
+                        format!(
+                            "tensor {name:?} is missing; model {} expects {}",
+                            self.spec,
+                            expected.join(", ")
+                        ),
+                    ));
+                };
+                tracked.set(count.max(0.0) as u64);
+            }
+        }
         if let Some((extra, _, _)) = tensors.iter().find(|(n, _, _)| !expected.contains(n)) {
             return Err(Error::file(
                 source,
@@ -386,7 +549,7 @@ impl<B: Backend> Model<B> {
 
     /// Forward pass over the first `rows` samples in `ws.input`; logits end in the last
     /// activation buffer.
-    pub fn forward(&self, b: &mut B, ws: &Workspace<B>, rows: usize) {
+    pub fn forward(&self, b: &mut B, ws: &Workspace<B>, rows: usize, mode: Mode) {
         for (i, layer) in self.layers.iter().enumerate() {
             let x = if i == 0 { &ws.input } else { &ws.activations[i - 1] };
             let y = &ws.activations[i];
@@ -429,8 +592,57 @@ impl<B: Backend> Model<B> {
                     window,
                 ),
                 Layer::AvgPool { window } => b.avgpool(x, y, rows, window),
+                Layer::BatchNorm {
+                    weights,
+                    running_mean,
+                    running_var,
+                    tracked,
+                    channels,
+                    pixels,
+                } => {
+                    let saved = ws.scratch[i].saved.as_ref().expect("batchnorm saved stats");
+                    let train = matches!(mode, Mode::Train { .. });
+                    let h = BatchNormHyper { eps: BN_EPS, momentum: BN_MOMENTUM, train };
+                    b.batchnorm_stats(
+                        x,
+                        saved,
+                        running_mean,
+                        running_var,
+                        rows,
+                        *channels,
+                        *pixels,
+                        &h,
+                    );
+                    if train {
+                        tracked.set(tracked.get() + 1);
+                    }
+                    let beta = weights.bias.as_ref().expect("batchnorm beta");
+                    b.batchnorm_forward(
+                        x,
+                        saved,
+                        &weights.weight,
+                        beta,
+                        y,
+                        rows,
+                        *channels,
+                        *pixels,
+                    );
+                }
+                Layer::Dropout { p } => {
+                    if let Mode::Train { step } = mode {
+                        b.dropout(y, rows * self.shapes[i].len(), self.dropout_seed(step, i), *p);
+                    }
+                }
             }
         }
+    }
+
+    /// The dropout mask of layer `position` at `step`: new every step, the same in backward.
+    fn dropout_seed(&self, step: u64, position: usize) -> u32 {
+        let s = self.seed
+            ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (position as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        hash_u32((s ^ (s >> 32)) as u32)
     }
 
     /// The loss on the logits of the last forward pass: writes the logits' gradient and adds
@@ -449,7 +661,7 @@ impl<B: Backend> Model<B> {
 
     /// Backward pass from the logits' gradient: fills every parameter's gradient. The input's
     /// gradient is never needed, so the first layer skips it.
-    pub fn backward(&self, b: &mut B, ws: &Workspace<B>, rows: usize) {
+    pub fn backward(&self, b: &mut B, ws: &Workspace<B>, rows: usize, mode: Mode) {
         for (i, layer) in self.layers.iter().enumerate().rev() {
             let g = &ws.grads[i];
             let x = if i == 0 { &ws.input } else { &ws.activations[i - 1] };
@@ -520,6 +732,34 @@ impl<B: Backend> Model<B> {
                         b.avgpool_backward(g, dx, rows, window);
                     }
                 }
+                Layer::BatchNorm { weights, channels, pixels, .. } => {
+                    let saved = ws.scratch[i].saved.as_ref().expect("batchnorm saved stats");
+                    let (gg, gb) = (
+                        &weights.grad_weight,
+                        weights.grad_bias.as_ref().expect("batchnorm beta grad"),
+                    );
+                    b.batchnorm_backward_reduce(x, g, saved, gg, gb, rows, *channels, *pixels);
+                    if let Some(dx) = dx {
+                        b.batchnorm_backward(
+                            x,
+                            g,
+                            saved,
+                            &weights.weight,
+                            gg,
+                            gb,
+                            dx,
+                            rows,
+                            *channels,
+                            *pixels,
+                        );
+                    }
+                }
+                // In place, the same mask as forward.
+                Layer::Dropout { p } => {
+                    if let Mode::Train { step } = mode {
+                        b.dropout(g, rows * self.shapes[i].len(), self.dropout_seed(step, i), *p);
+                    }
+                }
             }
         }
     }
@@ -533,6 +773,8 @@ pub struct Scratch<B: Backend> {
     pub z: Option<B::Buf>,
     /// MaxPool: where each output came from.
     pub argmax: Option<B::Indices>,
+    /// BatchNorm: the statistics forward used, `[mean; C]` then `[1/√(var+eps); C]`.
+    pub saved: Option<B::Buf>,
 }
 
 /// Buffers one step needs, sized for `capacity` samples and created once per run.
@@ -557,7 +799,7 @@ impl<B: Backend> Workspace<B> {
         let mut scratch = Vec::new();
         for (i, layer) in model.layers.iter().enumerate() {
             let len = capacity * model.shapes[i].len();
-            let shares = matches!(layer, Layer::Relu { .. } | Layer::Flatten);
+            let shares = layer.in_place();
             if shares && i > 0 {
                 activations.push(activations[i - 1].clone());
                 grads.push(grads[i - 1].clone());
@@ -568,7 +810,7 @@ impl<B: Backend> Workspace<B> {
                 activations.push(b.alloc(len)?);
                 grads.push(b.alloc(len)?);
             }
-            let mut s = Scratch { col: None, z: None, argmax: None };
+            let mut s = Scratch { col: None, z: None, argmax: None, saved: None };
             match layer {
                 Layer::Conv { window, outputs, .. } => {
                     let rows = capacity * window.out_pixels();
@@ -576,6 +818,7 @@ impl<B: Backend> Workspace<B> {
                     s.z = Some(b.alloc(rows * outputs)?);
                 }
                 Layer::MaxPool { .. } => s.argmax = Some(b.alloc_indices(len)?),
+                Layer::BatchNorm { channels, .. } => s.saved = Some(b.alloc(2 * channels)?),
                 _ => {}
             }
             scratch.push(s);

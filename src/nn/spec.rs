@@ -35,6 +35,12 @@ pub enum LayerSpec {
     },
     /// `gap`: global average pooling to 1×1.
     GlobalAvgPool,
+    /// `bn`: BatchNorm2d over the channels (PyTorch's eps 1e-5, momentum 0.1).
+    BatchNorm,
+    /// `dropout:P`: zero each value with probability P while training.
+    Dropout {
+        p: f32,
+    },
 }
 
 /// A model: layers in `nn.Sequential` order.
@@ -51,7 +57,7 @@ pub const PRESETS: &[(&str, &str, &str)] = &[(
 
 pub const GRAMMAR: &str = "\
 a preset, a shorthand or a comma-separated layer list:
-  presets:    lenet
+  presets:    lenet, cifar-cnn
   shorthands: linear            one Linear layer (softmax regression)
               mlp:H1[,H2...]    Linear(H1), ReLU, ..., Linear(classes)
   layers:     linear[:N]        fully connected, N outputs (the last one: number of classes)
@@ -59,6 +65,8 @@ a preset, a shorthand or a comma-separated layer list:
               maxpool:K[:S]     max pooling, K×K window, stride S (K)
               avgpool:K[:S]     average pooling
               gap               global average pooling to 1×1
+              bn                batch normalization over channels (BatchNorm2d)
+              dropout:P         drop values with probability P while training
               relu, flatten
   example:    conv:32:5,relu,maxpool:2,conv:64:5,relu,maxpool:2,flatten,linear:256,relu,linear";
 
@@ -122,6 +130,8 @@ impl fmt::Display for LayerSpec {
             }
             LayerSpec::AvgPool { kernel, stride } => write!(f, "avgpool:{kernel}:{stride}"),
             LayerSpec::GlobalAvgPool => write!(f, "gap"),
+            LayerSpec::BatchNorm => write!(f, "bn"),
+            LayerSpec::Dropout { p } => write!(f, "dropout:{p}"),
         }
     }
 }
@@ -192,6 +202,23 @@ fn parse_layer(text: &str, position: usize, item: &str) -> Result<LayerSpec> {
         "gap" => {
             want_args(0, 0)?;
             LayerSpec::GlobalAvgPool
+        }
+        "bn" | "batchnorm" => {
+            want_args(0, 0)?;
+            LayerSpec::BatchNorm
+        }
+        "dropout" => {
+            want_args(1, 1)?;
+            match args[0].parse::<f32>() {
+                Ok(p) if (0.0..1.0).contains(&p) => LayerSpec::Dropout { p },
+                _ => {
+                    return Err(bad(
+                        text,
+                        Some(position),
+                        format!("dropout probability {:?} is not in [0, 1)", args[0]),
+                    ))
+                }
+            }
         }
         "maxpool" | "avgpool" => {
             want_args(1, 2)?;
