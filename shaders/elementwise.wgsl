@@ -114,3 +114,24 @@ fn dropout(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) gro
         x[i] = 0.0;
     }
 }
+
+// normalize: per-channel standardisation in place, x = (x - mean[c]) · inv_std[c], with
+// stats = [mean; C] then [inv_std; C] and x laid out [rows, channels, pixels].
+struct NormalizeParams {
+    len: u32,
+    channels: u32,
+    pixels: u32,
+    _pad: u32,
+}
+@group(0) @binding(0) var<uniform> norm: NormalizeParams;
+
+@compute @workgroup_size(256)
+fn normalize(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+             @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    if i >= norm.len {
+        return;
+    }
+    let c = (i / norm.pixels) % norm.channels;
+    x[i] = (x[i] - bias[c]) * bias[norm.channels + c];
+}

@@ -179,6 +179,16 @@ pub trait Backend {
     );
     /// `x[r, c] += bias[c]` over `[rows, cols]`, then `max(x, 0)` when `relu`.
     fn add_bias(&mut self, x: &Self::Buf, bias: &Self::Buf, rows: usize, cols: usize, relu: bool);
+    /// `x = (x - mean[c]) · inv_std[c]` in place over `[rows, channels, pixels]`, with `stats` =
+    /// `[mean; C]` then `[inv_std; C]` (input normalisation, after `pixels_to_f32`).
+    fn normalize(
+        &mut self,
+        x: &Self::Buf,
+        stats: &Self::Buf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+    );
     /// `x = max(x, 0)` in place, for a ReLU that no bias op before it could absorb.
     fn relu(&mut self, x: &Self::Buf, len: usize);
     /// `grad[i] = 0` where `activation[i] <= 0` (ReLU's backward, given its output).

@@ -23,6 +23,8 @@ pub struct CheckpointMeta {
     pub dataset: Option<String>,
     /// The steepest version that wrote the file.
     pub version: Option<String>,
+    /// Per-channel input `(mean, std)` the model was trained with.
+    pub normalization: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 pub struct Checkpoint {
@@ -35,6 +37,7 @@ const KEY_INPUT: &str = "steepest.input_shape";
 const KEY_CLASSES: &str = "steepest.class_names";
 const KEY_DATASET: &str = "steepest.dataset";
 const KEY_VERSION: &str = "steepest.version";
+const KEY_NORMALIZE: &str = "steepest.normalize";
 
 /// Writes `tensors` to `path` atomically: into a temporary file beside it, then renamed, so an
 /// interrupted save never leaves a half-written checkpoint under the real name.
@@ -72,6 +75,12 @@ pub fn save(path: &Path, tensors: &HostTensors, meta: &CheckpointMeta) -> Result
     }
     if let Some(names) = &meta.class_names {
         info.insert(KEY_CLASSES.to_string(), serde_json::to_string(names).unwrap_or_default());
+    }
+    if let Some((mean, std)) = &meta.normalization {
+        info.insert(
+            KEY_NORMALIZE.to_string(),
+            serde_json::json!({ "mean": mean, "std": std }).to_string(),
+        );
     }
     if let Some(d) = &meta.dataset {
         info.insert(KEY_DATASET.to_string(), d.clone());
@@ -164,7 +173,22 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         })?),
         None => None,
     };
+    let normalization = match field(KEY_NORMALIZE) {
+        Some(s) => {
+            let v: serde_json::Value = serde_json::from_str(&s)
+                .map_err(|e| Error::file(path, format!("metadata {KEY_NORMALIZE}: {e}")))?;
+            let list = |k: &str| -> Option<Vec<f32>> {
+                v.get(k)?.as_array()?.iter().map(|x| x.as_f64().map(|f| f as f32)).collect()
+            };
+            match (list("mean"), list("std")) {
+                (Some(m), Some(s)) => Some((m, s)),
+                _ => return Err(Error::file(path, format!("metadata {KEY_NORMALIZE} is {s:?}; expected {{\"mean\": [...], \"std\": [...]}}"))),
+            }
+        }
+        None => None,
+    };
     let meta = CheckpointMeta {
+        normalization,
         model,
         input_shape,
         class_names,

@@ -100,6 +100,14 @@ pub struct TrainArgs {
     /// Use only the first N training samples.
     #[arg(long)]
     pub limit_train: Option<usize>,
+    /// Per-channel input normalisation: none, auto (the training set's mean and std, stored in
+    /// the checkpoint) or MEAN,STD per channel (e.g. 0.1307,0.3081 or six values for RGB).
+    #[arg(long, default_value = "none")]
+    pub normalize: String,
+    /// Training augmentation: none, or a list of crop:PAD (random crop of the zero-padded image)
+    /// and flip (random left-right mirror), e.g. crop:4,flip.
+    #[arg(long, default_value = "none")]
+    pub augment: String,
     /// Start from these weights (safetensors with PyTorch state_dict names).
     #[arg(long)]
     pub init_from: Option<PathBuf>,

@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::backend::Backend;
-use crate::data::loader::Batcher;
+use crate::data::loader::{Augment, Batcher};
 use crate::data::{Dataset, Split};
 use crate::nn::{Mode, Model, Workspace};
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -28,6 +28,8 @@ pub struct TrainConfig {
     pub drop_last: bool,
     /// Read the running loss back every this many steps (0: only at the end of each epoch).
     pub report_every: usize,
+    /// Training-time augmentation of the batches.
+    pub augment: Augment,
 }
 
 impl TrainConfig {
@@ -42,6 +44,7 @@ impl TrainConfig {
             shuffle: true,
             drop_last: false,
             report_every: 0,
+            augment: Augment::default(),
         }
     }
 }
@@ -134,6 +137,41 @@ pub fn evaluate_with<B: Backend>(
     Ok(Metrics::from_stats(&backend.read(stats, 3)?))
 }
 
+/// Loss, accuracy and the confusion matrix (`[true class][predicted class]` counts) of `model`
+/// on `split`. Unlike training, this reads the logits back after every batch (once per batch of
+/// `batch_size`), since every prediction is wanted.
+pub fn confusion<B: Backend>(
+    backend: &mut B,
+    model: &Model<B>,
+    split: &Split,
+    batch_size: usize,
+) -> Result<(Metrics, Vec<Vec<u32>>)> {
+    let ws = Workspace::new(backend, model, batch_size.clamp(1, split.len.max(1)))?;
+    let stats = backend.alloc(3)?;
+    let classes = model.num_classes;
+    let mut matrix = vec![vec![0u32; classes]; classes];
+    let mut batches = Batcher::new(split, model.input_size, ws.capacity, false);
+    batches.start_epoch(None);
+    while let Some((pixels, labels)) = batches.next_batch() {
+        let rows = labels.len();
+        ws.load_batch(backend, pixels, labels);
+        model.forward(backend, &ws, rows, Mode::Eval);
+        model.loss(backend, &ws, &stats, rows);
+        let logits = backend.read(&ws.activations[model.layers.len() - 1], rows * classes)?;
+        for (row, &label) in logits.chunks_exact(classes).zip(labels) {
+            // The first largest logit, as the loss kernel's accuracy counts it.
+            let pred = row
+                .iter()
+                .enumerate()
+                .fold(0, |best, (j, &v)| if v > row[best] { j } else { best });
+            if (label as usize) < classes {
+                matrix[label as usize][pred] += 1;
+            }
+        }
+    }
+    Ok((Metrics::from_stats(&backend.read(&stats, 3)?), matrix))
+}
+
 /// [`evaluate_with`] with its own buffers.
 pub fn evaluate<B: Backend>(
     backend: &mut B,
@@ -160,7 +198,9 @@ pub fn train<B: Backend>(
     if data.train.len == 0 {
         return Err(Error::config("--limit-train", "the training set is empty"));
     }
-    let mut batches = Batcher::new(&data.train, data.sample_size(), cfg.batch_size, cfg.drop_last);
+    let shape = [data.channels, data.height, data.width];
+    let mut batches = Batcher::new(&data.train, data.sample_size(), cfg.batch_size, cfg.drop_last)
+        .with_augment(cfg.augment, cfg.seed ^ 0xA06_3E47, shape);
     let steps_per_epoch = batches.steps_per_epoch();
     if steps_per_epoch == 0 {
         return Err(Error::config(

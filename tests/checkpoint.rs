@@ -43,6 +43,7 @@ fn save_then_load_gives_identical_predictions_and_pytorch_names() {
         class_names: Some(data.class_names.clone()),
         dataset: Some("synthetic".into()),
         version: None,
+        normalization: Some((vec![0.25], vec![0.5])),
     };
     checkpoint::save(&path, &model.export(&mut cpu).unwrap(), &meta).unwrap();
 
@@ -62,6 +63,7 @@ fn save_then_load_gives_identical_predictions_and_pytorch_names() {
     assert_eq!(loaded.meta.input_shape, Some([1, 28, 28]));
     assert_eq!(loaded.meta.class_names, Some(data.class_names.clone()));
     assert_eq!(loaded.meta.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(loaded.meta.normalization, Some((vec![0.25], vec![0.5])));
 
     let fresh = Model::new(&mut cpu, &spec, 784, 10, 99).unwrap();
     let pixels = &data.test.images[..50 * 784];

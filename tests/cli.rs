@@ -129,6 +129,13 @@ fn train_save_metrics_and_eval_agree() {
     assert!(o.status.success(), "{out}\n{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["samples"], 300);
+    // The confusion matrix accounts for every sample, and its diagonal is the accuracy.
+    let matrix: Vec<Vec<u64>> = serde_json::from_value(v["confusion"].clone()).unwrap();
+    let total: u64 = matrix.iter().flatten().sum();
+    let diagonal: u64 = (0..matrix.len()).map(|i| matrix[i][i]).sum();
+    assert_eq!(total, 300);
+    assert!((diagonal as f64 / 300.0 - v["test_acc"].as_f64().unwrap()).abs() < 1e-6);
+    assert_eq!(v["per_class_acc"].as_object().unwrap().len(), 10);
     let (a, b) = (v["test_acc"].as_f64().unwrap(), lines[1]["test_acc"].as_f64().unwrap());
     assert!((a - b).abs() < 1e-6, "eval {a} vs train's last epoch {b}");
 
@@ -391,6 +398,65 @@ fn checkpoints_that_do_not_fit_are_named() {
 }
 
 #[test]
+fn normalize_and_augment_flags() {
+    let dir = temp("norm");
+    let w = dir.join("n.safetensors");
+    let o = steepest(&[
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "500",
+        "--limit-test",
+        "100",
+        "--model",
+        "mlp:16",
+        "--normalize",
+        "auto",
+        "--augment",
+        "crop:2,flip",
+        "--save",
+        w.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("normalize: mean") && out.contains("augment: crop:2,flip"), "{out}");
+    // eval applies the stored normalisation by itself.
+    let o = steepest(&[
+        "eval",
+        "--weights",
+        w.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--limit-test",
+        "100",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    for (flag, value) in [
+        ("--normalize", "0.5"),
+        ("--normalize", "x,y"),
+        ("--augment", "rotate"),
+        ("--normalize", "0.5,0"),
+    ] {
+        let o = steepest(&[
+            "train",
+            "--device",
+            "cpu",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "100",
+            flag,
+            value,
+        ]);
+        assert_clean_error(&o, &[flag]);
+    }
+}
+
+#[test]
 fn model_help_summary_and_typos() {
     let o = steepest(&["train", "--model", "help"]);
     let (out, _) = text(&o);
@@ -420,4 +486,55 @@ fn model_help_summary_and_typos() {
 
     let o = steepest(&["train", "--model", "conv:4:5,relu,maxpol:2,flatten,linear"]);
     assert_clean_error(&o, &["--model", "item 3", "maxpol", "presets"]);
+}
+
+fn cifar_batch(records: usize, label_of: impl Fn(usize) -> u8) -> Vec<u8> {
+    let mut v = Vec::new();
+    for r in 0..records {
+        v.push(label_of(r));
+        v.extend((0..3072).map(|i| ((i * 7 + r * 13) % 256) as u8));
+    }
+    v
+}
+
+#[test]
+fn cifar_folder_trains_cifar_cnn_and_bad_batches_are_named() {
+    let dir = temp("cifar");
+    std::fs::write(dir.join("data_batch_1.bin"), cifar_batch(12, |r| (r % 10) as u8)).unwrap();
+    std::fs::write(dir.join("data_batch_2.bin"), cifar_batch(8, |r| (r % 3) as u8)).unwrap();
+    std::fs::write(dir.join("test_batch.bin"), cifar_batch(6, |r| (r % 10) as u8)).unwrap();
+    let d = dir.to_str().unwrap();
+    let o = steepest(&[
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        d,
+        "--device",
+        "cpu",
+        "--model",
+        "cifar-cnn",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--normalize",
+        "auto",
+        "--augment",
+        "crop:4,flip",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("20 train, 6 test, 3x32x32"), "{out}");
+
+    // A file cut mid-record, and a label byte above 9.
+    let mut cut = cifar_batch(2, |_| 1);
+    cut.truncate(3073 + 100);
+    std::fs::write(dir.join("data_batch_2.bin"), cut).unwrap();
+    let o = steepest(&["train", "--dataset", "cifar10", "--data-dir", d, "--device", "cpu"]);
+    assert_clean_error(&o, &["data_batch_2.bin", "3073"]);
+    std::fs::write(dir.join("data_batch_2.bin"), cifar_batch(3, |r| if r == 2 { 42 } else { 0 }))
+        .unwrap();
+    let o = steepest(&["train", "--dataset", "cifar10", "--data-dir", d, "--device", "cpu"]);
+    assert_clean_error(&o, &["data_batch_2.bin", "42"]);
 }

@@ -76,6 +76,7 @@ fn config(args: &TrainArgs) -> Result<TrainConfig> {
         shuffle: !args.no_shuffle,
         drop_last: args.drop_last,
         report_every: 0,
+        augment: args.augment.parse()?,
     })
 }
 
@@ -86,7 +87,10 @@ fn train_on<B: Backend>(
     cfg: &TrainConfig,
     data: &Dataset,
 ) -> Result<()> {
-    let model = Model::new(b, spec, data.input_shape(), data.num_classes, cfg.seed)?;
+    let mut model = Model::new(b, spec, data.input_shape(), data.num_classes, cfg.seed)?;
+    if let Some((mean, std)) = normalization(&args.normalize, data)? {
+        model.set_normalization(b, &mean, &std)?;
+    }
     if let Some(path) = &args.init_from {
         let ckpt = checkpoint::load(path)?;
         model.import(b, &ckpt.tensors, &path.display().to_string())?;
@@ -104,6 +108,12 @@ fn train_on<B: Backend>(
             data.num_classes
         );
         print_summary(&model);
+        if let Some((mean, std)) = &model.normalization.as_ref().map(|(m, s, _)| (m, s)) {
+            println!("normalize: mean {mean:?} std {std:?}");
+        }
+        if cfg.augment != Default::default() {
+            println!("augment: {}", cfg.augment);
+        }
         println!(
             "optimizer {} lr {}; batch {}; {} epochs",
             cfg.optimizer.kind, cfg.optimizer.lr, cfg.batch_size, cfg.epochs
@@ -142,6 +152,34 @@ fn train_on<B: Backend>(
     Ok(())
 }
 
+/// `--normalize none|auto|MEAN,STD...` for this data set.
+fn normalization(flag: &str, data: &Dataset) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+    match flag {
+        "none" => Ok(None),
+        "auto" => Ok(Some(data.channel_stats())),
+        list => {
+            let values: Vec<f32> = list
+                .split(',')
+                .map(|v| v.trim().parse::<f32>())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| {
+                    Error::config(
+                        "--normalize",
+                        format!("{list:?} is not none, auto or a list of numbers"),
+                    )
+                })?;
+            let c = data.channels;
+            if values.len() != 2 * c {
+                return Err(Error::config(
+                    "--normalize",
+                    format!("{} has {c} channel(s): give {c} means then {c} standard deviations ({} values), got {}", data.name, 2 * c, values.len()),
+                ));
+            }
+            Ok(Some((values[..c].to_vec(), values[c..].to_vec())))
+        }
+    }
+}
+
 fn print_model_help() {
     println!("--model takes {}", steepest::nn::GRAMMAR);
     println!();
@@ -175,6 +213,7 @@ fn save<B: Backend>(b: &mut B, model: &Model<B>, data: &Dataset, path: &Path) ->
         class_names: Some(data.class_names.clone()),
         dataset: Some(data.name.clone()),
         version: None,
+        normalization: model.normalization.as_ref().map(|(m, s, _)| (m.clone(), s.clone())),
     };
     checkpoint::save(path, &tensors, &meta)
 }

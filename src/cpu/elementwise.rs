@@ -47,3 +47,12 @@ pub fn dropout(x: &mut [f32], seed: u32, p: f32) {
         *v = if crate::backend::dropout_keep(seed, i as u32, p) { *v * scale } else { 0.0 };
     }
 }
+
+/// `x = (x - mean[c]) · inv_std[c]` over `[rows, channels, pixels]`; `stats` = means then inverse
+/// standard deviations.
+pub fn normalize(x: &mut [f32], stats: &[f32], channels: usize, pixels: usize) {
+    for (i, v) in x.iter_mut().enumerate() {
+        let c = (i / pixels) % channels;
+        *v = (*v - stats[c]) * stats[channels + c];
+    }
+}

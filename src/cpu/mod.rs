@@ -104,6 +104,23 @@ impl Backend for CpuBackend {
         }
     }
 
+    fn normalize(
+        &mut self,
+        x: &CpuBuf,
+        stats: &CpuBuf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+    ) {
+        let stats = stats.0.borrow();
+        elementwise::normalize(
+            &mut x.0.borrow_mut()[..rows * channels * pixels],
+            &stats,
+            channels,
+            pixels,
+        );
+    }
+
     fn relu(&mut self, x: &CpuBuf, len: usize) {
         elementwise::relu(&mut x.0.borrow_mut()[..len]);
     }

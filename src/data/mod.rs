@@ -47,6 +47,27 @@ impl Dataset {
         self.channels * self.height * self.width
     }
 
+    /// Per-channel mean and standard deviation of the training pixels (in units of 1/255, as
+    /// the model sees them), for `--normalize auto`.
+    pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
+        let plane = self.height * self.width;
+        let (mut sum, mut sq) = (vec![0f64; self.channels], vec![0f64; self.channels]);
+        for (i, &v) in self.train.images.iter().enumerate() {
+            let c = (i / plane) % self.channels;
+            let x = v as f64 / 255.0;
+            sum[c] += x;
+            sq[c] += x * x;
+        }
+        let n = (self.train.len * plane).max(1) as f64;
+        let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+        let std = sq
+            .iter()
+            .zip(&sum)
+            .map(|(q, s)| ((q / n - (s / n).powi(2)).max(1e-12)).sqrt() as f32)
+            .collect();
+        (mean, std)
+    }
+
     /// One sample's shape, as models take it.
     pub fn input_shape(&self) -> crate::nn::Shape {
         crate::nn::Shape::new(self.channels, self.height, self.width)

@@ -29,6 +29,7 @@ pub enum Kernel {
     BatchnormBackwardReduce,
     BatchnormBackward,
     Dropout,
+    Normalize,
 }
 
 /// How a kernel uses one of its storage bindings (binding 1 onwards; 0 is the params uniform).
@@ -50,7 +51,7 @@ pub const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
 pub const BATCHNORM_WGSL: &str = include_str!("../../shaders/batchnorm.wgsl");
 
 impl Kernel {
-    pub const ALL: [Kernel; 26] = [
+    pub const ALL: [Kernel; 27] = [
         Kernel::PixelsToF32,
         Kernel::MatmulAB,
         Kernel::MatmulAtB,
@@ -77,6 +78,7 @@ impl Kernel {
         Kernel::BatchnormBackwardReduce,
         Kernel::BatchnormBackward,
         Kernel::Dropout,
+        Kernel::Normalize,
     ];
 
     /// (WGSL source, entry point, storage bindings in order).
@@ -124,6 +126,7 @@ impl Kernel {
                 &[Read, Read, Read, Read, Read, Read, ReadWrite],
             ),
             Kernel::Dropout => (ELEMENTWISE_WGSL, "dropout", &[ReadWrite]),
+            Kernel::Normalize => (ELEMENTWISE_WGSL, "normalize", &[ReadWrite, Read]),
         }
     }
 

@@ -385,6 +385,24 @@ impl Backend for GpuBackend {
         self.dispatch(kernel, &[x, bias], &p, groups);
     }
 
+    fn normalize(
+        &mut self,
+        x: &GpuBuf,
+        stats: &GpuBuf,
+        rows: usize,
+        channels: usize,
+        pixels: usize,
+    ) {
+        let len = rows * channels * pixels;
+        let groups = self.groups_1d(len);
+        self.dispatch(
+            Kernel::Normalize,
+            &[x, stats],
+            &words(&[len as u32, channels as u32, pixels as u32, 0]),
+            groups,
+        );
+    }
+
     fn relu(&mut self, x: &GpuBuf, len: usize) {
         let groups = self.groups_1d(len);
         self.dispatch(Kernel::Relu, &[x], &words(&[len as u32, 0, 0, 0]), groups);

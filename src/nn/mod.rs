@@ -205,6 +205,9 @@ pub struct Model<B: Backend> {
     pub shapes: Vec<Shape>,
     /// Seeds the dropout masks (with the step and the layer's position).
     pub seed: u64,
+    /// Per-channel input normalisation applied after `pixels_to_f32`: `(means, stds)` and the
+    /// device copy `[mean; C][1/std; C]`.
+    pub normalization: Option<(Vec<f32>, Vec<f32>, B::Buf)>,
 }
 
 /// A state_dict entry being loaded.
@@ -377,7 +380,26 @@ impl<B: Backend> Model<B> {
             layers,
             shapes,
             seed,
+            normalization: None,
         })
+    }
+
+    /// Standardises every input channel: `(x/255 - mean[c]) / std[c]` (one mean and std per
+    /// channel of the input).
+    pub fn set_normalization(&mut self, b: &mut B, mean: &[f32], std: &[f32]) -> Result<()> {
+        let c = self.input.channels;
+        if mean.len() != c || std.len() != c || std.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
+            return Err(Error::config(
+                "--normalize",
+                format!("needs {c} means and {c} positive standard deviations for {c}-channel input (got {} and {})", mean.len(), std.len()),
+            ));
+        }
+        let mut stats = mean.to_vec();
+        stats.extend(std.iter().map(|s| 1.0 / s));
+        let buf = b.alloc(2 * c)?;
+        b.write(&buf, &stats);
+        self.normalization = Some((mean.to_vec(), std.to_vec(), buf));
+        Ok(())
     }
 
     /// Every parameter with its gradient, in `state_dict` order.
@@ -789,6 +811,8 @@ pub struct Workspace<B: Backend> {
     /// The loss gradient with respect to each layer's output (shared likewise).
     pub grads: Vec<B::Buf>,
     pub scratch: Vec<Scratch<B>>,
+    /// The model's input normalisation: `[mean; C][1/std; C]`, channels, pixels.
+    normalization: Option<(B::Buf, usize, usize)>,
 }
 
 impl<B: Backend> Workspace<B> {
@@ -823,6 +847,9 @@ impl<B: Backend> Workspace<B> {
             }
             scratch.push(s);
         }
+        let normalization = model.normalization.as_ref().map(|(_, _, buf)| {
+            (buf.clone(), model.input.channels, model.input.height * model.input.width)
+        });
         Ok(Workspace {
             capacity,
             pixels: b.alloc_bytes(capacity * model.input_size)?,
@@ -831,6 +858,7 @@ impl<B: Backend> Workspace<B> {
             activations,
             grads,
             scratch,
+            normalization,
         })
     }
 
@@ -840,5 +868,8 @@ impl<B: Backend> Workspace<B> {
         b.write_bytes(&self.pixels, pixels);
         b.write_indices(&self.labels, labels);
         b.pixels_to_f32(&self.pixels, &self.input, pixels.len());
+        if let Some((stats, channels, plane)) = &self.normalization {
+            b.normalize(&self.input, stats, labels.len(), *channels, *plane);
+        }
     }
 }

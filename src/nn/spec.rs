@@ -49,11 +49,20 @@ pub struct ModelSpec {
     pub layers: Vec<LayerSpec>,
 }
 
-pub const PRESETS: &[(&str, &str, &str)] = &[(
-    "lenet",
-    "conv:32:5,relu,maxpool:2,conv:64:5,relu,maxpool:2,flatten,linear:256,relu,linear",
-    "LeNet-style CNN for 28x28 grey images (MNIST, Fashion-MNIST)",
-)];
+/// `(name, layers, what it is for)`.
+pub const PRESETS: &[(&str, &str, &str)] = &[
+    (
+        "lenet",
+        "conv:32:5,relu,maxpool:2,conv:64:5,relu,maxpool:2,flatten,linear:256,relu,linear",
+        "LeNet-style CNN for 28x28 grey images (MNIST, Fashion-MNIST)",
+    ),
+    (
+        "cifar-cnn",
+        "conv:32:3:p=1:nobias,bn,relu,maxpool:2,conv:64:3:p=1:nobias,bn,relu,maxpool:2,\
+         conv:128:3:p=1:nobias,bn,relu,maxpool:2,flatten,dropout:0.25,linear:256,relu,linear",
+        "small VGG-style CNN with batch norm for 32x32 RGB images (CIFAR-10)",
+    ),
+];
 
 pub const GRAMMAR: &str = "\
 a preset, a shorthand or a comma-separated layer list:
