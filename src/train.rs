@@ -146,7 +146,15 @@ pub fn confusion<B: Backend>(
     split: &Split,
     batch_size: usize,
 ) -> Result<(Metrics, Vec<Vec<u32>>)> {
-    let ws = Workspace::new(backend, model, batch_size.clamp(1, split.len.max(1)))?;
+    // Halve the batch until its buffers fit the device's limits (a big CNN on a small GPU).
+    let mut capacity = batch_size.clamp(1, split.len.max(1));
+    let ws = loop {
+        match Workspace::new(backend, model, capacity) {
+            Ok(ws) => break ws,
+            Err(Error::Gpu(_)) if capacity > 1 => capacity /= 2,
+            Err(e) => return Err(e),
+        }
+    };
     let stats = backend.alloc(3)?;
     let classes = model.num_classes;
     let mut matrix = vec![vec![0u32; classes]; classes];
