@@ -150,6 +150,13 @@ pub struct BenchArgs {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, which turns a closed pipe (`steepest train --model help | head`)
+    // into a panic inside println!; the default action ends the process quietly instead.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices => cli::devices::run(),
