@@ -145,6 +145,11 @@ pub trait Backend {
     /// What the user sees as the device: the adapter's name, or `cpu`.
     fn device_name(&self) -> String;
 
+    /// The most rows (or columns) one `matmul` can take: a GPU caps workgroups per dimension.
+    fn max_matmul_dim(&self) -> usize {
+        usize::MAX
+    }
+
     /// A new zero-filled tensor. Fails with the limit's name if the device cannot hold it.
     fn alloc(&mut self, len: usize) -> Result<Self::Buf>;
     fn alloc_bytes(&mut self, len: usize) -> Result<Self::Bytes>;

@@ -1,4 +1,4 @@
-//! `pixels_to_f32`, `add_bias` / `add_bias_relu`, `relu_backward` (shaders/elementwise.wgsl) and
+//! `pixels_to_f32`, `add_bias` / `add_bias_relu`, `relu_backward`, `normalize` (shaders/elementwise.wgsl) and
 //! `bias_grad` (shaders/reduce.wgsl) against their CPU twins (src/cpu/elementwise.rs, reduce.rs).
 //!
 //! Tolerances: the element-wise kernels do one correctly rounded f32 operation per element
@@ -122,4 +122,26 @@ fn dispatches_past_65535_workgroups_fold_into_2d() {
     let mut want = x;
     elementwise::add_bias(&mut want, &b);
     assert_close("add_bias 2D fold", &got, &want, 0.0, 0.0);
+}
+
+/// `normalize` (shaders/elementwise.wgsl) against `elementwise::normalize`: one subtraction and
+/// one multiplication per element, the same on both sides (nothing to contract into an FMA), so
+/// the results must be equal.
+#[test]
+fn normalize_matches_cpu_exactly() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(7);
+    for &(rows, channels, pixels) in &[(1, 1, 1), (2, 3, 1024), (5, 1, 784), (3, 7, 5)] {
+        let len = rows * channels * pixels;
+        let x = random(&mut rng, len);
+        let mut stats = random(&mut rng, channels);
+        stats.extend((0..channels).map(|_| 1.0 / (0.1 + rng.f32())));
+        let mut want = x.clone();
+        elementwise::normalize(&mut want, &stats, channels, pixels);
+        let (gx, gs) = (g.alloc(len).unwrap(), g.alloc(2 * channels).unwrap());
+        g.write(&gx, &x);
+        g.write(&gs, &stats);
+        g.normalize(&gx, &gs, rows, channels, pixels);
+        assert_eq!(g.read(&gx, len).unwrap(), want, "normalize {rows}x{channels}x{pixels}");
+    }
 }

@@ -48,3 +48,26 @@ fn training_steps_allocate_nothing_and_read_nothing_back() {
         assert_eq!(g.counters().readbacks, after.readbacks + 1);
     }
 }
+
+/// A batch whose matmul would need more workgroups than the device allows per dimension is
+/// refused when the buffers are made, naming the limit, instead of failing inside a kernel.
+#[test]
+fn matmul_rows_over_the_workgroup_cap_name_the_limit() {
+    let Some(mut g) = gpu() else { return };
+    let cap = g.max_matmul_dim();
+    let model = Model::new(
+        &mut g,
+        &"conv:1:1,flatten,linear".parse::<ModelSpec>().unwrap(),
+        steepest::nn::Shape::new(1, 64, 64),
+        2,
+        0,
+    )
+    .unwrap();
+    // 64·64 output pixels per sample: this many samples overflow the cap by one row block.
+    let rows = cap / (64 * 64) + 1;
+    let err = Workspace::new(&mut g, &model, rows).err().expect("over the cap").to_string();
+    assert!(
+        err.contains("max_compute_workgroups_per_dimension") && err.contains("--batch-size"),
+        "{err}"
+    );
+}

@@ -134,7 +134,7 @@ fn train_on<B: Backend>(
     if show_bar {
         cfg.report_every = 50;
     }
-    let mut obs = Reporter { bar: None, show_bar, say, epochs: cfg.epochs, lines: Vec::new() };
+    let mut obs = Reporter { bar: None, show_bar, say, epochs: cfg.epochs };
     let reports = train::train(b, &model, data, &cfg, &mut obs)?;
     if let (Some(file), Some(path)) = (&mut metrics_file, &args.metrics) {
         for r in &reports {
@@ -224,7 +224,6 @@ struct Reporter {
     show_bar: bool,
     say: bool,
     epochs: usize,
-    lines: Vec<String>,
 }
 
 impl Observer for Reporter {
@@ -273,7 +272,6 @@ impl Observer for Reporter {
                 r.samples_per_sec
             );
             println!("{line}");
-            self.lines.push(line);
         }
     }
 }

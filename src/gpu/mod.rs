@@ -145,7 +145,8 @@ impl GpuBackend {
     }
 
     /// Records one dispatch of `kernel` over `buffers` with `params` in a fresh arena slot.
-    fn dispatch(&mut self, kernel: Kernel, buffers: &[&GpuBuf], params: &[u8], groups: [u32; 3]) {
+    fn dispatch(&mut self, kernel: Kernel, buffers: &[&GpuBuf], params: &[u32], groups: [u32; 3]) {
+        let params: &[u8] = bytemuck::cast_slice(params);
         if groups.contains(&0) {
             return;
         }
@@ -201,15 +202,10 @@ impl GpuBackend {
             [cap as u32, groups.div_ceil(cap) as u32, 1]
         }
     }
-
-    /// The largest m or n a matmul can take in one dispatch (64 rows or columns per workgroup).
-    pub fn max_matmul_dim(&self) -> usize {
-        self.limits.max_compute_workgroups_per_dimension as usize * MATMUL_TILE
-    }
 }
 
 /// A `Window` as the WGSL struct lays it out, with the batch size and output size.
-fn window_params(rows: usize, w: &Window) -> Vec<u8> {
+fn window_params(rows: usize, w: &Window) -> [u32; 12] {
     let v = [
         rows,
         w.channels,
@@ -224,18 +220,18 @@ fn window_params(rows: usize, w: &Window) -> Vec<u8> {
         w.out_h(),
         w.out_w(),
     ];
-    words(&v.map(|x| x as u32))
+    v.map(|x| x as u32)
 }
 
-fn words(values: &[u32]) -> Vec<u8> {
-    bytemuck::cast_slice(values).to_vec()
-}
-
-/// Params as the WGSL structs lay them out: four u32 then up to eight f32.
-fn params(u: [u32; 4], f: &[f32]) -> Vec<u8> {
-    let mut bytes = words(&u);
-    bytes.extend_from_slice(bytemuck::cast_slice(f));
-    bytes
+/// Params as the WGSL structs lay them out: four u32 then up to eight f32 (as bits), on the
+/// stack: recording an op allocates nothing.
+fn params(u: [u32; 4], f: &[f32]) -> [u32; 12] {
+    let mut out = [0u32; 12];
+    out[..4].copy_from_slice(&u);
+    for (o, v) in out[4..].iter_mut().zip(f) {
+        *o = v.to_bits();
+    }
+    out
 }
 
 impl Backend for GpuBackend {
@@ -245,6 +241,11 @@ impl Backend for GpuBackend {
 
     fn device_name(&self) -> String {
         self.info.name.clone()
+    }
+
+    /// 64 rows or columns per workgroup, at most max_compute_workgroups_per_dimension of them.
+    fn max_matmul_dim(&self) -> usize {
+        self.limits.max_compute_workgroups_per_dimension as usize * MATMUL_TILE
     }
 
     fn alloc(&mut self, len: usize) -> Result<GpuBuf> {
@@ -355,7 +356,7 @@ impl Backend for GpuBackend {
 
     fn pixels_to_f32(&mut self, src: &GpuBuf, dst: &GpuBuf, len: usize) {
         let groups = self.groups_1d(len);
-        self.dispatch(Kernel::PixelsToF32, &[src, dst], &words(&[len as u32, 0, 0, 0]), groups);
+        self.dispatch(Kernel::PixelsToF32, &[src, dst], &[len as u32, 0, 0, 0], groups);
     }
 
     fn matmul(
@@ -374,14 +375,14 @@ impl Backend for GpuBackend {
             MatmulForm::ABt => Kernel::MatmulABt,
         };
         let groups = [n.div_ceil(MATMUL_TILE) as u32, m.div_ceil(MATMUL_TILE) as u32, 1];
-        let p = words(&[m as u32, k as u32, n as u32, 0]);
+        let p = [m as u32, k as u32, n as u32, 0];
         self.dispatch(kernel, &[a, b, c], &p, groups);
     }
 
     fn add_bias(&mut self, x: &GpuBuf, bias: &GpuBuf, rows: usize, cols: usize, relu: bool) {
         let kernel = if relu { Kernel::AddBiasRelu } else { Kernel::AddBias };
         let groups = self.groups_1d(rows * cols);
-        let p = words(&[(rows * cols) as u32, cols as u32, 0, 0]);
+        let p = [(rows * cols) as u32, cols as u32, 0, 0];
         self.dispatch(kernel, &[x, bias], &p, groups);
     }
 
@@ -398,14 +399,14 @@ impl Backend for GpuBackend {
         self.dispatch(
             Kernel::Normalize,
             &[x, stats],
-            &words(&[len as u32, channels as u32, pixels as u32, 0]),
+            &[len as u32, channels as u32, pixels as u32, 0],
             groups,
         );
     }
 
     fn relu(&mut self, x: &GpuBuf, len: usize) {
         let groups = self.groups_1d(len);
-        self.dispatch(Kernel::Relu, &[x], &words(&[len as u32, 0, 0, 0]), groups);
+        self.dispatch(Kernel::Relu, &[x], &[len as u32, 0, 0, 0], groups);
     }
 
     fn im2col(&mut self, x: &GpuBuf, col: &GpuBuf, rows: usize, w: &Window) {
@@ -429,7 +430,7 @@ impl Backend for GpuBackend {
         relu: bool,
     ) {
         let flags = relu as u32 | (bias.is_some() as u32) << 1;
-        let p = words(&[rows as u32, pixels as u32, channels as u32, flags]);
+        let p = [rows as u32, pixels as u32, channels as u32, flags];
         let groups = self.groups_1d(rows * pixels * channels);
         // Without a bias, z is bound in its place (read-only twice is allowed) and never read.
         self.dispatch(Kernel::ToChannelsFirst, &[z, bias.unwrap_or(z), y], &p, groups);
@@ -443,7 +444,7 @@ impl Backend for GpuBackend {
         pixels: usize,
         channels: usize,
     ) {
-        let p = words(&[rows as u32, pixels as u32, channels as u32, 0]);
+        let p = [rows as u32, pixels as u32, channels as u32, 0];
         let groups = self.groups_1d(rows * pixels * channels);
         self.dispatch(Kernel::ToChannelsLast, &[y, z], &p, groups);
     }
@@ -563,13 +564,13 @@ impl Backend for GpuBackend {
 
     fn relu_backward(&mut self, grad: &GpuBuf, activation: &GpuBuf, len: usize) {
         let groups = self.groups_1d(len);
-        let p = words(&[len as u32, 0, 0, 0]);
+        let p = [len as u32, 0, 0, 0];
         self.dispatch(Kernel::ReluBackward, &[grad, activation], &p, groups);
     }
 
     fn bias_grad(&mut self, grad: &GpuBuf, out: &GpuBuf, rows: usize, cols: usize) {
         let groups = [cols.div_ceil(64) as u32, 1, 1];
-        let p = words(&[rows as u32, cols as u32, 0, 0]);
+        let p = [rows as u32, cols as u32, 0, 0];
         self.dispatch(Kernel::BiasGrad, &[grad, out], &p, groups);
     }
 
@@ -582,7 +583,7 @@ impl Backend for GpuBackend {
         rows: usize,
         cols: usize,
     ) {
-        let p = words(&[rows as u32, cols as u32, 0, 0]);
+        let p = [rows as u32, cols as u32, 0, 0];
         let groups = if rows == 0 { [0, 1, 1] } else { [1, 1, 1] };
         self.dispatch(Kernel::SoftmaxXent, &[logits, labels, grad, stats], &p, groups);
     }

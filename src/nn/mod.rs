@@ -834,6 +834,19 @@ impl<B: Backend> Workspace<B> {
                 activations.push(b.alloc(len)?);
                 grads.push(b.alloc(len)?);
             }
+            // Matmul rows: the batch for a Linear, one per output pixel for a Conv.
+            let matmul_rows = match layer {
+                Layer::Linear { .. } => capacity,
+                Layer::Conv { window, .. } => capacity * window.out_pixels(),
+                _ => 0,
+            };
+            if matmul_rows > b.max_matmul_dim() {
+                return Err(Error::Gpu(format!(
+                    "layer {i} needs a matmul over {matmul_rows} rows, but this device runs at most {} \
+                     (max_compute_workgroups_per_dimension); use a smaller --batch-size",
+                    b.max_matmul_dim()
+                )));
+            }
             let mut s = Scratch { col: None, z: None, argmax: None, saved: None };
             match layer {
                 Layer::Conv { window, outputs, .. } => {
