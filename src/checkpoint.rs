@@ -235,3 +235,90 @@ pub fn infer_mlp(tensors: &HostTensors, source: &Path) -> Result<(ModelSpec, usi
     let hidden = widths[1..widths.len() - 1].to_vec();
     Ok((ModelSpec::mlp(&hidden), widths[0], widths[widths.len() - 1]))
 }
+
+/// What a checkpoint holds, resolved for use: the model, the shape of one input and the classes.
+pub struct Described {
+    pub spec: ModelSpec,
+    pub input_shape: [usize; 3],
+    pub class_names: Vec<String>,
+}
+
+impl Checkpoint {
+    /// The model, input shape and class names the file describes, from its metadata or, for a
+    /// PyTorch MLP file without any, from its tensor shapes (a 784-input MLP is taken as 28×28
+    /// grey, 3072 as 32×32 RGB).
+    pub fn describe(&self, source: &Path) -> Result<Described> {
+        let (spec, inputs, classes) = match &self.meta.model {
+            Some(spec) => {
+                let classes = match &self.meta.class_names {
+                    Some(names) => names.len(),
+                    None => last_layer_width(&self.tensors).ok_or_else(|| {
+                        Error::file(source, "has model metadata but no weight tensors")
+                    })?,
+                };
+                (spec.clone(), None, classes)
+            }
+            None => {
+                let (spec, inputs, classes) = infer_mlp(&self.tensors, source)?;
+                (spec, Some(inputs), classes)
+            }
+        };
+        let input_shape = match (self.meta.input_shape, inputs) {
+            (Some(s), _) => s,
+            (None, Some(784)) => [1, 28, 28],
+            (None, Some(3072)) => [3, 32, 32],
+            (None, n) => {
+                return Err(Error::file(
+                    source,
+                    format!(
+                        "has no {KEY_INPUT} metadata{}; cannot tell the input image size",
+                        n.map(|n| format!(" and its model takes {n} inputs")).unwrap_or_default()
+                    ),
+                ))
+            }
+        };
+        let class_names = match &self.meta.class_names {
+            Some(n) if n.len() == classes => n.clone(),
+            _ => (0..classes).map(|i| i.to_string()).collect(),
+        };
+        Ok(Described { spec, input_shape, class_names })
+    }
+
+    /// Builds the model on `b` with this file's weights and input normalisation, ready for
+    /// `Mode::Eval`.
+    pub fn restore<B: crate::backend::Backend>(
+        &self,
+        b: &mut B,
+        source: &Path,
+    ) -> Result<(crate::nn::Model<B>, Described)> {
+        let d = self.describe(source)?;
+        let [c, h, w] = d.input_shape;
+        let mut model = crate::nn::Model::new(
+            b,
+            &d.spec,
+            crate::nn::Shape::new(c, h, w),
+            d.class_names.len(),
+            0,
+        )
+        .map_err(|e| Error::file(source, format!("its model does not build: {e}")))?;
+        if let Some((mean, std)) = &self.meta.normalization {
+            model
+                .set_normalization(b, mean, std)
+                .map_err(|e| Error::file(source, format!("metadata normalization: {e}")))?;
+        }
+        model.import(b, &self.tensors, &source.display().to_string())?;
+        Ok((model, d))
+    }
+}
+
+/// Output width of the last `N.weight` tensor (the classifier) of an `nn.Sequential`.
+fn last_layer_width(tensors: &HostTensors) -> Option<usize> {
+    tensors
+        .iter()
+        .filter_map(|(name, shape, _)| {
+            let pos: usize = name.strip_suffix(".weight")?.parse().ok()?;
+            Some((pos, *shape.first()?))
+        })
+        .max_by_key(|(pos, _)| *pos)
+        .map(|(_, w)| w)
+}

@@ -24,8 +24,10 @@ enum Command {
     Devices,
     /// Train a classifier.
     Train(Box<TrainArgs>),
-    /// Test loss and accuracy of a checkpoint.
+    /// Test loss, accuracy, per-class accuracy and confusion matrix of a checkpoint.
     Eval(EvalArgs),
+    /// Top-k classes for image files (PNG, JPEG, GIF, BMP), from a checkpoint.
+    Predict(PredictArgs),
     /// Matmul GFLOP/s and MLP training samples/s, CPU beside GPU.
     Bench(BenchArgs),
 }
@@ -33,13 +35,33 @@ enum Command {
 /// Where the data comes from and which device runs the work.
 #[derive(Args, Clone)]
 pub struct DataArgs {
-    /// synthetic (built in, no download) | mnist | fashion-mnist | idx.
+    /// synthetic (built in, no download) | mnist | fashion-mnist | cifar10 | idx | folder (one
+    /// subfolder of images per class, optionally inside train/ and val/).
     #[arg(long, default_value = "synthetic")]
     pub dataset: String,
-    /// Folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
-    /// t10k-labels-idx1-ubyte (each optionally .gz).
+    /// The data set's folder: the four IDX files (mnist, fashion-mnist, idx), the CIFAR-10
+    /// binary batches, or the image folder. Downloads go here too [default for mnist,
+    /// fashion-mnist and cifar10: ~/.cache/steepest/NAME].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Download mnist, fashion-mnist or cifar10 if missing, checking every file's published
+    /// SHA-256.
+    #[arg(long)]
+    pub download: bool,
+    /// Image folders: resize to N×N or WxH (centre crop to that aspect ratio, then resize)
+    /// [default: the most common size among the training images].
+    #[arg(long, value_name = "N|WxH")]
+    pub image_size: Option<cli::ImageSize>,
+    /// Image folders: auto (RGB if any training image has colour) | grey | rgb.
+    #[arg(long, default_value = "auto")]
+    pub color: String,
+    /// Image folders without a val/ subfolder: the fraction of each class held out to validate.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_split: f64,
+    /// Image folders: above this many MiB of decoded images, decode batches on background
+    /// threads as training goes instead of holding the set in memory.
+    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    pub memory_limit: usize,
     /// auto (a hardware GPU, else the CPU) | gpu (any adapter, software ones included) | cpu.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -135,6 +157,27 @@ pub struct EvalArgs {
 }
 
 #[derive(Args)]
+pub struct PredictArgs {
+    /// The checkpoint (its metadata gives the input size, class names and normalisation).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Image files to classify.
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// How many classes to show per image, most likely first.
+    #[arg(long, default_value_t = 3)]
+    pub top_k: usize,
+    /// Print one JSON array: per image, its file and top classes with probabilities.
+    #[arg(long)]
+    pub json: bool,
+    /// auto | gpu | cpu.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long)]
+    pub adapter: Option<String>,
+}
+
+#[derive(Args)]
 pub struct BenchArgs {
     /// cpu | gpu | both.
     #[arg(long, default_value = "both")]
@@ -162,6 +205,7 @@ fn main() -> ExitCode {
         Command::Devices => cli::devices::run(),
         Command::Train(args) => cli::train::run(&args),
         Command::Eval(args) => cli::eval::run(&args),
+        Command::Predict(args) => cli::predict::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
     };
     match result {

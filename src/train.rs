@@ -282,3 +282,35 @@ pub fn train<B: Backend>(
     }
     Ok(reports)
 }
+
+/// Class probabilities (softmax of the logits, in f64 on the host) for `rows` samples of u8
+/// pixels, in eval mode, in batches of at most `batch_size`.
+pub fn predict<B: Backend>(
+    backend: &mut B,
+    model: &Model<B>,
+    pixels: &[u8],
+    batch_size: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let size = model.input_size;
+    let rows = pixels.len() / size.max(1);
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    let ws = Workspace::new(backend, model, batch_size.clamp(1, rows))?;
+    let classes = model.num_classes;
+    let mut out = Vec::with_capacity(rows);
+    for chunk in pixels.chunks(ws.capacity * size) {
+        let n = chunk.len() / size;
+        ws.load_batch(backend, chunk, &vec![0; n]);
+        model.forward(backend, &ws, n, Mode::Eval);
+        backend.submit();
+        let logits = backend.read(&ws.activations[model.layers.len() - 1], n * classes)?;
+        for row in logits.chunks_exact(classes) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+            let exp: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
+            let sum: f64 = exp.iter().sum();
+            out.push(exp.iter().map(|e| (e / sum) as f32).collect());
+        }
+    }
+    Ok(out)
+}

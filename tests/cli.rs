@@ -4,45 +4,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn steepest(args: &[&str]) -> Output {
-    steepest_env(args, &[])
-}
-
-fn steepest_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_steepest"));
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run steepest")
-}
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("steepest-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-/// Fails unless the run failed cleanly with every `needles` in its error output.
-fn assert_clean_error(o: &Output, needles: &[&str]) {
-    let (out, err) = text(o);
-    assert!(!o.status.success(), "expected failure; stdout: {out}\nstderr: {err}");
-    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
-    for n in needles {
-        assert!(err.contains(n), "error output lacks {n:?}: {err}");
-    }
-}
+use common::cli::{assert_clean_error, steepest, steepest_env, temp, text};
 
 fn idx_images(count: u32, rows: u32, cols: u32, fill: u8) -> Vec<u8> {
     let mut v = vec![0, 0, 8, 3];

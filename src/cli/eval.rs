@@ -3,7 +3,6 @@
 use steepest::backend::Backend;
 use steepest::checkpoint::{self, Checkpoint};
 use steepest::data::Dataset;
-use steepest::nn::Model;
 use steepest::train;
 use steepest::{with_backend, Error, Result};
 
@@ -11,9 +10,9 @@ use crate::EvalArgs;
 
 pub fn run(args: &EvalArgs) -> Result<()> {
     let ckpt = checkpoint::load(&args.weights)?;
-    let data = super::load_data(&args.data)?;
+    let data = super::load_data(&args.data, ckpt.meta.input_shape)?;
     check_fits(&ckpt, &data, args)?;
-    let mut backend = super::open_device(&args.data)?;
+    let mut backend = super::open_device(&args.data.device, args.data.adapter.as_deref())?;
     let (m, matrix) = with_backend!(&mut backend, b => evaluate_on(b, &ckpt, &data, args))?;
     let names = ckpt
         .meta
@@ -89,10 +88,9 @@ fn evaluate_on<B: Backend>(
     data: &Dataset,
     args: &EvalArgs,
 ) -> Result<(train::Metrics, Vec<Vec<u32>>)> {
-    let (spec, inputs, classes) = match &ckpt.meta.model {
-        Some(spec) => (spec.clone(), data.sample_size(), data.num_classes),
-        None => checkpoint::infer_mlp(&ckpt.tensors, &args.weights)?,
-    };
+    let d = ckpt.describe(&args.weights)?;
+    let [c, h, w] = d.input_shape;
+    let (inputs, classes) = (c * h * w, d.class_names.len());
     if inputs != data.sample_size() || classes != data.num_classes {
         return Err(Error::file(
             &args.weights,
@@ -105,15 +103,18 @@ fn evaluate_on<B: Backend>(
             ),
         ));
     }
-    let mut model = Model::new(b, &spec, data.input_shape(), classes, 0)?;
-    if let Some((mean, std)) = &ckpt.meta.normalization {
-        model
-            .set_normalization(b, mean, std)
-            .map_err(|e| Error::file(&args.weights, format!("metadata normalization: {e}")))?;
-    }
-    model.import(b, &ckpt.tensors, &args.weights.display().to_string())?;
     if data.test.len == 0 {
         return Err(Error::config("--limit-test", "the test set is empty"));
     }
+    // A flat MLP file without metadata describes its input as an image; the data's shape rules.
+    let ckpt = Checkpoint {
+        tensors: ckpt.tensors.clone(),
+        meta: checkpoint::CheckpointMeta {
+            input_shape: Some([data.channels, data.height, data.width]),
+            class_names: Some(data.class_names.clone()),
+            ..ckpt.meta.clone()
+        },
+    };
+    let (model, _) = ckpt.restore(b, &args.weights)?;
     train::confusion(b, &model, &data.test, 1000)
 }

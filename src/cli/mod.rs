@@ -3,17 +3,55 @@
 pub mod bench;
 pub mod devices;
 pub mod eval;
+pub mod predict;
 pub mod train;
 
-use steepest::data::{self, Dataset};
+use std::io::IsTerminal;
+use std::str::FromStr;
+
+use steepest::data::folder::FolderOptions;
+use steepest::data::{self, Dataset, OpenOptions};
 use steepest::device::{AnyBackend, DeviceChoice};
-use steepest::Result;
+use steepest::{Error, Result};
 
 use crate::DataArgs;
 
-/// Loads the data set the flags name and applies `--limit-test`.
-pub fn load_data(args: &DataArgs) -> Result<Dataset> {
-    let mut data = data::open(&args.dataset, args.data_dir.as_deref())?;
+/// Loads the data set the flags name and applies `--limit-test`. `shape` (from a checkpoint)
+/// fixes the size and channels an image folder is read at.
+pub fn load_data(args: &DataArgs, shape: Option<[usize; 3]>) -> Result<Dataset> {
+    let mut folder = FolderOptions {
+        size: args.image_size.map(|ImageSize(w, h)| (w, h)),
+        channels: match args.color.as_str() {
+            "auto" => None,
+            "grey" | "gray" => Some(1),
+            "rgb" => Some(3),
+            other => {
+                return Err(Error::config(
+                    "--color",
+                    format!("unknown value {other:?}; expected auto, grey or rgb"),
+                ))
+            }
+        },
+        val_split: args.val_split,
+        memory_limit: args.memory_limit.saturating_mul(1 << 20),
+        ..Default::default()
+    };
+    if let Some([c, h, w]) = shape {
+        folder.size.get_or_insert((w, h));
+        folder.channels.get_or_insert(c);
+    }
+    let opts = OpenOptions {
+        dir: args.data_dir.clone(),
+        download: args.download,
+        progress: std::io::stderr().is_terminal(),
+        folder,
+    };
+    let mut notes = Vec::new();
+    let result = data::open_with(&args.dataset, &opts, &mut notes);
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    let mut data = result?;
     if let Some(n) = args.limit_test {
         let size = data.sample_size();
         data.test.truncate(n, size);
@@ -22,10 +60,29 @@ pub fn load_data(args: &DataArgs) -> Result<Dataset> {
 }
 
 /// Opens the device the flags ask for and says which one it is (always, on stderr).
-pub fn open_device(args: &DataArgs) -> Result<AnyBackend> {
-    let choice: DeviceChoice = args.device.parse()?;
-    let backend =
-        AnyBackend::open(choice, args.adapter.as_deref(), &mut |n| eprintln!("note: {n}"))?;
+pub fn open_device(device: &str, adapter: Option<&str>) -> Result<AnyBackend> {
+    let choice: DeviceChoice = device.parse()?;
+    let backend = AnyBackend::open(choice, adapter, &mut |n| eprintln!("note: {n}"))?;
     eprintln!("device: {}", backend.describe());
     Ok(backend)
+}
+
+/// `--image-size N` (square) or `WxH`.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageSize(pub usize, pub usize);
+
+impl FromStr for ImageSize {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let parse = |v: &str| match v.trim().parse::<usize>() {
+            Ok(n) if (1..=4096).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "{v:?} is not a size in pixels (1 to 4096); expected N or WxH, e.g. 64 or 96x64"
+            )),
+        };
+        match s.split_once(['x', 'X']) {
+            Some((w, h)) => Ok(ImageSize(parse(w)?, parse(h)?)),
+            None => parse(s).map(|n| ImageSize(n, n)),
+        }
+    }
 }

@@ -33,12 +33,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             ));
         }
     }
-    let mut data = super::load_data(&args.data)?;
+    let mut data = super::load_data(&args.data, None)?;
     if let Some(n) = args.limit_train {
         let size = data.sample_size();
         data.train.truncate(n, size);
     }
-    let mut backend = super::open_device(&args.data)?;
+    let mut backend = super::open_device(&args.data.device, args.data.adapter.as_deref())?;
     with_backend!(&mut backend, b => train_on(b, args, &spec, &cfg, &data))
 }
 

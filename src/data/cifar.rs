@@ -181,7 +181,7 @@ fn read_split(paths: &[PathBuf]) -> Result<Split> {
             labels.extend_from_slice(&batch_labels);
         }
     }
-    Ok(Split { len: labels.len(), images, labels })
+    Ok(Split { len: labels.len(), images, labels, files: None })
 }
 
 /// One class name per line, blank lines ignored; there must be exactly 10.

@@ -146,7 +146,10 @@ fn load_split(images_path: &Path, labels_path: &Path) -> Result<LoadedSplit> {
             "the file holds 0 images; a split needs at least one",
         ));
     }
-    Ok(LoadedSplit { split: Split { images, labels, len: count }, shape: (rows, cols) })
+    Ok(LoadedSplit {
+        split: Split { images, labels, len: count, files: None },
+        shape: (rows, cols),
+    })
 }
 
 /// 10 classes unless the labels go beyond 9 (digit data sets with a missing class still get 10).

@@ -3,6 +3,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+
+use super::folder::{par_for, ImageFiles};
 use super::Split;
 use crate::{Error, Result};
 
@@ -83,6 +88,10 @@ pub fn augment_image(
 
 /// Walks one split in batches. The last partial batch is kept, as PyTorch's DataLoader does,
 /// unless `drop_last`.
+///
+/// In-memory splits are gathered on the calling thread (a copy per sample). Splits backed by
+/// image files are decoded by a background thread pool that runs up to [`PREFETCH_BATCHES`]
+/// batches ahead through a bounded queue, so the device does not wait on JPEG decoding.
 pub struct Batcher<'a> {
     split: &'a Split,
     sample_size: usize,
@@ -94,7 +103,21 @@ pub struct Batcher<'a> {
     labels: Vec<u32>,
     /// Augmentation with its own seeded stream and the image shape (c, h, w).
     augment: Option<(Augment, fastrand::Rng, [usize; 3])>,
+    /// This epoch's augmentation draws, one per visited sample in order.
+    plan: Vec<Shift>,
+    prefetch: Option<Prefetch>,
 }
+
+/// One sample's augmentation: shift (dy, dx) and mirror.
+#[derive(Clone, Copy, Debug, Default)]
+struct Shift {
+    dy: isize,
+    dx: isize,
+    flip: bool,
+}
+
+/// How many decoded batches the background decoder may hold ready.
+pub const PREFETCH_BATCHES: usize = 3;
 
 impl<'a> Batcher<'a> {
     pub fn new(split: &'a Split, sample_size: usize, batch_size: usize, drop_last: bool) -> Self {
@@ -108,6 +131,8 @@ impl<'a> Batcher<'a> {
             pixels: Vec::with_capacity(batch_size * sample_size),
             labels: Vec::with_capacity(batch_size),
             augment: None,
+            plan: Vec::new(),
+            prefetch: None,
         }
     }
 
@@ -136,16 +161,46 @@ impl<'a> Batcher<'a> {
         }
     }
 
-    /// Rewinds; with an RNG, reshuffles the order (a fresh permutation per epoch).
+    /// Rewinds; with an RNG, reshuffles the order (a fresh permutation per epoch). Draws the
+    /// epoch's augmentation up front, so decoding threads apply the same shifts as the
+    /// in-memory path would.
     pub fn start_epoch(&mut self, rng: Option<&mut fastrand::Rng>) {
+        self.prefetch = None;
         if let Some(rng) = rng {
             rng.shuffle(&mut self.order);
         }
         self.pos = 0;
+        let visits = self.samples_per_epoch();
+        self.plan.clear();
+        if let Some((a, rng, _)) = &mut self.augment {
+            let pad = a.crop_pad as isize;
+            for _ in 0..visits {
+                let (dy, dx) =
+                    if pad > 0 { (rng.isize(-pad..=pad), rng.isize(-pad..=pad)) } else { (0, 0) };
+                let flip = a.flip && rng.bool();
+                self.plan.push(Shift { dy, dx, flip });
+            }
+        }
+        if let Some(files) = &self.split.files {
+            self.prefetch = Some(Prefetch::start(
+                files.clone(),
+                self.split.labels[..self.split.len].to_vec(),
+                self.order[..visits].to_vec(),
+                self.plan.clone(),
+                self.batch_size,
+                self.augment.as_ref().map(|(_, _, s)| *s),
+            ));
+        }
     }
 
     /// The next batch's pixels and labels, or `None` at the end of the epoch.
     pub fn next_batch(&mut self) -> Option<(&[u8], &[u32])> {
+        if let Some(p) = &self.prefetch {
+            let (pixels, labels) = p.rx.recv().ok()?;
+            self.pixels = pixels;
+            self.labels = labels;
+            return Some((&self.pixels, &self.labels));
+        }
         let left = self.split.len - self.pos;
         let rows = left.min(self.batch_size);
         if rows == 0 || (self.drop_last && rows < self.batch_size) {
@@ -153,28 +208,102 @@ impl<'a> Batcher<'a> {
         }
         self.pixels.clear();
         self.labels.clear();
-        for &i in &self.order[self.pos..self.pos + rows] {
+        for (k, &i) in self.order[self.pos..self.pos + rows].iter().enumerate() {
             let start = i * self.sample_size;
             let src = &self.split.images[start..start + self.sample_size];
-            match &mut self.augment {
+            match &self.augment {
                 None => self.pixels.extend_from_slice(src),
-                Some((a, rng, [c, h, w])) => {
-                    let pad = a.crop_pad as isize;
-                    let (dy, dx) = if pad > 0 {
-                        (rng.isize(-pad..=pad), rng.isize(-pad..=pad))
-                    } else {
-                        (0, 0)
-                    };
-                    let flip = a.flip && rng.bool();
+                Some((_, _, [c, h, w])) => {
+                    let s = self.plan[self.pos + k];
                     let at = self.pixels.len();
                     self.pixels.resize(at + self.sample_size, 0);
-                    augment_image(src, &mut self.pixels[at..], *c, *h, *w, dy, dx, flip);
+                    augment_image(src, &mut self.pixels[at..], *c, *h, *w, s.dy, s.dx, s.flip);
                 }
             }
             self.labels.push(self.split.labels[i] as u32);
         }
         self.pos += rows;
         Some((&self.pixels, &self.labels))
+    }
+}
+
+/// The background decoder of a file-backed split: one thread walks the epoch's batches, decodes
+/// each batch's files on every core and queues it; the queue holds at most
+/// [`PREFETCH_BATCHES`], so memory stays bounded however large the data set.
+struct Prefetch {
+    rx: Receiver<(Vec<u8>, Vec<u32>)>,
+    stop: Arc<AtomicBool>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prefetch {
+    fn start(
+        files: Arc<ImageFiles>,
+        labels: Vec<u8>,
+        order: Vec<usize>,
+        plan: Vec<Shift>,
+        batch_size: usize,
+        augment_shape: Option<[usize; 3]>,
+    ) -> Self {
+        let (tx, rx) = sync_channel(PREFETCH_BATCHES);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_worker = stop.clone();
+        let worker = std::thread::spawn(move || {
+            let sample = files.channels * files.height * files.width;
+            for (b, chunk) in order.chunks(batch_size).enumerate() {
+                if stop_worker.load(Ordering::Relaxed) {
+                    return;
+                }
+                let rows = chunk.len();
+                let mut raw = vec![0u8; rows * sample];
+                let ok: Vec<AtomicBool> = (0..rows).map(|_| AtomicBool::new(false)).collect();
+                {
+                    let slots: Vec<Mutex<&mut [u8]>> =
+                        raw.chunks_mut(sample.max(1)).map(Mutex::new).collect();
+                    par_for(rows, |k| {
+                        let mut out = slots[k].lock().unwrap_or_else(|p| p.into_inner());
+                        if files.decode(chunk[k], &mut out).is_ok() {
+                            ok[k].store(true, Ordering::Relaxed);
+                        }
+                    });
+                }
+                let mut pixels = Vec::with_capacity(rows * sample);
+                let mut batch_labels = Vec::with_capacity(rows);
+                for k in (0..rows).filter(|&k| ok[k].load(Ordering::Relaxed)) {
+                    let src = &raw[k * sample..(k + 1) * sample];
+                    match augment_shape {
+                        None => pixels.extend_from_slice(src),
+                        Some([c, h, w]) => {
+                            let s = plan[b * batch_size + k];
+                            let at = pixels.len();
+                            pixels.resize(at + sample, 0);
+                            augment_image(src, &mut pixels[at..], c, h, w, s.dy, s.dx, s.flip);
+                        }
+                    }
+                    batch_labels.push(labels[chunk[k]] as u32);
+                }
+                // A batch whose every file failed is left out; the rest go on.
+                if !batch_labels.is_empty() && tx.send((pixels, batch_labels)).is_err() {
+                    return;
+                }
+            }
+        });
+        Prefetch { rx, stop, worker: Some(worker) }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        // Stop the decoder and unblock it if it waits on a full queue, then wait for it.
+        self.stop.store(true, Ordering::Relaxed);
+        while self.rx.try_recv().is_ok() {}
+        if let Some(w) = self.worker.take() {
+            // Drain until it exits: it may be blocked in `send` with a batch in hand.
+            while !w.is_finished() {
+                let _ = self.rx.recv_timeout(std::time::Duration::from_millis(10));
+            }
+            let _ = w.join();
+        }
     }
 }
 
@@ -202,6 +331,7 @@ mod tests {
             images: (0..n * 2).map(|i| i as u8).collect(),
             labels: (0..n as u8).collect(),
             len: n,
+            files: None,
         }
     }
 

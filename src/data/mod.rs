@@ -2,6 +2,8 @@
 //! become f32 on the device (`pixels_to_f32`), so the host never builds f32 copies of a data set.
 
 pub mod cifar;
+pub mod download;
+pub mod folder;
 pub mod idx;
 pub mod loader;
 pub mod synthetic;
@@ -14,6 +16,9 @@ pub struct Split {
     /// One class index per sample, each `< num_classes`.
     pub labels: Vec<u8>,
     pub len: usize,
+    /// For image folders too big to decode into memory: the files, decoded batch by batch as
+    /// training reads them (then `images` is empty).
+    pub files: Option<std::sync::Arc<folder::ImageFiles>>,
 }
 
 impl Split {
@@ -52,13 +57,40 @@ impl Dataset {
     pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
         let plane = self.height * self.width;
         let (mut sum, mut sq) = (vec![0f64; self.channels], vec![0f64; self.channels]);
-        for (i, &v) in self.train.images.iter().enumerate() {
+        let mut count = self.train.len;
+        let decoded;
+        let pixels = match &self.train.files {
+            None => &self.train.images,
+            Some(files) => {
+                // Streamed data: estimate from up to 1,000 images spread over the set.
+                let picks: Vec<usize> = (0..count).step_by(count.div_ceil(1000).max(1)).collect();
+                let sample = self.sample_size();
+                let mut buf = vec![0u8; picks.len() * sample];
+                let ok = std::sync::Mutex::new(Vec::new());
+                {
+                    let slots: Vec<std::sync::Mutex<&mut [u8]>> =
+                        buf.chunks_mut(sample).map(std::sync::Mutex::new).collect();
+                    folder::par_for(picks.len(), |k| {
+                        let mut out = slots[k].lock().unwrap_or_else(|p| p.into_inner());
+                        if files.decode(picks[k], &mut out).is_ok() {
+                            ok.lock().unwrap_or_else(|p| p.into_inner()).push(k);
+                        }
+                    });
+                }
+                let ok = ok.into_inner().unwrap_or_else(|p| p.into_inner());
+                count = ok.len();
+                decoded =
+                    ok.iter().flat_map(|&k| buf[k * sample..(k + 1) * sample].to_vec()).collect();
+                &decoded
+            }
+        };
+        for (i, &v) in pixels.iter().enumerate() {
             let c = (i / plane) % self.channels;
             let x = v as f64 / 255.0;
             sum[c] += x;
             sq[c] += x * x;
         }
-        let n = (self.train.len * plane).max(1) as f64;
+        let n = (count * plane).max(1) as f64;
         let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
         let std = sq
             .iter()
@@ -74,12 +106,12 @@ impl Dataset {
     }
 }
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
 /// The data sets `--dataset` names.
-pub const DATASETS: &str = "synthetic, mnist, fashion-mnist, idx, cifar10";
+pub const DATASETS: &str = "synthetic, mnist, fashion-mnist, idx, cifar10, folder";
 
 /// Fashion-MNIST's class names, in label order.
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
@@ -99,15 +131,58 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
 /// (init, shuffle) on the same data, and `eval` sees the same test set as `train`.
 pub const SYNTHETIC_SEED: u64 = 0x57EE_9E57;
 
+/// Where and how to find a data set's files.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// `--data-dir`; for downloadable sets it defaults to the cache (`~/.cache/steepest/NAME`).
+    pub dir: Option<PathBuf>,
+    /// `--download`: fetch missing files (and check the SHA-256 of all of them).
+    pub download: bool,
+    /// Show a progress bar while downloading.
+    pub progress: bool,
+    /// Image-folder options (`--image-size`, `--grey`, `--val-split`, ...).
+    pub folder: folder::FolderOptions,
+}
+
 /// Opens the data set `name` (`--dataset`), reading files from `dir` (`--data-dir`) if it has any.
 pub fn open(name: &str, dir: Option<&Path>) -> Result<Dataset> {
+    let opts = OpenOptions { dir: dir.map(Path::to_path_buf), ..Default::default() };
+    open_with(name, &opts, &mut Vec::new())
+}
+
+/// [`open`] with every option; `notes` receives what was chosen on the user's behalf.
+pub fn open_with(name: &str, opts: &OpenOptions, notes: &mut Vec<String>) -> Result<Dataset> {
+    let downloadable = download::resources(name).is_some();
+    if opts.download && !downloadable {
+        return Err(Error::config(
+            "--download",
+            format!(
+                "{name} cannot be downloaded; --download knows mnist, fashion-mnist and cifar10"
+            ),
+        ));
+    }
+    let mut dir = opts.dir.clone();
+    if downloadable && (opts.download || dir.is_none()) {
+        let cache = match &dir {
+            Some(d) => d.clone(),
+            None => download::cache_dir(name)?,
+        };
+        if opts.download {
+            download::ensure(name, &cache, opts.progress)?;
+            notes.push(format!("data: {} (downloaded, SHA-256 checked)", cache.display()));
+        }
+        if opts.download || cache.is_dir() {
+            dir = Some(cache);
+        }
+    }
+    let dir = dir.as_deref();
     let need_dir = || {
         dir.ok_or_else(|| {
             Error::config(
                 "--data-dir",
                 format!(
                     "--dataset {name} reads the four IDX files ({}, {}, {}, {}, each optionally .gz) \
-                     from a folder; pass it with --data-dir",
+                     from a folder; pass it with --data-dir, or add --download",
                     idx::TRAIN_IMAGES,
                     idx::TRAIN_LABELS,
                     idx::TEST_IMAGES,
@@ -133,9 +208,20 @@ pub fn open(name: &str, dir: Option<&Path>) -> Result<Dataset> {
             Error::config(
                 "--data-dir",
                 "--dataset cifar10 reads the CIFAR-10 binary batches (data_batch_N.bin, test_batch.bin) \
-                 from a folder; pass it with --data-dir",
+                 from a folder; pass it with --data-dir, or add --download",
             )
         })?),
+        "folder" => folder::load_dir(
+            dir.ok_or_else(|| {
+                Error::config(
+                    "--data-dir",
+                    "--dataset folder reads a folder with one subfolder of images per class \
+                     (optionally inside train/ and val/); pass it with --data-dir",
+                )
+            })?,
+            &opts.folder,
+            notes,
+        ),
         _ => Err(Error::config(
             "--dataset",
             format!("unknown data set {name:?}; expected one of {DATASETS}"),

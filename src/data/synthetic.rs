@@ -70,7 +70,7 @@ fn generate_split(seed: u64, len: usize) -> Split {
     for (image, &label) in images.chunks_exact_mut(SIDE * SIDE).zip(&labels) {
         draw_sample(&mut rng, label, image);
     }
-    Split { images, labels, len }
+    Split { images, labels, len, files: None }
 }
 
 /// Every class appears `len / 10` or `len / 10 + 1` times, in random order.

@@ -1,0 +1,452 @@
+//! Image folders (`--dataset folder`): one subfolder per class, with `train/` and `val/` (or
+//! `test/`) splits when present, else a seeded `--val-split` of one pool.
+//!
+//! Files are decoded with the `image` crate (PNG, JPEG, GIF, BMP), cropped to the target aspect
+//! ratio around the centre and resized, so `predict` can prepare a photo exactly as training did.
+//! A file that cannot be read is skipped with a warning naming it and counted, never fatal. When the
+//! decoded set would not fit the memory budget, the split keeps only the file list and batches
+//! are decoded on a background thread pool ahead of the device (see `loader::Prefetch`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageReader};
+
+use super::{Dataset, Split};
+use crate::{Error, Result};
+
+/// How to turn a folder into a data set (the CLI's `--image-size`, `--grey`, `--val-split`, ...).
+#[derive(Clone, Debug)]
+pub struct FolderOptions {
+    /// (width, height) to resize to; `None` picks the most common size of the training images.
+    pub size: Option<(usize, usize)>,
+    /// Channels (1 grey, 3 RGB); `None` is 3 when any training image has colour, else 1.
+    pub channels: Option<usize>,
+    /// Fraction held out for validation when the folder has no `val/` (or `test/`) subfolder.
+    pub val_split: f64,
+    /// Seeds the validation split.
+    pub seed: u64,
+    /// Decoded bytes above which batches are decoded on the fly instead of held in memory.
+    pub memory_limit: usize,
+}
+
+impl Default for FolderOptions {
+    fn default() -> Self {
+        FolderOptions { size: None, channels: None, val_split: 0.2, seed: 0, memory_limit: 2 << 30 }
+    }
+}
+
+/// The images of one split, kept as paths and decoded when a batch needs them.
+#[derive(Debug)]
+pub struct ImageFiles {
+    pub paths: Vec<PathBuf>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Files that failed to decode while streaming (each is also warned about once).
+    pub failed: AtomicUsize,
+}
+
+impl ImageFiles {
+    /// Decodes sample `i` into `out` (`channels * height * width` bytes, CHW); a failure is
+    /// warned about and returned, and the caller leaves the sample out of its batch.
+    pub fn decode(&self, i: usize, out: &mut [u8]) -> Result<()> {
+        let r = decode_into(&self.paths[i], self.channels, self.height, self.width, out);
+        if let Err(e) = &r {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            eprintln!("warning: skipping {e}");
+        }
+        r
+    }
+}
+
+/// Decodes one image file and prepares it as training does: crop the centre to the target aspect
+/// ratio, resize to `width`×`height` (bilinear with antialiasing), convert to `channels` (1 or 3),
+/// and write it channel-major into `out`.
+pub fn decode_into(
+    path: &Path,
+    channels: usize,
+    height: usize,
+    width: usize,
+    out: &mut [u8],
+) -> Result<()> {
+    let img = open(path)?;
+    let img = fit(img, width as u32, height as u32);
+    let plane = width * height;
+    match channels {
+        1 => out[..plane].copy_from_slice(img.to_luma8().as_raw()),
+        3 => {
+            let rgb = img.to_rgb8();
+            for (p, px) in rgb.as_raw().chunks_exact(3).enumerate() {
+                out[p] = px[0];
+                out[plane + p] = px[1];
+                out[2 * plane + p] = px[2];
+            }
+        }
+        _ => {
+            return Err(Error::file(
+                path,
+                format!("cannot make {channels} channels; expected 1 or 3"),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// [`decode_into`] into a new buffer.
+pub fn decode(path: &Path, channels: usize, height: usize, width: usize) -> Result<Vec<u8>> {
+    let mut out = vec![0; channels * height * width];
+    decode_into(path, channels, height, width, &mut out)?;
+    Ok(out)
+}
+
+fn open(path: &Path) -> Result<DynamicImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let reader = ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    // The JPEG decoder fills a cut-off file with grey instead of failing; such a file must be
+    // skipped like any other unreadable one, not trained on.
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+        return Err(Error::file(
+            path,
+            "truncated JPEG: the data stops before its end-of-image marker",
+        ));
+    }
+    reader.decode().map_err(|e| Error::file(path, format!("not a readable image: {e}")))
+}
+
+/// Whether an end-of-image marker (FF D9) follows the first start-of-scan (FF DA). Inside the
+/// scan data every FF byte is followed by 00 or a restart marker, so FF D9 there is the real end.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let Some(sos) = bytes.windows(2).position(|w| w == [0xFF, 0xDA]) else { return false };
+    bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+/// Centre crop to the aspect ratio of `w`×`h`, then resize to exactly that.
+fn fit(img: DynamicImage, w: u32, h: u32) -> DynamicImage {
+    let (iw, ih) = (img.width(), img.height());
+    if (iw, ih) == (w, h) {
+        return img;
+    }
+    // Compare iw/ih with w/h without rounding: iw*h vs w*ih.
+    let (cw, ch) = if iw as u64 * h as u64 > w as u64 * ih as u64 {
+        (((ih as u64 * w as u64 + h as u64 / 2) / h as u64).max(1) as u32, ih)
+    } else {
+        (iw, ((iw as u64 * h as u64 + w as u64 / 2) / w as u64).max(1) as u32)
+    };
+    let cropped = img.crop_imm((iw - cw) / 2, (ih - ch) / 2, cw, ch);
+    cropped.resize_exact(w, h, FilterType::Triangle)
+}
+
+/// What a header says: size and whether the image has colour.
+struct Probe {
+    width: u32,
+    height: u32,
+    colour: bool,
+}
+
+fn probe(path: &Path) -> Result<Probe> {
+    use image::ImageDecoder;
+    let reader = ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| Error::file(path, format!("not a readable image: {e}")))?;
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return Err(Error::file(path, "the image is empty (0 pixels)"));
+    }
+    Ok(Probe { width, height, colour: decoder.color_type().has_color() })
+}
+
+/// Runs `f(i)` for `i in 0..n` on every core, handing out indices one at a time (image files
+/// differ wildly in decode cost, so fixed chunks would leave cores idle).
+pub(crate) fn par_for<F: Fn(usize) + Sync>(n: usize, f: F) {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n.max(1));
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                f(i);
+            });
+        }
+    });
+}
+
+/// Class subfolders of `dir`, sorted by name (as torchvision's ImageFolder does), each with its
+/// files sorted. Hidden entries (`.DS_Store`, `.git`) are ignored.
+fn scan(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
+    let read = |d: &Path| -> Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .map_err(|e| Error::file(d, format!("cannot list the folder: {e}")))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let mut classes = Vec::new();
+    for sub in read(dir)?.into_iter().filter(|p| p.is_dir()) {
+        let name = sub.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let files = read(&sub)?.into_iter().filter(|p| p.is_file()).collect();
+        classes.push((name, files));
+    }
+    Ok(classes)
+}
+
+/// One split's readable files and labels, after probing.
+struct Listing {
+    files: Vec<PathBuf>,
+    labels: Vec<u8>,
+    probes: Vec<Probe>,
+}
+
+/// Probes every file in parallel; unreadable ones are warned about, counted and dropped.
+fn probe_all(files: Vec<(PathBuf, u8)>, skipped: &AtomicUsize) -> Listing {
+    let results: Vec<std::sync::Mutex<Option<Result<Probe>>>> =
+        files.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    par_for(files.len(), |i| {
+        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(probe(&files[i].0));
+    });
+    let mut out = Listing { files: Vec::new(), labels: Vec::new(), probes: Vec::new() };
+    for ((path, label), r) in files.into_iter().zip(results) {
+        match r.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(Ok(p)) => {
+                out.files.push(path);
+                out.labels.push(label);
+                out.probes.push(p);
+            }
+            Some(Err(e)) => {
+                skipped.fetch_add(1, Ordering::Relaxed);
+                eprintln!("warning: skipping {e}");
+            }
+            None => unreachable!("par_for visits every index"),
+        }
+    }
+    out
+}
+
+/// Loads an image folder. `notes` receives what was chosen for the user (size, channels,
+/// streaming, skipped files).
+pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Result<Dataset> {
+    if !dir.is_dir() {
+        return Err(Error::file(dir, "--dataset folder: not a folder"));
+    }
+    let split_dir = |names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.is_dir());
+    let (train_classes, val_classes) = match split_dir(&["train"]) {
+        Some(train) => {
+            let val = split_dir(&["val", "valid", "validation", "test"]).ok_or_else(|| {
+                Error::file(dir, "has a train/ subfolder but no val/ (or test/) beside it")
+            })?;
+            (scan(&train)?, Some(scan(&val)?))
+        }
+        None => (scan(dir)?, None),
+    };
+    let class_names: Vec<String> = train_classes.iter().map(|(n, _)| n.clone()).collect();
+    let where_ = if val_classes.is_some() { dir.join("train") } else { dir.to_path_buf() };
+    if class_names.len() < 2 {
+        return Err(Error::file(
+            &where_,
+            format!(
+                "found {} class folder{} ({}); a classifier needs one subfolder per class, at least two",
+                class_names.len(),
+                if class_names.len() == 1 { "" } else { "s" },
+                if class_names.is_empty() { "none".into() } else { class_names.join(", ") }
+            ),
+        ));
+    }
+    if class_names.len() > 256 {
+        return Err(Error::file(
+            &where_,
+            format!("{} class folders; at most 256 are supported", class_names.len()),
+        ));
+    }
+    for (name, files) in &train_classes {
+        if files.is_empty() {
+            return Err(Error::file(
+                where_.join(name),
+                "class folder has no files; every class needs images",
+            ));
+        }
+    }
+    let label_of: HashMap<&str, u8> =
+        class_names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u8)).collect();
+    let flatten = |classes: &[(String, Vec<PathBuf>)]| -> Result<Vec<(PathBuf, u8)>> {
+        let mut v = Vec::new();
+        for (name, files) in classes {
+            let label = *label_of.get(name.as_str()).ok_or_else(|| {
+                Error::file(
+                    dir.join("val").join(name),
+                    format!(
+                        "class {name:?} is not among the training classes ({})",
+                        class_names.join(", ")
+                    ),
+                )
+            })?;
+            v.extend(files.iter().map(|f| (f.clone(), label)));
+        }
+        Ok(v)
+    };
+    let (train_files, val_files) = match &val_classes {
+        Some(val) => (flatten(&train_classes)?, flatten(val)?),
+        None => {
+            if !(0.0..1.0).contains(&opts.val_split) {
+                return Err(Error::config(
+                    "--val-split",
+                    format!("{} is not a fraction in [0, 1)", opts.val_split),
+                ));
+            }
+            // Seeded shuffle, then hold out the fraction of every class (stratified), so small
+            // classes are not left out of validation by chance.
+            let mut rng = fastrand::Rng::with_seed(opts.seed ^ 0x5917_7A11);
+            let (mut train, mut val) = (Vec::new(), Vec::new());
+            for (name, files) in &train_classes {
+                let mut files = files.clone();
+                rng.shuffle(&mut files);
+                let hold = (files.len() as f64 * opts.val_split).round() as usize;
+                let label = label_of[name.as_str()];
+                val.extend(files[..hold].iter().map(|f| (f.clone(), label)));
+                train.extend(files[hold..].iter().map(|f| (f.clone(), label)));
+            }
+            notes.push(format!(
+                "no val/ folder: holding out {:.0}% of each class for validation (--val-split)",
+                opts.val_split * 100.0
+            ));
+            (train, val)
+        }
+    };
+
+    // A seeded order that mixes the classes, so `--limit-train N` keeps a sample of every class.
+    let (mut train_files, mut val_files) = (train_files, val_files);
+    let mut rng = fastrand::Rng::with_seed(opts.seed ^ 0x0F01_DE25);
+    rng.shuffle(&mut train_files);
+    rng.shuffle(&mut val_files);
+    let skipped = AtomicUsize::new(0);
+    let train = probe_all(train_files, &skipped);
+    let val = probe_all(val_files, &skipped);
+    for (i, name) in class_names.iter().enumerate() {
+        if !train.labels.contains(&(i as u8)) {
+            return Err(Error::file(where_.join(name), "class folder has no readable images"));
+        }
+    }
+
+    let (width, height) = match opts.size {
+        Some(s) => s,
+        None => {
+            let mut counts: HashMap<(usize, usize), usize> = HashMap::new();
+            for p in &train.probes {
+                *counts.entry((p.width as usize, p.height as usize)).or_default() += 1;
+            }
+            // Most common; ties go to the smaller size, so the choice does not depend on order.
+            let (&size, &n) = counts
+                .iter()
+                .max_by_key(|(&(w, h), &n)| (n, std::cmp::Reverse(w * h)))
+                .expect("at least two readable training images");
+            notes.push(format!(
+                "image size: {}x{} (the most common size, {n} of {} training images; set it with --image-size)",
+                size.0,
+                size.1,
+                train.probes.len()
+            ));
+            size
+        }
+    };
+    let channels =
+        opts.channels.unwrap_or_else(|| if train.probes.iter().any(|p| p.colour) { 3 } else { 1 });
+    let sample = channels * height * width;
+    let total = (train.files.len() + val.files.len()) * sample;
+    let stream = total > opts.memory_limit;
+    let make = |l: Listing| -> Split {
+        if stream {
+            let len = l.files.len();
+            let files =
+                ImageFiles { paths: l.files, channels, height, width, failed: AtomicUsize::new(0) };
+            return Split {
+                images: Vec::new(),
+                labels: l.labels,
+                len,
+                files: Some(Arc::new(files)),
+            };
+        }
+        decode_all(l, channels, height, width, &skipped)
+    };
+    if stream {
+        notes.push(format!(
+            "decoded images would take {} MiB, over the {} MiB memory budget: decoding batches on the fly",
+            total >> 20,
+            opts.memory_limit >> 20
+        ));
+    }
+    let train = make(train);
+    let test = make(val);
+    let skipped = skipped.into_inner();
+    if skipped > 0 {
+        notes.push(format!(
+            "skipped {skipped} unreadable file{}",
+            if skipped == 1 { "" } else { "s" }
+        ));
+    }
+    Ok(Dataset {
+        name: "folder".into(),
+        channels,
+        height,
+        width,
+        num_classes: class_names.len(),
+        class_names,
+        train,
+        test,
+    })
+}
+
+/// Decodes a whole split into memory on every core; failures are warned about and left out.
+fn decode_all(
+    l: Listing,
+    channels: usize,
+    height: usize,
+    width: usize,
+    skipped: &AtomicUsize,
+) -> Split {
+    let sample = channels * height * width;
+    let n = l.files.len();
+    let mut images = vec![0u8; n * sample];
+    let ok: Vec<std::sync::atomic::AtomicBool> =
+        (0..n).map(|_| std::sync::atomic::AtomicBool::new(false)).collect();
+    {
+        // Each index owns its own slice; hand them out through a lock-free table of chunks.
+        let chunks: Vec<std::sync::Mutex<&mut [u8]>> =
+            images.chunks_mut(sample.max(1)).map(std::sync::Mutex::new).collect();
+        par_for(n, |i| {
+            let mut out = chunks[i].lock().unwrap_or_else(|p| p.into_inner());
+            match decode_into(&l.files[i], channels, height, width, &mut out) {
+                Ok(()) => ok[i].store(true, Ordering::Relaxed),
+                Err(e) => {
+                    skipped.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("warning: skipping {e}");
+                }
+            }
+        });
+    }
+    // Compact: keep the samples that decoded, in order.
+    let mut labels = Vec::with_capacity(n);
+    let mut kept = 0;
+    for (i, decoded) in ok.iter().enumerate() {
+        if decoded.load(Ordering::Relaxed) {
+            if kept != i {
+                images.copy_within(i * sample..(i + 1) * sample, kept * sample);
+            }
+            labels.push(l.labels[i]);
+            kept += 1;
+        }
+    }
+    images.truncate(kept * sample);
+    Split { images, labels, len: kept, files: None }
+}

@@ -1,0 +1,41 @@
+//! Running the real `steepest` binary from tests.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub fn steepest(args: &[&str]) -> Output {
+    steepest_env(args, &[])
+}
+
+pub fn steepest_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_steepest"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run steepest")
+}
+
+pub fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("steepest-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Fails unless the run failed cleanly with every `needles` in its error output.
+pub fn assert_clean_error(o: &Output, needles: &[&str]) {
+    let (out, err) = text(o);
+    assert!(!o.status.success(), "expected failure; stdout: {out}\nstderr: {err}");
+    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
+    for n in needles {
+        assert!(err.contains(n), "error output lacks {n:?}: {err}");
+    }
+}
