@@ -240,6 +240,72 @@ pub trait Backend {
         pixels: usize,
         channels: usize,
     );
+    /// Floats of the `col` and `z` scratch buffers [`conv2d_forward`](Backend::conv2d_forward)
+    /// needs for `rows` samples. The default is the batch-sized patch matrix and matmul output.
+    fn conv_scratch_len(&self, rows: usize, w: &Window, outputs: usize) -> (usize, usize) {
+        (rows * w.out_pixels() * w.patch_len(), rows * w.out_pixels() * outputs)
+    }
+    /// A whole Conv2d forward: `y[n, o, p] = Σ_k weight[o, k] · patch(n, p)[k] (+ bias[o])
+    /// (then ReLU)`, with `weight` in PyTorch's `[out, in·kh·kw]` layout. `col` (rows·pixels·patch)
+    /// and `z` (rows·pixels·outputs) are scratch; `col` must survive until
+    /// [`conv2d_backward`](Backend::conv2d_backward), in whatever layout the backend chose.
+    ///
+    /// The default is `im2col` → tiled matmul → `to_channels_first` over the whole batch, the
+    /// GPU's way. The CPU overrides the conv methods to do the same steps a few samples at a time
+    /// per thread (see `cpu/conv.rs`); tests/cross_check_conv.rs holds the two to the same
+    /// results.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_forward(
+        &mut self,
+        x: &Self::Buf,
+        weight: &Self::Buf,
+        bias: Option<&Self::Buf>,
+        y: &Self::Buf,
+        col: &Self::Buf,
+        z: &Self::Buf,
+        rows: usize,
+        w: &Window,
+        outputs: usize,
+        relu: bool,
+    ) {
+        let pixels = w.out_pixels();
+        self.im2col(x, col, rows, w);
+        self.matmul(MatmulForm::ABt, col, weight, z, rows * pixels, w.patch_len(), outputs);
+        self.to_channels_first(z, bias, y, rows, pixels, outputs, relu);
+    }
+    /// A whole Conv2d backward from `dy` (NCHW): the weight gradient, the bias gradient when
+    /// there is a bias, and the input gradient when `dx` is given. `x` is forward's input; the
+    /// default uses `col` as forward left it instead. Overwrites `col` and `z`.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_backward(
+        &mut self,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        weight: &Self::Buf,
+        grad_weight: &Self::Buf,
+        grad_bias: Option<&Self::Buf>,
+        dx: Option<&Self::Buf>,
+        col: &Self::Buf,
+        z: &Self::Buf,
+        rows: usize,
+        w: &Window,
+        outputs: usize,
+    ) {
+        let _ = x;
+        let pixels = w.out_pixels();
+        let m = rows * pixels;
+        // dZ (one row per output pixel) reuses z; dW = dZᵀ · col; then dcol = dZ · W overwrites
+        // col, and col2im folds it back onto the input.
+        self.to_channels_last(dy, z, rows, pixels, outputs);
+        if let Some(gb) = grad_bias {
+            self.bias_grad(z, gb, m, outputs);
+        }
+        self.matmul(MatmulForm::AtB, z, col, grad_weight, outputs, m, w.patch_len());
+        if let Some(dx) = dx {
+            self.matmul(MatmulForm::AB, z, weight, col, m, outputs, w.patch_len());
+            self.col2im(col, dx, rows, w);
+        }
+    }
     /// Max pooling (no padding); `argmax` keeps the flat input index each output came from.
     fn maxpool(
         &mut self,

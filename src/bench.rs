@@ -1,4 +1,4 @@
-//! `steepest bench`: matmul GFLOP/s and MLP training samples/s on one backend, timed as medians
+//! `steepest bench`: matmul GFLOP/s and MLP and CNN training samples/s on one backend, timed as medians
 //! of several trials. The GPU side waits for the device at the end of each trial, so the times
 //! are of work done, not work queued.
 
@@ -37,7 +37,10 @@ pub struct MatmulResult {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct MlpResult {
+pub struct TrainingResult {
+    /// Short name (`mlp`, `lenet`).
+    pub name: String,
+    /// The model spec.
     pub model: String,
     pub batch_size: usize,
     pub optimizer: String,
@@ -97,12 +100,16 @@ pub fn matmul<B: Timed>(b: &mut B, n: usize) -> Result<MatmulResult> {
     })
 }
 
-/// Training throughput of the MNIST-sized MLP 784-256-10, batch 128, SGD momentum (lr 0.05), on
-/// synthetic 28×28 data: batch gathering, upload, forward, backward and update per step.
-pub fn mlp<B: Timed>(b: &mut B) -> Result<MlpResult> {
+/// The training workloads `steepest bench` times, as (name, model spec): the MNIST MLP and the
+/// LeNet-style CNN of PyTorch's baseline (`shared/bench/torch_mnist.py`).
+pub const TRAINING_MODELS: [(&str, &str); 2] = [("mlp", "mlp:256"), ("lenet", "lenet")];
+
+/// Training throughput of `spec` on synthetic 28×28 grey data (MNIST-sized), batch 128, SGD
+/// momentum (lr 0.05): batch gathering, upload, forward, backward and update per step.
+pub fn training<B: Timed>(b: &mut B, name: &str, spec: &str) -> Result<TrainingResult> {
     let data = synthetic::generate(1, 4096, 0);
-    let spec: ModelSpec = "mlp:256".parse()?;
-    let model = Model::new(b, &spec, data.sample_size(), data.num_classes, 0)?;
+    let spec: ModelSpec = spec.parse()?;
+    let model = Model::new(b, &spec, data.input_shape(), data.num_classes, 0)?;
     let batch = 128;
     let ws = Workspace::new(b, &model, batch)?;
     let stats = b.alloc(3)?;
@@ -123,8 +130,9 @@ pub fn mlp<B: Timed>(b: &mut B) -> Result<MlpResult> {
         ws.load_batch(b, pixels, labels);
         train_step(b, &model, &ws, &mut opt, &stats, batch, cfg.lr);
     });
-    Ok(MlpResult {
-        model: "784-256-10".to_string(),
+    Ok(TrainingResult {
+        name: name.to_string(),
+        model: spec.to_string(),
         batch_size: batch,
         optimizer: "sgd momentum 0.9".to_string(),
         samples_per_sec: batch as f64 / secs,

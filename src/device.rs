@@ -78,12 +78,9 @@ impl AnyBackend {
     }
 }
 
-/// Threads the CPU matmul uses (matrixmultiply reads `MATMUL_NUM_THREADS`, else the core count).
+/// Threads the CPU path uses: rayon's pool, sized by `RAYON_NUM_THREADS`, else the core count.
 pub fn cpu_threads() -> usize {
-    std::env::var("MATMUL_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    rayon::current_num_threads()
 }
 
 /// Runs `$body` with `$b` bound to the concrete backend inside an [`AnyBackend`].

@@ -28,7 +28,7 @@ enum Command {
     Eval(EvalArgs),
     /// Top-k classes for image files (PNG, JPEG, GIF, BMP), from a checkpoint.
     Predict(PredictArgs),
-    /// Matmul GFLOP/s and MLP training samples/s, CPU beside GPU.
+    /// Matmul GFLOP/s and MLP and CNN training samples/s, CPU beside GPU.
     Bench(BenchArgs),
 }
 
@@ -185,6 +185,9 @@ pub struct BenchArgs {
     /// Square matmul sizes.
     #[arg(long, default_value = "256,512,1024", value_delimiter = ',')]
     pub sizes: Vec<usize>,
+    /// Training workloads to time: mlp (784-256-10), lenet (the LeNet-style CNN), or none.
+    #[arg(long, default_value = "mlp,lenet", value_delimiter = ',')]
+    pub models: Vec<String>,
     #[arg(long)]
     pub adapter: Option<String>,
     /// Print one JSON object instead of a table.

@@ -194,7 +194,15 @@ fn bench_prints_json_with_both_sides() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["matmul"].as_array().unwrap().len(), 2);
     assert!(v["matmul"][0]["cpu_gflops"].as_f64().unwrap() > 0.0);
-    assert!(v["mlp"]["cpu_samples_per_sec"].as_f64().unwrap() > 0.0);
+    let training = v["training"].as_array().unwrap();
+    assert_eq!(training.len(), 2, "an MLP row and a CNN row");
+    assert_eq!(
+        (training[0]["name"].as_str(), training[1]["name"].as_str()),
+        (Some("mlp"), Some("lenet"))
+    );
+    assert!(training.iter().all(|t| t["cpu_samples_per_sec"].as_f64().unwrap() > 0.0));
+    let o = steepest(&["bench", "--device", "cpu", "--models", "resnet"]);
+    assert_clean_error(&o, &["--models", "resnet"]);
 }
 
 #[test]

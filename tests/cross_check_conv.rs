@@ -1,6 +1,13 @@
 //! `im2col`, `col2im`, `to_channels_first`, `to_channels_last` (shaders/conv.wgsl) against their
 //! CPU twins (src/cpu/conv.rs) over stride and padding combinations, 1×1 images and channel
-//! counts that are not multiples of 4.
+//! counts that are not multiples of 4; then the whole Conv2d forward and backward, which the GPU
+//! runs as those kernels plus the tiled matmul over the batch, and the CPU runs in cache-sized
+//! chunks of samples per thread.
+//!
+//! Whole-conv tolerance: each output is a sum of n products (forward n = C·kh·kw; weight
+//! gradient n = rows·pixels; bias gradient n = rows·pixels; input gradient n = O·kh·kw), summed
+//! in different orders on the two sides, so they differ by at most 2·γ_n·Σ|terms|; Σ|terms| is
+//! the same computation on absolute values.
 //!
 //! Tolerances: `im2col` and the two layout moves copy values (plus one f32 bias add, the same
 //! op on both sides), so they must match exactly. `col2im` sums up to kh·kw patch entries per
@@ -12,7 +19,7 @@ mod common;
 
 use common::{gpu, random, U};
 use steepest::backend::{Backend, Window};
-use steepest::cpu::conv;
+use steepest::cpu::{conv, CpuBackend};
 
 /// (rows, channels, height, width, kernel, stride, padding)
 const CASES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
@@ -121,5 +128,99 @@ fn channel_layout_moves_match_cpu_exactly() {
         g.write(&gy, &y);
         g.to_channels_last(&gy, &gz, rows, pixels, channels);
         assert_eq!(g.read(&gz, len).unwrap(), want, "to_channels_last {rows}x{pixels}x{channels}");
+    }
+}
+
+fn gamma(n: usize) -> f32 {
+    let n = n as f32;
+    n * U / (1.0 - n * U)
+}
+
+fn assert_within(what: &str, got: &[f32], want: &[f32], bound: &[f32], n: usize) {
+    let g = 2.0 * gamma(n);
+    for i in 0..want.len() {
+        assert!(
+            (got[i] - want[i]).abs() <= g * bound[i] + f32::MIN_POSITIVE,
+            "{what} [{i}]: {} vs {} (bound {})",
+            got[i],
+            want[i],
+            g * bound[i]
+        );
+    }
+}
+
+/// Runs forward then backward on `b`; returns (y, grad_weight, grad_bias, dx).
+#[allow(clippy::type_complexity)]
+fn whole_conv<B: Backend>(
+    b: &mut B,
+    rows: usize,
+    w: &Window,
+    outputs: usize,
+    relu: bool,
+    (x, weight, bias, dy): (&[f32], &[f32], &[f32], &[f32]),
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let buf = |b: &mut B, data: &[f32]| {
+        let t = b.alloc(data.len()).unwrap();
+        b.write(&t, data);
+        t
+    };
+    let (gx, gw, gb, gdy) = (buf(b, x), buf(b, weight), buf(b, bias), buf(b, dy));
+    let y_len = rows * outputs * w.out_pixels();
+    let (col_len, z_len) = b.conv_scratch_len(rows, w, outputs);
+    let (y, col, z) = (b.alloc(y_len).unwrap(), b.alloc(col_len).unwrap(), b.alloc(z_len).unwrap());
+    let (ggw, ggb, gdx) =
+        (b.alloc(weight.len()).unwrap(), b.alloc(outputs).unwrap(), b.alloc(x.len()).unwrap());
+    b.conv2d_forward(&gx, &gw, Some(&gb), &y, &col, &z, rows, w, outputs, relu);
+    b.conv2d_backward(&gx, &gdy, &gw, &ggw, Some(&ggb), Some(&gdx), &col, &z, rows, w, outputs);
+    b.submit();
+    (
+        b.read(&y, y_len).unwrap(),
+        b.read(&ggw, weight.len()).unwrap(),
+        b.read(&ggb, outputs).unwrap(),
+        b.read(&gdx, x.len()).unwrap(),
+    )
+}
+
+#[test]
+fn whole_conv_forward_and_backward_match_gpu() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(23);
+    let mut cases = CASES.to_vec();
+    // Big enough per sample that the CPU cuts the batch into several chunks on each thread.
+    cases.push((6, 16, 24, 24, 5, 1, 2));
+    for (i, case) in cases.iter().enumerate() {
+        let (rows, w) = window(case);
+        let outputs = [3, 5, 8, 1][i % 4];
+        let relu = i % 2 == 0;
+        let x = random(&mut rng, rows * w.in_len());
+        let weight = random(&mut rng, outputs * w.patch_len());
+        let bias = random(&mut rng, outputs);
+        let dy = random(&mut rng, rows * outputs * w.out_pixels());
+        let mut cpu = CpuBackend::new();
+        let want = whole_conv(&mut cpu, rows, &w, outputs, relu, (&x, &weight, &bias, &dy));
+        let got = whole_conv(&mut g, rows, &w, outputs, relu, (&x, &weight, &bias, &dy));
+        // Σ|terms|: the same convolution of absolute values, without ReLU.
+        let abs = |v: &[f32]| v.iter().map(|v| v.abs()).collect::<Vec<f32>>();
+        let bound = whole_conv(
+            &mut cpu,
+            rows,
+            &w,
+            outputs,
+            false,
+            (&abs(&x), &abs(&weight), &abs(&bias), &abs(&dy)),
+        );
+        let (patch, pixels) = (w.patch_len(), w.out_pixels());
+        let what = |part: &str| format!("{part} {case:?} outputs {outputs}");
+        // The bias is one more term; ReLU never widens a gap.
+        assert_within(&what("forward"), &got.0, &want.0, &bound.0, patch + 1);
+        assert_within(&what("weight grad"), &got.1, &want.1, &bound.1, rows * pixels);
+        assert_within(&what("bias grad"), &got.2, &want.2, &bound.2, rows * pixels);
+        assert_within(
+            &what("input grad"),
+            &got.3,
+            &want.3,
+            &bound.3,
+            outputs * w.kernel_h * w.kernel_w,
+        );
     }
 }

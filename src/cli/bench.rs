@@ -1,6 +1,6 @@
 //! `steepest bench`.
 
-use steepest::bench::{self, MatmulResult, MlpResult, Timed};
+use steepest::bench::{self, MatmulResult, Timed, TrainingResult};
 use steepest::cpu::CpuBackend;
 use steepest::gpu::context::Choice;
 use steepest::gpu::GpuBackend;
@@ -11,12 +11,14 @@ use crate::BenchArgs;
 struct Side {
     device: String,
     matmul: Vec<MatmulResult>,
-    mlp: MlpResult,
+    training: Vec<TrainingResult>,
 }
 
-fn measure<B: Timed>(b: &mut B, sizes: &[usize]) -> Result<Side> {
+fn measure<B: Timed>(b: &mut B, sizes: &[usize], models: &[(&str, &str)]) -> Result<Side> {
     let matmul = sizes.iter().map(|&n| bench::matmul(b, n)).collect::<Result<Vec<_>>>()?;
-    Ok(Side { device: b.device_name(), matmul, mlp: bench::mlp(b)? })
+    let training =
+        models.iter().map(|(name, spec)| bench::training(b, name, spec)).collect::<Result<_>>()?;
+    Ok(Side { device: b.device_name(), matmul, training })
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -34,9 +36,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.sizes.contains(&0) {
         return Err(Error::config("--sizes", "sizes must be at least 1"));
     }
+    let mut models = Vec::new();
+    for m in &args.models {
+        match bench::TRAINING_MODELS.iter().find(|(name, _)| name == m) {
+            Some(entry) => models.push(*entry),
+            None if m == "none" => {}
+            None => {
+                return Err(Error::config(
+                    "--models",
+                    format!("unknown {m:?}; expected a list of mlp, lenet (or none)"),
+                ))
+            }
+        }
+    }
     let cpu = if want_cpu {
         eprintln!("device: cpu ({} threads)", steepest::device::cpu_threads());
-        Some(measure(&mut CpuBackend::new(), &args.sizes)?)
+        Some(measure(&mut CpuBackend::new(), &args.sizes, &models)?)
     } else {
         None
     };
@@ -45,7 +60,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Some(mut g) => {
                 let i = g.adapter_info();
                 eprintln!("device: gpu: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
-                Some(measure(&mut g, &args.sizes)?)
+                Some(measure(&mut g, &args.sizes, &models)?)
             }
             None if args.device == "gpu" => {
                 return Err(Error::config(
@@ -76,17 +91,24 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 })
             })
             .collect();
-        let c = cpu.as_ref().map(|s| s.mlp.samples_per_sec);
-        let g = gpu.as_ref().map(|s| s.mlp.samples_per_sec);
+        let training: Vec<_> = models
+            .iter()
+            .enumerate()
+            .map(|(i, (name, spec))| {
+                let c = cpu.as_ref().map(|s| s.training[i].samples_per_sec);
+                let g = gpu.as_ref().map(|s| s.training[i].samples_per_sec);
+                serde_json::json!({
+                    "name": name, "model": spec, "batch_size": 128, "optimizer": "sgd momentum 0.9",
+                    "cpu_samples_per_sec": c, "gpu_samples_per_sec": g,
+                    "gpu_over_cpu": c.zip(g).and_then(|(c, g)| ratio(g, c)),
+                })
+            })
+            .collect();
         let out = serde_json::json!({
             "cpu_device": cpu.as_ref().map(|s| s.device.clone()),
             "gpu_device": gpu.as_ref().map(|s| s.device.clone()),
             "matmul": rows,
-            "mlp": {
-                "model": "784-256-10", "batch_size": 128, "optimizer": "sgd momentum 0.9",
-                "cpu_samples_per_sec": c, "gpu_samples_per_sec": g,
-                "gpu_over_cpu": c.zip(g).and_then(|(c, g)| ratio(g, c)),
-            },
+            "training": training,
         });
         println!("{out}");
         return Ok(());
@@ -110,15 +132,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             fmt(c.zip(g).and_then(|(c, g)| ratio(g, c)), 2)
         );
     }
-    let c = cpu.as_ref().map(|s| s.mlp.samples_per_sec);
-    let g = gpu.as_ref().map(|s| s.mlp.samples_per_sec);
-    println!("MLP 784-256-10 training, batch 128, SGD momentum (samples/s)");
-    println!(
-        "  {:<30} {:>12} {:>12} {:>9}",
-        "",
-        fmt(c, 0),
-        fmt(g, 0),
-        fmt(c.zip(g).and_then(|(c, g)| ratio(g, c)), 2)
-    );
+    if !models.is_empty() {
+        println!("training, 28x28 grey, batch 128, SGD momentum (samples/s, median of 5)");
+    }
+    for (i, (name, spec)) in models.iter().enumerate() {
+        let c = cpu.as_ref().map(|s| s.training[i].samples_per_sec);
+        let g = gpu.as_ref().map(|s| s.training[i].samples_per_sec);
+        let label = if name == spec { name.to_string() } else { format!("{name} ({spec})") };
+        println!(
+            "  {:<30} {:>12} {:>12} {:>9}",
+            label,
+            fmt(c, 0),
+            fmt(g, 0),
+            fmt(c.zip(g).and_then(|(c, g)| ratio(g, c)), 2)
+        );
+    }
     Ok(())
 }

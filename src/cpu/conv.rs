@@ -2,74 +2,136 @@
 //! matmul (`im2col`, `col2im`) and move between NCHW and per-pixel rows. Same results as the
 //! WGSL; `col2im` scatters instead of gathering (much faster on a CPU), so where patches overlap
 //! its sums run in another order (see tests/cross_check_conv.rs for the tolerance).
+//!
+//! Training uses them through [`conv2d_forward`] and [`conv2d_backward`], which do the GPU's
+//! steps (im2col, matmul, back to NCHW) a few samples at a time on each thread, so the patch
+//! matrix stays in cache instead of streaming a batch-sized one through memory. Backward redoes
+//! the cheap im2col rather than keeping it. Same sums as the GPU's, in another order.
 
-use super::parallel::for_samples;
-use crate::backend::Window;
+use super::matmul::matmul_serial;
+use super::parallel::{for_samples, ranges};
+use crate::backend::{MatmulForm, Window};
 
 /// `col[(n, oy, ox), (c, ky, kx)] = x[n, c, oy·sh + ky - ph, ox·sw + kx - pw]`, 0 off the image.
 pub fn im2col(x: &[f32], col: &mut [f32], rows: usize, w: &Window) {
     let (oh, ow, patch) = (w.out_h(), w.out_w(), w.patch_len());
     for_samples(col, rows, oh * ow * patch, |first, chunk| {
-        for (s, sample) in chunk.chunks_exact_mut(oh * ow * patch).enumerate() {
-            let image = &x[(first + s) * w.in_len()..][..w.in_len()];
-            for (r, row) in sample.chunks_exact_mut(patch).enumerate() {
-                let (oy, ox) = (r / ow, r % ow);
-                for c in 0..w.channels {
-                    for ky in 0..w.kernel_h {
-                        let run = &mut row[(c * w.kernel_h + ky) * w.kernel_w..][..w.kernel_w];
-                        match kernel_row(w, oy, ox, ky) {
-                            Some((iy, kx0, kx1, ix0)) => {
-                                run[..kx0].fill(0.0);
-                                run[kx1..].fill(0.0);
-                                let src = &image[(c * w.height + iy) * w.width..][..w.width];
-                                for (k, v) in run[kx0..kx1].iter_mut().enumerate() {
-                                    *v = src[ix0 + k];
-                                }
+        im2col_serial(&x[first * w.in_len()..], chunk, w)
+    });
+}
+
+/// [`im2col`] on the calling thread, for as many samples as `col` has room for.
+fn im2col_serial(x: &[f32], col: &mut [f32], w: &Window) {
+    // Runs of kernel width 3 or 5 (nearly every conv) copy with a fixed length, which compiles to
+    // a few vector moves instead of a memcpy call per run.
+    match w.kernel_w {
+        3 => im2col_runs::<3>(x, col, w),
+        5 => im2col_runs::<5>(x, col, w),
+        _ => im2col_runs::<0>(x, col, w),
+    }
+}
+
+/// Per output column `ox`: the kernel columns `kx0..kx1` inside the image and the input column
+/// of `kx0`.
+fn column_spans(w: &Window) -> Vec<(usize, usize, usize)> {
+    (0..w.out_w())
+        .map(|ox| {
+            let left = ox * w.stride_w; // input column of kx = 0, plus pad_w
+            let kx0 = w.pad_w.saturating_sub(left).min(w.kernel_w);
+            // Last kx with left + kx - pad_w < width.
+            let kx1 = (w.width + w.pad_w).saturating_sub(left).min(w.kernel_w).max(kx0);
+            (kx0, kx1, (left + kx0).saturating_sub(w.pad_w))
+        })
+        .collect()
+}
+
+/// The input row under kernel row `ky` of output row `oy`, if it is not padding.
+fn input_row(w: &Window, oy: usize, ky: usize) -> Option<usize> {
+    (oy * w.stride_h + ky).checked_sub(w.pad_h).filter(|&iy| iy < w.height)
+}
+
+/// [`im2col_serial`] with runs of `K` values when `K > 0` and the run is whole.
+fn im2col_runs<const K: usize>(x: &[f32], col: &mut [f32], w: &Window) {
+    let (oh, ow, patch, kw) = (w.out_h(), w.out_w(), w.patch_len(), w.kernel_w);
+    let spans = column_spans(w);
+    for (s, sample) in col.chunks_exact_mut(oh * ow * patch).enumerate() {
+        let image = &x[s * w.in_len()..][..w.in_len()];
+        for (oy, rows) in sample.chunks_exact_mut(ow * patch).enumerate() {
+            for c in 0..w.channels {
+                for ky in 0..w.kernel_h {
+                    let at = (c * w.kernel_h + ky) * kw;
+                    let Some(iy) = input_row(w, oy, ky) else {
+                        for row in rows.chunks_exact_mut(patch) {
+                            row[at..at + kw].fill(0.0);
+                        }
+                        continue;
+                    };
+                    let src = &image[(c * w.height + iy) * w.width..][..w.width];
+                    for (row, &(kx0, kx1, ix0)) in rows.chunks_exact_mut(patch).zip(&spans) {
+                        let run = &mut row[at..at + kw];
+                        if K > 0 && kx0 == 0 && kx1 == K {
+                            run[..K].copy_from_slice(&src[ix0..ix0 + K]);
+                        } else {
+                            run[..kx0].fill(0.0);
+                            run[kx1..].fill(0.0);
+                            for (v, &u) in run[kx0..kx1].iter_mut().zip(&src[ix0..]) {
+                                *v = u;
                             }
-                            None => run.fill(0.0),
                         }
                     }
                 }
             }
         }
-    });
-}
-
-/// For patch row `ky` of output pixel (oy, ox): the input row, and the kernel columns
-/// `kx0..kx1` that land inside the image with the input column of `kx0`; `None` when the whole
-/// row is padding.
-fn kernel_row(w: &Window, oy: usize, ox: usize, ky: usize) -> Option<(usize, usize, usize, usize)> {
-    let iy = (oy * w.stride_h + ky).checked_sub(w.pad_h).filter(|&iy| iy < w.height)?;
-    let left = ox * w.stride_w; // input column of kx = 0, plus pad_w
-    let kx0 = w.pad_w.saturating_sub(left);
-    // Last kx with left + kx - pad_w < width.
-    let kx1 = (w.width + w.pad_w).saturating_sub(left).min(w.kernel_w).max(kx0);
-    Some((iy, kx0, kx1, left + kx0 - w.pad_w))
+    }
 }
 
 /// The adjoint of [`im2col`]: every patch entry is added back onto the input value it copied.
 pub fn col2im(col: &[f32], x: &mut [f32], rows: usize, w: &Window) {
     let (oh, ow, patch) = (w.out_h(), w.out_w(), w.patch_len());
     for_samples(x, rows, w.in_len(), |first, chunk| {
-        chunk.fill(0.0);
-        for (s, image) in chunk.chunks_exact_mut(w.in_len()).enumerate() {
-            let sample = &col[(first + s) * oh * ow * patch..][..oh * ow * patch];
-            for (r, row) in sample.chunks_exact(patch).enumerate() {
-                let (oy, ox) = (r / ow, r % ow);
-                for c in 0..w.channels {
-                    for ky in 0..w.kernel_h {
-                        if let Some((iy, kx0, kx1, ix0)) = kernel_row(w, oy, ox, ky) {
-                            let run = &row[(c * w.kernel_h + ky) * w.kernel_w..][..w.kernel_w];
-                            let dst = &mut image[(c * w.height + iy) * w.width..][..w.width];
-                            for (k, v) in run[kx0..kx1].iter().enumerate() {
-                                dst[ix0 + k] += v;
+        col2im_serial(&col[first * oh * ow * patch..], chunk, w)
+    });
+}
+
+/// [`col2im`] on the calling thread, for as many samples as `x` has room for.
+fn col2im_serial(col: &[f32], x: &mut [f32], w: &Window) {
+    match w.kernel_w {
+        3 => col2im_runs::<3>(col, x, w),
+        5 => col2im_runs::<5>(col, x, w),
+        _ => col2im_runs::<0>(col, x, w),
+    }
+}
+
+/// [`col2im_serial`] with runs of `K` values when `K > 0` and the run is whole.
+fn col2im_runs<const K: usize>(col: &[f32], x: &mut [f32], w: &Window) {
+    let (oh, ow, patch, kw) = (w.out_h(), w.out_w(), w.patch_len(), w.kernel_w);
+    let spans = column_spans(w);
+    x.fill(0.0);
+    for (s, image) in x.chunks_exact_mut(w.in_len()).enumerate() {
+        let sample = &col[s * oh * ow * patch..][..oh * ow * patch];
+        for (oy, rows) in sample.chunks_exact(ow * patch).enumerate() {
+            for c in 0..w.channels {
+                for ky in 0..w.kernel_h {
+                    let Some(iy) = input_row(w, oy, ky) else { continue };
+                    let at = (c * w.kernel_h + ky) * kw;
+                    let dst = &mut image[(c * w.height + iy) * w.width..][..w.width];
+                    for (row, &(kx0, kx1, ix0)) in rows.chunks_exact(patch).zip(&spans) {
+                        let run = &row[at..at + kw];
+                        if K > 0 && kx0 == 0 && kx1 == K {
+                            let d: &mut [f32; K] = (&mut dst[ix0..ix0 + K]).try_into().expect("K");
+                            for (d, v) in d.iter_mut().zip(&run[..K]) {
+                                *d += v;
+                            }
+                        } else {
+                            for (d, v) in dst[ix0..].iter_mut().zip(&run[kx0..kx1]) {
+                                *d += v;
                             }
                         }
                     }
                 }
             }
         }
-    });
+    }
 }
 
 /// `y[n, c, p] = z[n·pixels + p, c] + bias[c]`, then ReLU when asked.
@@ -83,29 +145,219 @@ pub fn to_channels_first(
     relu: bool,
 ) {
     for_samples(y, rows, channels * pixels, |first, chunk| {
-        for (s, out) in chunk.chunks_exact_mut(channels * pixels).enumerate() {
-            let rows_in = &z[(first + s) * pixels * channels..][..pixels * channels];
-            for c in 0..channels {
-                let b = bias.map_or(0.0, |b| b[c]);
-                for p in 0..pixels {
-                    let v = rows_in[p * channels + c] + b;
-                    out[c * pixels + p] = if relu { v.max(0.0) } else { v };
-                }
+        channels_first_serial(&z[first * pixels * channels..], bias, chunk, pixels, channels, relu)
+    });
+}
+
+/// [`to_channels_first`] on the calling thread, for as many samples as `y` has room for.
+fn channels_first_serial(
+    z: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    pixels: usize,
+    channels: usize,
+    relu: bool,
+) {
+    for (s, out) in y.chunks_exact_mut(channels * pixels).enumerate() {
+        let rows_in = &z[s * pixels * channels..][..pixels * channels];
+        for c in 0..channels {
+            let b = bias.map_or(0.0, |b| b[c]);
+            for p in 0..pixels {
+                let v = rows_in[p * channels + c] + b;
+                out[c * pixels + p] = if relu { v.max(0.0) } else { v };
             }
         }
-    });
+    }
 }
 
 /// `z[n·pixels + p, c] = y[n, c, p]`.
 pub fn to_channels_last(y: &[f32], z: &mut [f32], rows: usize, pixels: usize, channels: usize) {
     for_samples(z, rows, pixels * channels, |first, chunk| {
-        for (s, out) in chunk.chunks_exact_mut(pixels * channels).enumerate() {
-            let image = &y[(first + s) * channels * pixels..][..channels * pixels];
-            for p in 0..pixels {
-                for c in 0..channels {
-                    out[p * channels + c] = image[c * pixels + p];
-                }
+        channels_last_serial(&y[first * channels * pixels..], chunk, pixels, channels)
+    });
+}
+
+/// [`to_channels_last`] on the calling thread, for as many samples as `z` has room for.
+fn channels_last_serial(y: &[f32], z: &mut [f32], pixels: usize, channels: usize) {
+    for (s, out) in z.chunks_exact_mut(pixels * channels).enumerate() {
+        let image = &y[s * channels * pixels..][..channels * pixels];
+        for p in 0..pixels {
+            for c in 0..channels {
+                out[p * channels + c] = image[c * pixels + p];
             }
         }
+    }
+}
+
+/// Patch-matrix floats per chunk: 128 Ki floats (512 KiB) stay in a core's L2 cache.
+const CHUNK_FLOATS: usize = 1 << 17;
+
+/// Samples per chunk for this window: as many as fit [`CHUNK_FLOATS`], at least one.
+fn chunk_samples(w: &Window) -> usize {
+    (CHUNK_FLOATS / (w.out_pixels() * w.patch_len()).max(1)).max(1)
+}
+
+/// Scratch floats the chunked conv needs: a patch matrix and a matmul output per thread
+/// (`(col, z)`), far less than the batch-sized ones of the GPU's method.
+pub fn scratch_len(rows: usize, w: &Window, outputs: usize) -> (usize, usize) {
+    let per_thread = chunk_samples(w).min(rows.max(1));
+    let threads = crate::device::cpu_threads().min(rows.max(1));
+    let samples = per_thread * threads;
+    (samples * w.out_pixels() * w.patch_len(), samples * w.out_pixels() * outputs)
+}
+
+/// Raw pointer that may cross into the pool's threads; each thread touches only its own
+/// samples' part of the buffer behind it.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// `len` floats from `start`.
+    ///
+    /// # Safety
+    /// The caller's ranges must not overlap between threads and must lie inside the buffer.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}
+
+/// Conv2d forward on the CPU: per thread, per chunk of samples, im2col → `z = col · Wᵀ` →
+/// NCHW with bias (and ReLU).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    col: &mut [f32],
+    z: &mut [f32],
+    rows: usize,
+    w: &Window,
+    outputs: usize,
+    relu: bool,
+) {
+    let (pixels, patch, chunk) = (w.out_pixels(), w.patch_len(), chunk_samples(w));
+    let (y_len, x_len) = (outputs * pixels, w.in_len());
+    assert!(y.len() >= rows * y_len && x.len() >= rows * x_len, "conv buffers");
+    let parts = ranges(rows);
+    assert!(col.len() >= parts.len() * chunk.min(rows) * pixels * patch, "conv col scratch");
+    assert!(z.len() >= parts.len() * chunk.min(rows) * pixels * outputs, "conv z scratch");
+    let (ys, cols, zs) = (Shared(y.as_mut_ptr()), Shared(col.as_mut_ptr()), Shared(z.as_mut_ptr()));
+    let chunk_col = chunk.min(rows) * pixels * patch;
+    let chunk_z = chunk.min(rows) * pixels * outputs;
+    rayon::scope(|s| {
+        for (t, range) in parts.into_iter().enumerate() {
+            s.spawn(move |_| {
+                // SAFETY: thread `t` owns scratch part `t` and the outputs of its own samples.
+                let (col, z) = unsafe {
+                    (cols.slice(t * chunk_col, chunk_col), zs.slice(t * chunk_z, chunk_z))
+                };
+                let mut n0 = range.start;
+                while n0 < range.end {
+                    let g = chunk.min(range.end - n0);
+                    let (col, z) = (&mut col[..g * pixels * patch], &mut z[..g * pixels * outputs]);
+                    im2col_serial(&x[n0 * x_len..][..g * x_len], col, w);
+                    matmul_serial(MatmulForm::ABt, col, weight, 0.0, z, g * pixels, patch, outputs);
+                    let y = unsafe { ys.slice(n0 * y_len, g * y_len) };
+                    channels_first_serial(z, bias, y, pixels, outputs, relu);
+                    n0 += g;
+                }
+            });
+        }
     });
+}
+
+/// Conv2d backward on the CPU: per thread, per chunk of samples, redo im2col, take `dz` (the
+/// gradient as rows), add `dzᵀ · col` and the bias sums into the thread's own partial sums, and
+/// when `dx` is wanted fold `dz · W` back onto the input; then add up the threads' partials.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward(
+    x: &[f32],
+    dy: &[f32],
+    weight: &[f32],
+    grad_weight: &mut [f32],
+    grad_bias: Option<&mut [f32]>,
+    dx: Option<&mut [f32]>,
+    col: &mut [f32],
+    z: &mut [f32],
+    rows: usize,
+    w: &Window,
+    outputs: usize,
+) {
+    let (pixels, patch, chunk) = (w.out_pixels(), w.patch_len(), chunk_samples(w));
+    let (y_len, x_len) = (outputs * pixels, w.in_len());
+    let parts = ranges(rows);
+    let chunk_col = chunk.min(rows) * pixels * patch;
+    let chunk_z = chunk.min(rows) * pixels * outputs;
+    assert!(
+        col.len() >= parts.len() * chunk_col && z.len() >= parts.len() * chunk_z,
+        "conv scratch"
+    );
+    assert!(dy.len() >= rows * y_len && x.len() >= rows * x_len, "conv buffers");
+    let dxs = dx.map(|d| {
+        assert!(d.len() >= rows * x_len, "conv dx");
+        Shared(d.as_mut_ptr())
+    });
+    let (cols, zs) = (Shared(col.as_mut_ptr()), Shared(z.as_mut_ptr()));
+    // Per thread: [weight gradient (outputs·patch) | bias sums (outputs)].
+    let mut partials = vec![0f32; parts.len() * (outputs * patch + outputs)];
+    let stride = outputs * patch + outputs;
+    rayon::scope(|s| {
+        for ((t, range), partial) in parts.into_iter().enumerate().zip(partials.chunks_mut(stride))
+        {
+            s.spawn(move |_| {
+                // SAFETY: thread `t` owns scratch part `t` and the input gradient of its samples.
+                let (col, z) = unsafe {
+                    (cols.slice(t * chunk_col, chunk_col), zs.slice(t * chunk_z, chunk_z))
+                };
+                let (gw, gb) = partial.split_at_mut(outputs * patch);
+                let mut n0 = range.start;
+                while n0 < range.end {
+                    let g = chunk.min(range.end - n0);
+                    let (col, z) = (&mut col[..g * pixels * patch], &mut z[..g * pixels * outputs]);
+                    im2col_serial(&x[n0 * x_len..][..g * x_len], col, w);
+                    channels_last_serial(&dy[n0 * y_len..][..g * y_len], z, pixels, outputs);
+                    for row in z.chunks_exact(outputs) {
+                        for (b, v) in gb.iter_mut().zip(row) {
+                            *b += v;
+                        }
+                    }
+                    matmul_serial(MatmulForm::AtB, z, col, 1.0, gw, outputs, g * pixels, patch);
+                    if let Some(dxs) = dxs {
+                        matmul_serial(
+                            MatmulForm::AB,
+                            z,
+                            weight,
+                            0.0,
+                            col,
+                            g * pixels,
+                            outputs,
+                            patch,
+                        );
+                        let dx = unsafe { dxs.slice(n0 * x_len, g * x_len) };
+                        col2im_serial(col, dx, w);
+                    }
+                    n0 += g;
+                }
+            });
+        }
+    });
+    let mut parts = partials.chunks(stride);
+    let first = parts.next().expect("at least one part");
+    grad_weight[..outputs * patch].copy_from_slice(&first[..outputs * patch]);
+    let mut bias: Vec<f32> = first[outputs * patch..].to_vec();
+    for p in parts {
+        for (g, v) in grad_weight.iter_mut().zip(&p[..outputs * patch]) {
+            *g += v;
+        }
+        for (b, v) in bias.iter_mut().zip(&p[outputs * patch..]) {
+            *b += v;
+        }
+    }
+    if let Some(gb) = grad_bias {
+        gb[..outputs].copy_from_slice(&bias);
+    }
 }

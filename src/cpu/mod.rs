@@ -166,6 +166,69 @@ impl Backend for CpuBackend {
         conv::to_channels_last(&y.0.borrow(), &mut z.0.borrow_mut(), rows, pixels, channels);
     }
 
+    fn conv2d_forward(
+        &mut self,
+        x: &CpuBuf,
+        weight: &CpuBuf,
+        bias: Option<&CpuBuf>,
+        y: &CpuBuf,
+        col: &CpuBuf,
+        z: &CpuBuf,
+        rows: usize,
+        w: &Window,
+        outputs: usize,
+        relu: bool,
+    ) {
+        let bias = bias.map(|b| b.0.borrow());
+        conv::conv2d_forward(
+            &x.0.borrow(),
+            &weight.0.borrow(),
+            bias.as_deref().map(|b| &b[..]),
+            &mut y.0.borrow_mut(),
+            &mut col.0.borrow_mut(),
+            &mut z.0.borrow_mut(),
+            rows,
+            w,
+            outputs,
+            relu,
+        );
+    }
+
+    fn conv_scratch_len(&self, rows: usize, w: &Window, outputs: usize) -> (usize, usize) {
+        conv::scratch_len(rows, w, outputs)
+    }
+
+    fn conv2d_backward(
+        &mut self,
+        x: &CpuBuf,
+        dy: &CpuBuf,
+        weight: &CpuBuf,
+        grad_weight: &CpuBuf,
+        grad_bias: Option<&CpuBuf>,
+        dx: Option<&CpuBuf>,
+        col: &CpuBuf,
+        z: &CpuBuf,
+        rows: usize,
+        w: &Window,
+        outputs: usize,
+    ) {
+        let mut grad_bias = grad_bias.map(|b| b.0.borrow_mut());
+        let mut dx = dx.map(|d| d.0.borrow_mut());
+        conv::conv2d_backward(
+            &x.0.borrow(),
+            &dy.0.borrow(),
+            &weight.0.borrow(),
+            &mut grad_weight.0.borrow_mut(),
+            grad_bias.as_deref_mut().map(|b| &mut b[..]),
+            dx.as_deref_mut().map(|d| &mut d[..]),
+            &mut col.0.borrow_mut(),
+            &mut z.0.borrow_mut(),
+            rows,
+            w,
+            outputs,
+        );
+    }
+
     fn maxpool(&mut self, x: &CpuBuf, y: &CpuBuf, argmax: &Self::Indices, rows: usize, w: &Window) {
         pool::maxpool(&x.0.borrow(), &mut y.0.borrow_mut(), &mut argmax.borrow_mut(), rows, w);
     }

@@ -2,53 +2,35 @@
 
 use crate::backend::Window;
 
-/// Max over each window; `argmax` gets the flat index (into `x`) of the first largest value.
+/// Max over each window; `argmax` gets the flat index (into `x`) of the first largest value
+/// (a first-strictly-greater scan, as the WGSL does).
 pub fn maxpool(x: &[f32], y: &mut [f32], argmax: &mut [u32], rows: usize, w: &Window) {
     let (oh, ow) = (w.out_h(), w.out_w());
-    // Values first (in parallel), then the indices they came from.
-    super::parallel::for_samples(y, rows * w.channels, oh * ow, |first, chunk| {
-        for (p, out) in chunk.chunks_exact_mut(oh * ow).enumerate() {
-            let base = (first + p) * w.height * w.width;
+    let plane = w.height * w.width;
+    super::parallel::for_samples_pair(y, argmax, rows * w.channels, oh * ow, |first, ys, idx| {
+        for (p, (out, arg)) in
+            ys.chunks_exact_mut(oh * ow).zip(idx.chunks_exact_mut(oh * ow)).enumerate()
+        {
+            let base = (first + p) * plane;
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut best = x[base + oy * w.stride_h * w.width + ox * w.stride_w];
+                    let mut at = base + oy * w.stride_h * w.width + ox * w.stride_w;
+                    let mut best = x[at];
                     for ky in 0..w.kernel_h {
-                        let row = &x[base + (oy * w.stride_h + ky) * w.width + ox * w.stride_w..]
-                            [..w.kernel_w];
-                        for &v in row {
-                            best = if v > best { v } else { best };
+                        let row0 = base + (oy * w.stride_h + ky) * w.width + ox * w.stride_w;
+                        for (kx, &v) in x[row0..row0 + w.kernel_w].iter().enumerate() {
+                            if v > best {
+                                best = v;
+                                at = row0 + kx;
+                            }
                         }
                     }
                     out[oy * ow + ox] = best;
+                    arg[oy * ow + ox] = at as u32;
                 }
             }
         }
     });
-    maxpool_indices(x, y, argmax, rows, w);
-}
-
-/// The flat index of the first value in each window equal to its maximum `y` (what a
-/// first-strictly-greater scan finds).
-fn maxpool_indices(x: &[f32], y: &[f32], argmax: &mut [u32], rows: usize, w: &Window) {
-    let (oh, ow) = (w.out_h(), w.out_w());
-    for plane in 0..rows * w.channels {
-        let base = plane * w.height * w.width;
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let o = (plane * oh + oy) * ow + ox;
-                argmax[o] = (base + oy * w.stride_h * w.width + ox * w.stride_w) as u32;
-                'search: for ky in 0..w.kernel_h {
-                    for kx in 0..w.kernel_w {
-                        let i = base + (oy * w.stride_h + ky) * w.width + ox * w.stride_w + kx;
-                        if x[i] == y[o] {
-                            argmax[o] = i as u32;
-                            break 'search;
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// The windows (as output coordinates) that contain input coordinate `i` along one axis.

@@ -586,18 +586,18 @@ impl<B: Backend> Model<B> {
                     let s = &ws.scratch[i];
                     let (col, z) =
                         (s.col.as_ref().expect("conv col"), s.z.as_ref().expect("conv z"));
-                    let pixels = window.out_pixels();
-                    b.im2col(x, col, rows, window);
-                    b.matmul(
-                        MatmulForm::ABt,
-                        col,
+                    b.conv2d_forward(
+                        x,
                         &weights.weight,
+                        weights.bias.as_ref(),
+                        y,
+                        col,
                         z,
-                        rows * pixels,
-                        window.patch_len(),
+                        rows,
+                        window,
                         *outputs,
+                        *relu,
                     );
-                    b.to_channels_first(z, weights.bias.as_ref(), y, rows, pixels, *outputs, *relu);
                 }
                 // Fused: the layer before applied it. Otherwise in place (y aliases x).
                 Layer::Relu { fused } => {
@@ -703,35 +703,19 @@ impl<B: Backend> Model<B> {
                     let s = &ws.scratch[i];
                     let (col, z) =
                         (s.col.as_ref().expect("conv col"), s.z.as_ref().expect("conv z"));
-                    let pixels = window.out_pixels();
-                    let m = rows * pixels;
-                    // dZ (one row per output pixel) reuses z; dW = dZᵀ · col; then dcol = dZ · W
-                    // overwrites col, and col2im folds it back onto the input.
-                    b.to_channels_last(g, z, rows, pixels, *outputs);
-                    if let Some(gb) = &weights.grad_bias {
-                        b.bias_grad(z, gb, m, *outputs);
-                    }
-                    b.matmul(
-                        MatmulForm::AtB,
-                        z,
-                        col,
+                    b.conv2d_backward(
+                        x,
+                        g,
+                        &weights.weight,
                         &weights.grad_weight,
+                        weights.grad_bias.as_ref(),
+                        dx,
+                        col,
+                        z,
+                        rows,
+                        window,
                         *outputs,
-                        m,
-                        window.patch_len(),
                     );
-                    if let Some(dx) = dx {
-                        b.matmul(
-                            MatmulForm::AB,
-                            z,
-                            &weights.weight,
-                            col,
-                            m,
-                            *outputs,
-                            window.patch_len(),
-                        );
-                        b.col2im(col, dx, rows, window);
-                    }
                 }
                 // In place: the gradient buffer is shared with the layer before.
                 Layer::Relu { .. } => {
@@ -789,7 +773,8 @@ impl<B: Backend> Model<B> {
 
 /// Extra buffers a layer needs besides its output and gradient.
 pub struct Scratch<B: Backend> {
-    /// Conv: the im2col matrix `[rows·pixels, C·K·K]` (reused for its gradient).
+    /// Conv: the im2col matrix `[rows·pixels, C·K·K]` (reused for its gradient); on the CPU,
+    /// one chunk's worth per thread (`Backend::conv_scratch_len`).
     pub col: Option<B::Buf>,
     /// Conv: the matmul's output rows `[rows·pixels, O]` (reused for their gradient).
     pub z: Option<B::Buf>,
@@ -850,9 +835,9 @@ impl<B: Backend> Workspace<B> {
             let mut s = Scratch { col: None, z: None, argmax: None, saved: None };
             match layer {
                 Layer::Conv { window, outputs, .. } => {
-                    let rows = capacity * window.out_pixels();
-                    s.col = Some(b.alloc(rows * window.patch_len())?);
-                    s.z = Some(b.alloc(rows * outputs)?);
+                    let (col, z) = b.conv_scratch_len(capacity, window, *outputs);
+                    s.col = Some(b.alloc(col)?);
+                    s.z = Some(b.alloc(z)?);
                 }
                 Layer::MaxPool { .. } => s.argmax = Some(b.alloc_indices(len)?),
                 Layer::BatchNorm { channels, .. } => s.saved = Some(b.alloc(2 * channels)?),
