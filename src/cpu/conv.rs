@@ -4,9 +4,10 @@
 //! its sums run in another order (see tests/cross_check_conv.rs for the tolerance).
 //!
 //! Training uses them through [`conv2d_forward`] and [`conv2d_backward`], which do the GPU's
-//! steps (im2col, matmul, back to NCHW) a few samples at a time on each thread, so the patch
-//! matrix stays in cache instead of streaming a batch-sized one through memory. Backward redoes
-//! the cheap im2col rather than keeping it. Same sums as the GPU's, in another order.
+//! steps a few samples at a time on each thread, so the patch matrix stays in cache instead of
+//! streaming a batch-sized one through memory. Each sample's matmul is written channel-major
+//! (`W · colᵀ`), so nothing is transposed, and backward redoes the cheap im2col rather than
+//! keeping it. Same sums as the GPU's, in another order.
 
 use super::matmul::matmul_serial;
 use super::parallel::{for_samples, ranges};
@@ -50,32 +51,36 @@ fn input_row(w: &Window, oy: usize, ky: usize) -> Option<usize> {
     (oy * w.stride_h + ky).checked_sub(w.pad_h).filter(|&iy| iy < w.height)
 }
 
-/// [`im2col_serial`] with runs of `K` values when `K > 0` and the run is whole.
+/// [`im2col_serial`] with runs of `K` values when `K > 0` and the run is whole. Each patch row is
+/// written front to back (the image it reads from sits in L1), so the writes stream.
 fn im2col_runs<const K: usize>(x: &[f32], col: &mut [f32], w: &Window) {
     let (oh, ow, patch, kw) = (w.out_h(), w.out_w(), w.patch_len(), w.kernel_w);
     let spans = column_spans(w);
+    let plane = w.height * w.width;
     for (s, sample) in col.chunks_exact_mut(oh * ow * patch).enumerate() {
         let image = &x[s * w.in_len()..][..w.in_len()];
         for (oy, rows) in sample.chunks_exact_mut(ow * patch).enumerate() {
-            for c in 0..w.channels {
-                for ky in 0..w.kernel_h {
-                    let at = (c * w.kernel_h + ky) * kw;
-                    let Some(iy) = input_row(w, oy, ky) else {
-                        for row in rows.chunks_exact_mut(patch) {
-                            row[at..at + kw].fill(0.0);
-                        }
-                        continue;
-                    };
-                    let src = &image[(c * w.height + iy) * w.width..][..w.width];
-                    for (row, &(kx0, kx1, ix0)) in rows.chunks_exact_mut(patch).zip(&spans) {
-                        let run = &mut row[at..at + kw];
-                        if K > 0 && kx0 == 0 && kx1 == K {
-                            run[..K].copy_from_slice(&src[ix0..ix0 + K]);
-                        } else {
-                            run[..kx0].fill(0.0);
-                            run[kx1..].fill(0.0);
-                            for (v, &u) in run[kx0..kx1].iter_mut().zip(&src[ix0..]) {
-                                *v = u;
+            let iys: Vec<Option<usize>> = (0..w.kernel_h).map(|ky| input_row(w, oy, ky)).collect();
+            for (row, &(kx0, kx1, ix0)) in rows.chunks_exact_mut(patch).zip(&spans) {
+                let whole = K > 0 && kx0 == 0 && kx1 == K;
+                let mut runs = row.chunks_exact_mut(kw);
+                for c in 0..w.channels {
+                    let channel = &image[c * plane..][..plane];
+                    for &iy in &iys {
+                        let run = runs.next().expect("patch holds C·kh runs");
+                        match iy {
+                            None => run.fill(0.0),
+                            Some(iy) if whole => {
+                                let src = &channel[iy * w.width + ix0..][..K];
+                                run[..K].copy_from_slice(src);
+                            }
+                            Some(iy) => {
+                                let src = &channel[iy * w.width..][..w.width];
+                                run[..kx0].fill(0.0);
+                                run[kx1..].fill(0.0);
+                                for (v, &u) in run[kx0..kx1].iter_mut().zip(&src[ix0..]) {
+                                    *v = u;
+                                }
                             }
                         }
                     }
@@ -102,22 +107,26 @@ fn col2im_serial(col: &[f32], x: &mut [f32], w: &Window) {
     }
 }
 
-/// [`col2im_serial`] with runs of `K` values when `K > 0` and the run is whole.
+/// [`col2im_serial`] with runs of `K` values when `K > 0` and the run is whole. Reads each patch
+/// row front to back and adds into the image (which sits in L1).
 fn col2im_runs<const K: usize>(col: &[f32], x: &mut [f32], w: &Window) {
     let (oh, ow, patch, kw) = (w.out_h(), w.out_w(), w.patch_len(), w.kernel_w);
     let spans = column_spans(w);
+    let plane = w.height * w.width;
     x.fill(0.0);
     for (s, image) in x.chunks_exact_mut(w.in_len()).enumerate() {
         let sample = &col[s * oh * ow * patch..][..oh * ow * patch];
         for (oy, rows) in sample.chunks_exact(ow * patch).enumerate() {
-            for c in 0..w.channels {
-                for ky in 0..w.kernel_h {
-                    let Some(iy) = input_row(w, oy, ky) else { continue };
-                    let at = (c * w.kernel_h + ky) * kw;
-                    let dst = &mut image[(c * w.height + iy) * w.width..][..w.width];
-                    for (row, &(kx0, kx1, ix0)) in rows.chunks_exact(patch).zip(&spans) {
-                        let run = &row[at..at + kw];
-                        if K > 0 && kx0 == 0 && kx1 == K {
+            let iys: Vec<Option<usize>> = (0..w.kernel_h).map(|ky| input_row(w, oy, ky)).collect();
+            for (row, &(kx0, kx1, ix0)) in rows.chunks_exact(patch).zip(&spans) {
+                let whole = K > 0 && kx0 == 0 && kx1 == K;
+                let mut runs = row.chunks_exact(kw);
+                for c in 0..w.channels {
+                    for &iy in &iys {
+                        let run = runs.next().expect("patch holds C·kh runs");
+                        let Some(iy) = iy else { continue };
+                        let dst = &mut image[c * plane + iy * w.width..][..w.width];
+                        if whole {
                             let d: &mut [f32; K] = (&mut dst[ix0..ix0 + K]).try_into().expect("K");
                             for (d, v) in d.iter_mut().zip(&run[..K]) {
                                 *d += v;
@@ -197,13 +206,12 @@ fn chunk_samples(w: &Window) -> usize {
     (CHUNK_FLOATS / (w.out_pixels() * w.patch_len()).max(1)).max(1)
 }
 
-/// Scratch floats the chunked conv needs: a patch matrix and a matmul output per thread
-/// (`(col, z)`), far less than the batch-sized ones of the GPU's method.
-pub fn scratch_len(rows: usize, w: &Window, outputs: usize) -> (usize, usize) {
+/// Scratch floats the chunked conv needs: one chunk's patch matrix per thread (`col`) and no
+/// `z`, far less than the batch-sized buffers of the GPU's method.
+pub fn scratch_len(rows: usize, w: &Window) -> (usize, usize) {
     let per_thread = chunk_samples(w).min(rows.max(1));
     let threads = crate::device::cpu_threads().min(rows.max(1));
-    let samples = per_thread * threads;
-    (samples * w.out_pixels() * w.patch_len(), samples * w.out_pixels() * outputs)
+    (per_thread * threads * w.out_pixels() * w.patch_len(), 0)
 }
 
 /// Raw pointer that may cross into the pool's threads; each thread touches only its own
@@ -224,8 +232,8 @@ impl Shared {
     }
 }
 
-/// Conv2d forward on the CPU: per thread, per chunk of samples, im2col → `z = col · Wᵀ` →
-/// NCHW with bias (and ReLU).
+/// Conv2d forward on the CPU: per thread, per chunk of samples, im2col, then per sample
+/// `y[n] = W · col[n]ᵀ` straight into NCHW (no transpose), bias and ReLU over whole channel rows.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward(
     x: &[f32],
@@ -233,7 +241,6 @@ pub fn conv2d_forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
     col: &mut [f32],
-    z: &mut [f32],
     rows: usize,
     w: &Window,
     outputs: usize,
@@ -243,26 +250,30 @@ pub fn conv2d_forward(
     let (y_len, x_len) = (outputs * pixels, w.in_len());
     assert!(y.len() >= rows * y_len && x.len() >= rows * x_len, "conv buffers");
     let parts = ranges(rows);
-    assert!(col.len() >= parts.len() * chunk.min(rows) * pixels * patch, "conv col scratch");
-    assert!(z.len() >= parts.len() * chunk.min(rows) * pixels * outputs, "conv z scratch");
-    let (ys, cols, zs) = (Shared(y.as_mut_ptr()), Shared(col.as_mut_ptr()), Shared(z.as_mut_ptr()));
     let chunk_col = chunk.min(rows) * pixels * patch;
-    let chunk_z = chunk.min(rows) * pixels * outputs;
+    assert!(col.len() >= parts.len() * chunk_col, "conv col scratch");
+    let (ys, cols) = (Shared(y.as_mut_ptr()), Shared(col.as_mut_ptr()));
     rayon::scope(|s| {
         for (t, range) in parts.into_iter().enumerate() {
             s.spawn(move |_| {
                 // SAFETY: thread `t` owns scratch part `t` and the outputs of its own samples.
-                let (col, z) = unsafe {
-                    (cols.slice(t * chunk_col, chunk_col), zs.slice(t * chunk_z, chunk_z))
-                };
+                let col = unsafe { cols.slice(t * chunk_col, chunk_col) };
                 let mut n0 = range.start;
                 while n0 < range.end {
                     let g = chunk.min(range.end - n0);
-                    let (col, z) = (&mut col[..g * pixels * patch], &mut z[..g * pixels * outputs]);
+                    let col = &mut col[..g * pixels * patch];
                     im2col_serial(&x[n0 * x_len..][..g * x_len], col, w);
-                    matmul_serial(MatmulForm::ABt, col, weight, 0.0, z, g * pixels, patch, outputs);
                     let y = unsafe { ys.slice(n0 * y_len, g * y_len) };
-                    channels_first_serial(z, bias, y, pixels, outputs, relu);
+                    for (yn, cn) in y.chunks_exact_mut(y_len).zip(col.chunks_exact(pixels * patch))
+                    {
+                        matmul_serial(MatmulForm::ABt, weight, cn, 0.0, yn, outputs, patch, pixels);
+                        for (o, row) in yn.chunks_exact_mut(pixels).enumerate() {
+                            let b = bias.map_or(0.0, |b| b[o]);
+                            for v in row {
+                                *v = if relu { (*v + b).max(0.0) } else { *v + b };
+                            }
+                        }
+                    }
                     n0 += g;
                 }
             });
@@ -270,9 +281,9 @@ pub fn conv2d_forward(
     });
 }
 
-/// Conv2d backward on the CPU: per thread, per chunk of samples, redo im2col, take `dz` (the
-/// gradient as rows), add `dzᵀ · col` and the bias sums into the thread's own partial sums, and
-/// when `dx` is wanted fold `dz · W` back onto the input; then add up the threads' partials.
+/// Conv2d backward on the CPU: per thread, per chunk of samples, redo im2col; per sample add
+/// `dy[n] · col[n]` and the channel sums of `dy[n]` into the thread's own partial sums, and when
+/// `dx` is wanted fold `dy[n]ᵀ · W` back onto the input; then add up the threads' partials.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward(
     x: &[f32],
@@ -282,7 +293,6 @@ pub fn conv2d_backward(
     grad_bias: Option<&mut [f32]>,
     dx: Option<&mut [f32]>,
     col: &mut [f32],
-    z: &mut [f32],
     rows: usize,
     w: &Window,
     outputs: usize,
@@ -291,52 +301,50 @@ pub fn conv2d_backward(
     let (y_len, x_len) = (outputs * pixels, w.in_len());
     let parts = ranges(rows);
     let chunk_col = chunk.min(rows) * pixels * patch;
-    let chunk_z = chunk.min(rows) * pixels * outputs;
-    assert!(
-        col.len() >= parts.len() * chunk_col && z.len() >= parts.len() * chunk_z,
-        "conv scratch"
-    );
+    assert!(col.len() >= parts.len() * chunk_col, "conv col scratch");
     assert!(dy.len() >= rows * y_len && x.len() >= rows * x_len, "conv buffers");
     let dxs = dx.map(|d| {
         assert!(d.len() >= rows * x_len, "conv dx");
         Shared(d.as_mut_ptr())
     });
-    let (cols, zs) = (Shared(col.as_mut_ptr()), Shared(z.as_mut_ptr()));
+    let cols = Shared(col.as_mut_ptr());
     // Per thread: [weight gradient (outputs·patch) | bias sums (outputs)].
-    let mut partials = vec![0f32; parts.len() * (outputs * patch + outputs)];
     let stride = outputs * patch + outputs;
+    let mut partials = vec![0f32; parts.len() * stride];
     rayon::scope(|s| {
         for ((t, range), partial) in parts.into_iter().enumerate().zip(partials.chunks_mut(stride))
         {
             s.spawn(move |_| {
                 // SAFETY: thread `t` owns scratch part `t` and the input gradient of its samples.
-                let (col, z) = unsafe {
-                    (cols.slice(t * chunk_col, chunk_col), zs.slice(t * chunk_z, chunk_z))
-                };
+                let col = unsafe { cols.slice(t * chunk_col, chunk_col) };
                 let (gw, gb) = partial.split_at_mut(outputs * patch);
                 let mut n0 = range.start;
                 while n0 < range.end {
                     let g = chunk.min(range.end - n0);
-                    let (col, z) = (&mut col[..g * pixels * patch], &mut z[..g * pixels * outputs]);
+                    let col = &mut col[..g * pixels * patch];
                     im2col_serial(&x[n0 * x_len..][..g * x_len], col, w);
-                    channels_last_serial(&dy[n0 * y_len..][..g * y_len], z, pixels, outputs);
-                    for row in z.chunks_exact(outputs) {
-                        for (b, v) in gb.iter_mut().zip(row) {
-                            *b += v;
+                    let dy = &dy[n0 * y_len..][..g * y_len];
+                    for (dn, cn) in dy.chunks_exact(y_len).zip(col.chunks_exact_mut(pixels * patch))
+                    {
+                        for (b, row) in gb.iter_mut().zip(dn.chunks_exact(pixels)) {
+                            *b += row.iter().sum::<f32>();
+                        }
+                        matmul_serial(MatmulForm::AB, dn, cn, 1.0, gw, outputs, pixels, patch);
+                        if dxs.is_some() {
+                            // The patch rows are used; their gradient takes their place.
+                            matmul_serial(
+                                MatmulForm::AtB,
+                                dn,
+                                weight,
+                                0.0,
+                                cn,
+                                pixels,
+                                outputs,
+                                patch,
+                            );
                         }
                     }
-                    matmul_serial(MatmulForm::AtB, z, col, 1.0, gw, outputs, g * pixels, patch);
                     if let Some(dxs) = dxs {
-                        matmul_serial(
-                            MatmulForm::AB,
-                            z,
-                            weight,
-                            0.0,
-                            col,
-                            g * pixels,
-                            outputs,
-                            patch,
-                        );
                         let dx = unsafe { dxs.slice(n0 * x_len, g * x_len) };
                         col2im_serial(col, dx, w);
                     }

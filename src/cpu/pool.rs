@@ -7,11 +7,16 @@ use crate::backend::Window;
 pub fn maxpool(x: &[f32], y: &mut [f32], argmax: &mut [u32], rows: usize, w: &Window) {
     let (oh, ow) = (w.out_h(), w.out_w());
     let plane = w.height * w.width;
+    let pairs = w.kernel_h == 2 && w.kernel_w == 2 && w.stride_h == 2 && w.stride_w == 2;
     super::parallel::for_samples_pair(y, argmax, rows * w.channels, oh * ow, |first, ys, idx| {
         for (p, (out, arg)) in
             ys.chunks_exact_mut(oh * ow).zip(idx.chunks_exact_mut(oh * ow)).enumerate()
         {
             let base = (first + p) * plane;
+            if pairs {
+                maxpool_2x2(&x[base..base + plane], out, arg, base, w.width, ow);
+                continue;
+            }
             for oy in 0..oh {
                 for ox in 0..ow {
                     let mut at = base + oy * w.stride_h * w.width + ox * w.stride_w;
@@ -31,6 +36,32 @@ pub fn maxpool(x: &[f32], y: &mut [f32], argmax: &mut [u32], rows: usize, w: &Wi
             }
         }
     });
+}
+
+/// The common 2×2, stride 2 window over one plane, two input rows at a time; the same scan
+/// order (row by row, left to right, first strictly greater wins) as the general loop.
+fn maxpool_2x2(x: &[f32], out: &mut [f32], arg: &mut [u32], base: usize, width: usize, ow: usize) {
+    for (oy, (o, a)) in out.chunks_exact_mut(ow).zip(arg.chunks_exact_mut(ow)).enumerate() {
+        let (r0, r1) = (2 * oy * width, (2 * oy + 1) * width);
+        let (top, bottom) = (&x[r0..r0 + 2 * ow], &x[r1..r1 + 2 * ow]);
+        for ox in 0..ow {
+            let cands = [
+                (top[2 * ox], r0 + 2 * ox),
+                (top[2 * ox + 1], r0 + 2 * ox + 1),
+                (bottom[2 * ox], r1 + 2 * ox),
+                (bottom[2 * ox + 1], r1 + 2 * ox + 1),
+            ];
+            let (mut best, mut at) = cands[0];
+            for &(v, i) in &cands[1..] {
+                if v > best {
+                    best = v;
+                    at = i;
+                }
+            }
+            o[ox] = best;
+            a[ox] = (base + at) as u32;
+        }
+    }
 }
 
 /// The windows (as output coordinates) that contain input coordinate `i` along one axis.
