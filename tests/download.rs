@@ -168,6 +168,30 @@ fn a_bad_hash_a_cut_transfer_or_a_missing_file_leaves_nothing() {
 }
 
 #[test]
+fn a_failing_mirror_falls_back_to_the_next() {
+    let root = temp("dl-fallback-root");
+    let names = write_mnist(&root);
+    let server = serve(root.clone());
+    let mut list = manifest(&server, &root, &names);
+    for r in &mut list {
+        // A missing file first, then a cut-off one, then the real thing.
+        r.fallbacks = vec![format!("{}cut/{}", server.base, r.file), r.url.clone()];
+        r.url = format!("{}gone/{}", server.base, r.file);
+    }
+    let cache = temp("dl-fallback-cache");
+    download::ensure_from("mnist", &list, &cache, false).unwrap();
+    assert_only(&cache, &names);
+    assert_eq!(server.requests.load(Ordering::SeqCst), 12, "three tries per file");
+    // When every URL fails, each failure is reported.
+    let mut dead = list.clone();
+    dead[0].fallbacks = vec![format!("{}cut/{}", server.base, names[0])];
+    let fresh = temp("dl-fallback-dead");
+    let e = download::ensure_from("mnist", &dead, &fresh, false).unwrap_err().to_string();
+    assert!(e.contains("gone/") && e.contains("404") && e.contains("cut/"), "{e}");
+    assert_only(&fresh, &[]);
+}
+
+#[test]
 fn cifar_archive_is_verified_unpacked_and_removed() {
     let root = temp("dl-cifar-root");
     // The official archive's layout: cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin.

@@ -22,13 +22,21 @@ pub const MIRROR_ENV: &str = "STEEPEST_DOWNLOAD_MIRROR";
 #[derive(Clone, Debug)]
 pub struct Resource {
     pub url: String,
+    /// Tried in turn when `url` fails (unreachable, an HTTP error or the wrong bytes).
+    pub fallbacks: Vec<String>,
     pub file: String,
     pub sha256: String,
 }
 
 impl Resource {
+    /// `FILE` at `BASE/FILE` (`base` ends with a slash).
     pub fn new(base: &str, file: &str, sha256: &str) -> Self {
-        Resource { url: format!("{base}{file}"), file: file.into(), sha256: sha256.into() }
+        Resource {
+            url: format!("{base}{file}"),
+            fallbacks: Vec::new(),
+            file: file.into(),
+            sha256: sha256.into(),
+        }
     }
 }
 
@@ -77,15 +85,32 @@ pub fn resources(dataset: &str) -> Option<Vec<Resource>> {
         }
         _ => return None,
     };
-    let base = match std::env::var(MIRROR_ENV) {
-        Ok(m) if !m.is_empty() => format!("{}/", m.trim_end_matches('/')),
+    let bases: Vec<String> = match std::env::var(MIRROR_ENV) {
+        Ok(m) if !m.is_empty() => vec![format!("{}/", m.trim_end_matches('/'))],
         _ => match dataset {
-            "mnist" => "https://ossci-datasets.s3.amazonaws.com/mnist/".into(),
-            "fashion-mnist" => "https://fashion-mnist.s3.eu-central-1.amazonaws.com/".into(),
-            _ => "https://www.cs.toronto.edu/~kriz/".into(),
+            // PyTorch's mirror, then TensorFlow's (LeCun's own site no longer serves them).
+            "mnist" => vec![
+                "https://ossci-datasets.s3.amazonaws.com/mnist/".into(),
+                "https://storage.googleapis.com/cvdf-datasets/mnist/".into(),
+            ],
+            // Zalando's repository, then its S3 website (plain HTTP; the sums still hold).
+            "fashion-mnist" => vec![
+                "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"
+                    .into(),
+                "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/".into(),
+            ],
+            _ => vec!["https://www.cs.toronto.edu/~kriz/".into()],
         },
     };
-    Some(list.iter().map(|(file, sha)| Resource::new(&base, file, sha)).collect())
+    Some(
+        list.iter()
+            .map(|(file, sha)| {
+                let mut r = Resource::new(&bases[0], file, sha);
+                r.fallbacks = bases[1..].iter().map(|b| format!("{b}{file}")).collect();
+                r
+            })
+            .collect(),
+    )
 }
 
 /// CIFAR-10's binary archive; its `cifar-10-batches-bin/*.bin` are unpacked into the cache.
@@ -165,38 +190,35 @@ pub fn fetch(r: &Resource, dest: &Path, progress: bool) -> Result<()> {
         "{}.part",
         dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
     ));
-    let result = download_to(r, &part, progress);
-    match result {
-        Ok(hash) if hash == r.sha256 => fs::rename(&part, dest)
-            .map_err(|e| Error::file(dest, format!("cannot move the finished download here: {e}"))),
-        Ok(hash) => {
-            let _ = fs::remove_file(&part);
-            Err(Error::file(
-                dest,
-                format!(
-                    "the download from {} has SHA-256 {hash}, not the published {}; nothing was kept",
-                    r.url, r.sha256
-                ),
-            ))
+    // Each URL in turn; the first whose bytes have the published hash wins.
+    let mut failures = Vec::new();
+    for url in std::iter::once(&r.url).chain(&r.fallbacks) {
+        match download_to(url, &r.file, &part, progress) {
+            Ok(hash) if hash == r.sha256 => {
+                return fs::rename(&part, dest).map_err(|e| {
+                    Error::file(dest, format!("cannot move the finished download here: {e}"))
+                });
+            }
+            Ok(hash) => failures.push(format!(
+                "the download from {url} has SHA-256 {hash}, not the published {}",
+                r.sha256
+            )),
+            Err(e) => failures.push(e),
         }
-        Err(e) => {
-            let _ = fs::remove_file(&part);
-            Err(e)
-        }
+        let _ = fs::remove_file(&part);
     }
+    Err(Error::file(dest, format!("{}; nothing was kept", failures.join("; "))))
 }
 
-/// Streams `r.url` into `part`, hashing as it goes; returns the hex SHA-256.
-fn download_to(r: &Resource, part: &Path, progress: bool) -> Result<String> {
-    let net = |e: &dyn std::fmt::Display| {
-        Error::Other(format!("download of {} failed: {e}; nothing was kept", r.url))
-    };
+/// Streams `url` into `part`, hashing as it goes; returns the hex SHA-256, or why it failed.
+fn download_to(url: &str, file: &str, part: &Path, progress: bool) -> Result<String, String> {
+    let net = |e: &dyn std::fmt::Display| format!("download of {url} failed: {e}");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_per_read(Some(Duration::from_secs(60)))
         .build()
         .into();
-    let response = agent.get(&r.url).call().map_err(|e| net(&e))?;
+    let response = agent.get(url).call().map_err(|e| net(&e))?;
     let total = response
         .headers()
         .get("content-length")
@@ -211,12 +233,13 @@ fn download_to(r: &Resource, part: &Path, progress: bool) -> Result<String> {
             .expect("static template")
             .progress_chars("=> "),
         );
-        bar.set_message(r.file.clone());
+        bar.set_message(file.to_string());
         bar
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let mut out = fs::File::create(part).map_err(|e| Error::file(part, e.to_string()))?;
+    let local = |e: std::io::Error| format!("{}: {e}", part.display());
+    let mut out = fs::File::create(part).map_err(local)?;
     let mut reader = response.into_body().into_reader();
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -226,10 +249,10 @@ fn download_to(r: &Resource, part: &Path, progress: bool) -> Result<String> {
             break;
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(|e| Error::file(part, e.to_string()))?;
+        out.write_all(&buf[..n]).map_err(local)?;
         bar.inc(n as u64);
     }
-    out.sync_all().map_err(|e| Error::file(part, e.to_string()))?;
+    out.sync_all().map_err(local)?;
     bar.finish_and_clear();
     Ok(hex(&hasher.finalize()))
 }
