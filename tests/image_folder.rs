@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::cli::{assert_clean_error, steepest, temp, text};
+use common::cli::{assert_clean_error, run_ok, steepest, temp};
 use image::{ImageFormat, Rgb, RgbImage};
 use steepest::data::folder::{self, FolderOptions};
 use steepest::data::loader::{Augment, Batcher};
@@ -241,7 +241,7 @@ fn cli_reports_bad_folders_and_skipped_files() {
     assert_clean_error(&o, &["cats", "at least two"]);
 
     let dir = fixture("cli-train");
-    let o = steepest(&[
+    let (out, err) = run_ok(&[
         "train",
         "--dataset",
         "folder",
@@ -254,8 +254,6 @@ fn cli_reports_bad_folders_and_skipped_files() {
         "--model",
         "linear",
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
     assert!(
         err.contains("truncated.jpg") && err.contains("notes.txt"),
         "each skipped file is named: {err}"
@@ -275,14 +273,12 @@ fn hymenoptera_trains_end_to_end() {
     }
     let out_dir = temp("hymenoptera");
     let ckpt = out_dir.join("ants-bees.safetensors");
-    let o = steepest(&[
+    let (out, _) = run_ok(&[
         "train", "--dataset", "folder", "--data-dir", data.to_str().unwrap(), "--image-size", "32",
         "--model", "conv:16:3:p=1,bn,relu,maxpool:2,conv:32:3:p=1,bn,relu,maxpool:2,conv:64:3:p=1,bn,relu,gap,flatten,linear",
         "--normalize", "auto", "--augment", "crop:2,flip", "--epochs", "5", "--device", "cpu",
         "--save", ckpt.to_str().unwrap(),
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
     // All 245 training images decode, the GIF placeholder included; 153 validate.
     assert!(out.contains("245 train, 153 test, 3x32x32, 2 classes"), "{out}");
     let last = out.lines().rfind(|l| l.starts_with("epoch 5/5")).expect("epoch line");
@@ -303,7 +299,7 @@ fn hymenoptera_trains_end_to_end() {
     assert!(acc > 56.0, "val accuracy {acc}% is no better than guessing: {last}");
 
     // eval reads the folder at the checkpoint's size and gets the accuracy training reported.
-    let o = steepest(&[
+    let (out, _) = run_ok(&[
         "eval",
         "--weights",
         ckpt.to_str().unwrap(),
@@ -315,8 +311,6 @@ fn hymenoptera_trains_end_to_end() {
         "cpu",
         "--json",
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let eval_acc = v["test_acc"].as_f64().unwrap() * 100.0;
     assert!((eval_acc - acc).abs() < 0.01, "eval {eval_acc}% vs training's {acc}%");
@@ -324,7 +318,7 @@ fn hymenoptera_trains_end_to_end() {
 
     // predict resizes full-size photos the same way and names the classes.
     let bee = data.join("val/bees/abeja.jpg");
-    let o = steepest(&[
+    let (out, _) = run_ok(&[
         "predict",
         "--weights",
         ckpt.to_str().unwrap(),
@@ -333,8 +327,6 @@ fn hymenoptera_trains_end_to_end() {
         "--json",
         bee.to_str().unwrap(),
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let top = &v[0]["top"];
     assert_eq!(top.as_array().unwrap().len(), 2);

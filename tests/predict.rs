@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::cli::{assert_clean_error, steepest, temp, text};
+use common::cli::{assert_clean_error, run_ok, steepest, temp, text};
 use image::{GrayImage, ImageFormat};
 use steepest::checkpoint;
 use steepest::cpu::CpuBackend;
@@ -14,7 +14,7 @@ fn predict_matches_the_model_and_names_bad_files() {
     let dir = temp("predict");
     let ckpt = dir.join("model.safetensors");
     // A small CNN with input normalisation, so predict must apply the stored mean and std.
-    let o = steepest(&[
+    run_ok(&[
         "train",
         "--epochs",
         "1",
@@ -29,8 +29,6 @@ fn predict_matches_the_model_and_names_bad_files() {
         "--save",
         ckpt.to_str().unwrap(),
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
 
     // The first test images of the built-in set, written as lossless 28x28 PNGs.
     let set = data::open("synthetic", None).unwrap();
@@ -55,9 +53,7 @@ fn predict_matches_the_model_and_names_bad_files() {
         "10",
     ];
     args.extend(files.iter().map(|s| s.as_str()));
-    let o = steepest(&args);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
+    let (out, _) = run_ok(&args);
     let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
 
     // The same pixels through the library on the same backend.

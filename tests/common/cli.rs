@@ -39,3 +39,11 @@ pub fn assert_clean_error(o: &Output, needles: &[&str]) {
         assert!(err.contains(n), "error output lacks {n:?}: {err}");
     }
 }
+
+/// Runs `steepest args`, fails the test unless it succeeded, and returns (stdout, stderr).
+pub fn run_ok(args: &[&str]) -> (String, String) {
+    let o = steepest(args);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "steepest {args:?} failed\nstdout: {out}\nstderr: {err}");
+    (out, err)
+}
