@@ -264,6 +264,12 @@ impl Checkpoint {
             }
         };
         let input_shape = match (self.meta.input_shape, inputs) {
+            (Some(s), _) if s.contains(&0) => {
+                return Err(Error::file(
+                    source,
+                    format!("{KEY_INPUT} is {s:?}; every dimension must be at least 1"),
+                ))
+            }
             (Some(s), _) => s,
             (None, Some(784)) => [1, 28, 28],
             (None, Some(3072)) => [3, 32, 32],

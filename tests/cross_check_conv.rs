@@ -30,6 +30,9 @@ const CASES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
     (1, 6, 9, 9, 2, 2, 0),
     (2, 2, 4, 7, 3, 3, 2),
     (1, 7, 3, 3, 3, 1, 2),
+    // Padding wider than the kernel: whole output columns and rows see only padding.
+    (2, 2, 4, 3, 1, 1, 2),
+    (1, 3, 5, 4, 3, 2, 4),
 ];
 
 fn window(c: &(usize, usize, usize, usize, usize, usize, usize)) -> (usize, Window) {

@@ -118,6 +118,17 @@ fn without_val_folder_a_seeded_stratified_split_is_held_out() {
     };
     let (a, b) = (load(), load());
     assert_eq!((a.train.len, a.test.len), (21, 9));
+    // A class of one image keeps it for training, whatever the fraction.
+    let tiny = temp("split-tiny");
+    for (class, n) in [("one", 1), ("many", 4)] {
+        for i in 0..n {
+            let path = tiny.join(class).join(format!("{i}.png"));
+            save(&solid(4, 4, [i as u8, 0, 0]), &path, ImageFormat::Png);
+        }
+    }
+    let opts = FolderOptions { val_split: 0.6, ..Default::default() };
+    let d = folder::load_dir(&tiny, &opts, &mut Vec::new()).unwrap();
+    assert_eq!((d.train.len, d.test.len), (3, 2), "one of 'one' and two of 'many' train");
     for c in 0..3u8 {
         assert_eq!(
             a.test.labels.iter().filter(|&&l| l == c).count(),
@@ -163,6 +174,7 @@ fn background_decoding_gives_the_in_memory_batches() {
         }
         all
     };
+    assert_eq!(memory.channel_stats(), streamed.channel_stats(), "--normalize auto agrees");
     let (m, s) = (epochs(&memory.train), epochs(&streamed.train));
     assert_eq!(m.len(), 8, "16 samples in batches of 5, two epochs");
     assert_eq!(m, s, "same pixels, labels and augmentation from both paths");

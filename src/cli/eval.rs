@@ -10,7 +10,7 @@ use crate::EvalArgs;
 
 pub fn run(args: &EvalArgs) -> Result<()> {
     let ckpt = checkpoint::load(&args.weights)?;
-    let data = super::load_data(&args.data, ckpt.meta.input_shape)?;
+    let data = super::load_data(&args.data, ckpt.meta.input_shape, true)?;
     check_fits(&ckpt, &data, args)?;
     let mut backend = super::open_device(&args.data.device, args.data.adapter.as_deref())?;
     let (m, matrix) = with_backend!(&mut backend, b => evaluate_on(b, &ckpt, &data, args))?;

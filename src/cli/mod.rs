@@ -17,8 +17,9 @@ use steepest::{Error, Result};
 use crate::DataArgs;
 
 /// Loads the data set the flags name and applies `--limit-test`. `shape` (from a checkpoint)
-/// fixes the size and channels an image folder is read at.
-pub fn load_data(args: &DataArgs, shape: Option<[usize; 3]>) -> Result<Dataset> {
+/// fixes the size and channels an image folder is read at; `test_only` skips decoding an image
+/// folder's training images.
+pub fn load_data(args: &DataArgs, shape: Option<[usize; 3]>, test_only: bool) -> Result<Dataset> {
     let mut folder = FolderOptions {
         size: args.image_size.map(|ImageSize(w, h)| (w, h)),
         channels: match args.color.as_str() {
@@ -40,6 +41,7 @@ pub fn load_data(args: &DataArgs, shape: Option<[usize; 3]>) -> Result<Dataset> 
         folder.size.get_or_insert((w, h));
         folder.channels.get_or_insert(c);
     }
+    folder.validation_only = test_only;
     let opts = OpenOptions {
         dir: args.data_dir.clone(),
         download: args.download,

@@ -33,7 +33,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             ));
         }
     }
-    let mut data = super::load_data(&args.data, None)?;
+    let mut data = super::load_data(&args.data, None, false)?;
     if let Some(n) = args.limit_train {
         let size = data.sample_size();
         data.train.truncate(n, size);

@@ -41,7 +41,9 @@ fn column_spans(w: &Window) -> Vec<(usize, usize, usize)> {
             let kx0 = w.pad_w.saturating_sub(left).min(w.kernel_w);
             // Last kx with left + kx - pad_w < width.
             let kx1 = (w.width + w.pad_w).saturating_sub(left).min(w.kernel_w).max(kx0);
-            (kx0, kx1, (left + kx0).saturating_sub(w.pad_w))
+            // A run wholly in the right padding (padding wider than the kernel) is empty; keep
+            // its start inside the row so that slicing from it stays valid.
+            (kx0, kx1, (left + kx0).saturating_sub(w.pad_w).min(w.width))
         })
         .collect()
 }
@@ -246,6 +248,9 @@ pub fn conv2d_forward(
     outputs: usize,
     relu: bool,
 ) {
+    if rows == 0 {
+        return;
+    }
     let (pixels, patch, chunk) = (w.out_pixels(), w.patch_len(), chunk_samples(w));
     let (y_len, x_len) = (outputs * pixels, w.in_len());
     assert!(y.len() >= rows * y_len && x.len() >= rows * x_len, "conv buffers");
@@ -298,6 +303,14 @@ pub fn conv2d_backward(
     outputs: usize,
 ) {
     let (pixels, patch, chunk) = (w.out_pixels(), w.patch_len(), chunk_samples(w));
+    if rows == 0 {
+        // No samples: zero gradients, as the sums over an empty batch are.
+        grad_weight[..outputs * patch].fill(0.0);
+        if let Some(gb) = grad_bias {
+            gb[..outputs].fill(0.0);
+        }
+        return;
+    }
     let (y_len, x_len) = (outputs * pixels, w.in_len());
     let parts = ranges(rows);
     let chunk_col = chunk.min(rows) * pixels * patch;

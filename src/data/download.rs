@@ -1,7 +1,7 @@
 //! `--download`: fetch MNIST, Fashion-MNIST or CIFAR-10 from their canonical mirrors into a cache
 //! folder, each file checked against its published SHA-256 before anything uses it.
 //!
-//! A download streams into `NAME.part` next to its destination while hashing; only a file whose
+//! A download streams into `NAME.partPID` next to its destination while hashing; only a file whose
 //! hash matches is renamed to its real name, so an interrupted or corrupted download never leaves
 //! a file that a later run could mistake for a good one.
 
@@ -186,9 +186,11 @@ pub fn fetch(r: &Resource, dest: &Path, progress: bool) -> Result<()> {
             ),
         ));
     }
+    // The process id keeps two runs downloading at once from writing into one file.
     let part = dest.with_file_name(format!(
-        "{}.part",
-        dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        "{}.part{}",
+        dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
     ));
     // Each URL in turn; the first whose bytes have the published hash wins.
     let mut failures = Vec::new();
@@ -283,7 +285,7 @@ fn unpack_cifar(archive: &Path, dir: &Path) -> Result<()> {
             continue;
         }
         let dest = dir.join(name);
-        let part = dir.join(format!("{name}.part"));
+        let part = dir.join(format!("{name}.part{}", std::process::id()));
         let mut out = fs::File::create(&part).map_err(|e| Error::file(&part, e.to_string()))?;
         if let Err(e) = std::io::copy(&mut entry, &mut out) {
             let _ = fs::remove_file(&part);

@@ -31,11 +31,21 @@ pub struct FolderOptions {
     pub seed: u64,
     /// Decoded bytes above which batches are decoded on the fly instead of held in memory.
     pub memory_limit: usize,
+    /// Leave the training images undecoded (an empty train split), for `eval`, which reads only
+    /// the validation images; the training files still name the classes and are checked.
+    pub validation_only: bool,
 }
 
 impl Default for FolderOptions {
     fn default() -> Self {
-        FolderOptions { size: None, channels: None, val_split: 0.2, seed: 0, memory_limit: 2 << 30 }
+        FolderOptions {
+            size: None,
+            channels: None,
+            val_split: 0.2,
+            seed: 0,
+            memory_limit: 2 << 30,
+            validation_only: false,
+        }
     }
 }
 
@@ -46,13 +56,14 @@ pub struct ImageFiles {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
-    /// Files that failed to decode while streaming (each is also warned about once).
+    /// Decodes that failed while streaming, counted (and warned about) each time, so a bad file
+    /// counts once per epoch.
     pub failed: AtomicUsize,
 }
 
 impl ImageFiles {
     /// Decodes sample `i` into `out` (`channels * height * width` bytes, CHW); a failure is
-    /// warned about and returned, and the caller leaves the sample out of its batch.
+    /// warned about, counted and returned, and the caller leaves the sample out of its batch.
     pub fn decode(&self, i: usize, out: &mut [u8]) -> Result<()> {
         let r = decode_into(&self.paths[i], self.channels, self.height, self.width, out);
         if let Err(e) = &r {
@@ -119,11 +130,28 @@ fn open(path: &Path) -> Result<DynamicImage> {
     reader.decode().map_err(|e| Error::file(path, format!("not a readable image: {e}")))
 }
 
-/// Whether an end-of-image marker (FF D9) follows the first start-of-scan (FF DA). Inside the
-/// scan data every FF byte is followed by 00 or a restart marker, so FF D9 there is the real end.
+/// Whether an end-of-image marker (FF D9) follows the main image's first start-of-scan (FF DA).
+/// The marker segments before it are walked by their lengths, so an EXIF thumbnail (a whole JPEG
+/// inside APP1, with its own scan and end) is stepped over. Inside scan data every FF byte is
+/// followed by 00 or a restart marker, so FF D9 there is the real end.
 fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    let Some(sos) = bytes.windows(2).position(|w| w == [0xFF, 0xDA]) else { return false };
-    bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9])
+    let mut at = 2; // after SOI
+    loop {
+        // Fill bytes (FF FF ...) may precede a marker.
+        while bytes.get(at) == Some(&0xFF) && bytes.get(at + 1) == Some(&0xFF) {
+            at += 1;
+        }
+        let (Some(&0xFF), Some(&marker)) = (bytes.get(at), bytes.get(at + 1)) else { return false };
+        match marker {
+            0xDA => return bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
+            // Markers without a length.
+            0x01 | 0xD0..=0xD8 => at += 2,
+            _ => {
+                let Some(len) = bytes.get(at + 2..at + 4) else { return false };
+                at += 2 + u16::from_be_bytes([len[0], len[1]]) as usize;
+            }
+        }
+    }
 }
 
 /// Centre crop to the aspect ratio of `w`×`h`, then resize to exactly that.
@@ -242,12 +270,13 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
         return Err(Error::file(dir, "--dataset folder: not a folder"));
     }
     let split_dir = |names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.is_dir());
+    let mut val_dir = dir.to_path_buf();
     let (train_classes, val_classes) = match split_dir(&["train"]) {
         Some(train) => {
-            let val = split_dir(&["val", "valid", "validation", "test"]).ok_or_else(|| {
+            val_dir = split_dir(&["val", "valid", "validation", "test"]).ok_or_else(|| {
                 Error::file(dir, "has a train/ subfolder but no val/ (or test/) beside it")
             })?;
-            (scan(&train)?, Some(scan(&val)?))
+            (scan(&train)?, Some(scan(&val_dir)?))
         }
         None => (scan(dir)?, None),
     };
@@ -285,7 +314,7 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
         for (name, files) in classes {
             let label = *label_of.get(name.as_str()).ok_or_else(|| {
                 Error::file(
-                    dir.join("val").join(name),
+                    val_dir.join(name),
                     format!(
                         "class {name:?} is not among the training classes ({})",
                         class_names.join(", ")
@@ -312,7 +341,9 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
             for (name, files) in &train_classes {
                 let mut files = files.clone();
                 rng.shuffle(&mut files);
-                let hold = (files.len() as f64 * opts.val_split).round() as usize;
+                // Never the whole class: training needs at least one image of it.
+                let hold = ((files.len() as f64 * opts.val_split).round() as usize)
+                    .min(files.len().saturating_sub(1));
                 let label = label_of[name.as_str()];
                 val.extend(files[..hold].iter().map(|f| (f.clone(), label)));
                 train.extend(files[hold..].iter().map(|f| (f.clone(), label)));
@@ -346,10 +377,11 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
             for p in &train.probes {
                 *counts.entry((p.width as usize, p.height as usize)).or_default() += 1;
             }
-            // Most common; ties go to the smaller size, so the choice does not depend on order.
+            // Most common; ties go to the smaller area, then the narrower size, so the choice
+            // never depends on the map's order.
             let (&size, &n) = counts
                 .iter()
-                .max_by_key(|(&(w, h), &n)| (n, std::cmp::Reverse(w * h)))
+                .max_by_key(|(&(w, h), &n)| (n, std::cmp::Reverse((w * h, w, h))))
                 .expect("at least two readable training images");
             notes.push(format!(
                 "image size: {}x{} (the most common size, {n} of {} training images; set it with --image-size)",
@@ -362,6 +394,10 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
     };
     let channels =
         opts.channels.unwrap_or_else(|| if train.probes.iter().any(|p| p.colour) { 3 } else { 1 });
+    let mut train = train;
+    if opts.validation_only {
+        train = Listing { files: Vec::new(), labels: Vec::new(), probes: Vec::new() };
+    }
     let sample = channels * height * width;
     let total = (train.files.len() + val.files.len()) * sample;
     let stream = total > opts.memory_limit;
@@ -449,4 +485,30 @@ fn decode_all(
     }
     images.truncate(kept * sample);
     Split { images, labels, len: kept, files: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SOI, an APP1 segment holding `app1`, then SOS with its scan, then `tail`.
+    fn jpeg(app1: &[u8], tail: &[u8]) -> Vec<u8> {
+        let mut v = vec![0xFF, 0xD8, 0xFF, 0xE1];
+        v.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        v.extend_from_slice(app1);
+        v.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x04, 0x01, 0x02, 0x11, 0xFF, 0x00, 0x22]);
+        v.extend_from_slice(tail);
+        v
+    }
+
+    #[test]
+    fn a_jpeg_is_complete_only_with_an_end_after_the_main_scan() {
+        // An EXIF thumbnail is a whole JPEG, scan and end marker included, inside APP1.
+        let thumbnail = [0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02, 0x33, 0xFF, 0xD9];
+        assert!(!jpeg_is_complete(&jpeg(&thumbnail, &[0x44])), "cut off after the thumbnail's end");
+        assert!(jpeg_is_complete(&jpeg(&thumbnail, &[0x44, 0xFF, 0xD9])));
+        assert!(jpeg_is_complete(&jpeg(&[], &[0xFF, 0xD0, 0x55, 0xFF, 0xD9])), "restart markers");
+        assert!(!jpeg_is_complete(&[0xFF, 0xD8, 0xFF, 0xE1, 0x40]), "cut inside a header");
+        assert!(!jpeg_is_complete(&[0xFF, 0xD8]));
+    }
 }

@@ -195,8 +195,16 @@ impl<'a> Batcher<'a> {
 
     /// The next batch's pixels and labels, or `None` at the end of the epoch.
     pub fn next_batch(&mut self) -> Option<(&[u8], &[u32])> {
-        if let Some(p) = &self.prefetch {
-            let (pixels, labels) = p.rx.recv().ok()?;
+        if let Some(p) = &mut self.prefetch {
+            let Ok((pixels, labels)) = p.rx.recv() else {
+                // The decoder is done: the epoch is over, or it panicked and so must we.
+                if let Some(worker) = p.worker.take() {
+                    if let Err(panic) = worker.join() {
+                        std::panic::resume_unwind(panic);
+                    }
+                }
+                return None;
+            };
             self.pixels = pixels;
             self.labels = labels;
             return Some((&self.pixels, &self.labels));
@@ -261,6 +269,9 @@ impl Prefetch {
                     let slots: Vec<Mutex<&mut [u8]>> =
                         raw.chunks_mut(sample.max(1)).map(Mutex::new).collect();
                     par_for(rows, |k| {
+                        if stop_worker.load(Ordering::Relaxed) {
+                            return;
+                        }
                         let mut out = slots[k].lock().unwrap_or_else(|p| p.into_inner());
                         if files.decode(chunk[k], &mut out).is_ok() {
                             ok[k].store(true, Ordering::Relaxed);

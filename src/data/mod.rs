@@ -56,41 +56,48 @@ impl Dataset {
     /// the model sees them), for `--normalize auto`.
     pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
         let plane = self.height * self.width;
-        let (mut sum, mut sq) = (vec![0f64; self.channels], vec![0f64; self.channels]);
-        let mut count = self.train.len;
-        let decoded;
-        let pixels = match &self.train.files {
-            None => &self.train.images,
-            Some(files) => {
-                // Streamed data: estimate from up to 1,000 images spread over the set.
-                let picks: Vec<usize> = (0..count).step_by(count.div_ceil(1000).max(1)).collect();
-                let sample = self.sample_size();
-                let mut buf = vec![0u8; picks.len() * sample];
-                let ok = std::sync::Mutex::new(Vec::new());
-                {
-                    let slots: Vec<std::sync::Mutex<&mut [u8]>> =
-                        buf.chunks_mut(sample).map(std::sync::Mutex::new).collect();
-                    folder::par_for(picks.len(), |k| {
-                        let mut out = slots[k].lock().unwrap_or_else(|p| p.into_inner());
-                        if files.decode(picks[k], &mut out).is_ok() {
-                            ok.lock().unwrap_or_else(|p| p.into_inner()).push(k);
-                        }
-                    });
+        // Per-channel (Σx, Σx²) of one sample's pixels.
+        let sums = |pixels: &[u8]| {
+            let mut acc = vec![(0f64, 0f64); self.channels];
+            for (c, channel) in pixels.chunks_exact(plane.max(1)).enumerate() {
+                for &v in channel {
+                    let x = v as f64 / 255.0;
+                    acc[c % self.channels].0 += x;
+                    acc[c % self.channels].1 += x * x;
                 }
-                let ok = ok.into_inner().unwrap_or_else(|p| p.into_inner());
-                count = ok.len();
-                decoded =
-                    ok.iter().flat_map(|&k| buf[k * sample..(k + 1) * sample].to_vec()).collect();
-                &decoded
+            }
+            acc
+        };
+        let per_sample: Vec<Vec<(f64, f64)>> = match &self.train.files {
+            None => self.train.images.chunks_exact(self.sample_size().max(1)).map(sums).collect(),
+            Some(files) => {
+                // Streamed data: estimate from up to 1,000 images spread over the set, decoded
+                // one per thread at a time, so the estimate stays within the memory budget.
+                let picks: Vec<usize> =
+                    (0..self.train.len).step_by(self.train.len.div_ceil(1000).max(1)).collect();
+                let results: Vec<std::sync::Mutex<Option<Vec<(f64, f64)>>>> =
+                    picks.iter().map(|_| std::sync::Mutex::new(None)).collect();
+                folder::par_for(picks.len(), |k| {
+                    let mut pixels = vec![0u8; self.sample_size()];
+                    if files.decode(picks[k], &mut pixels).is_ok() {
+                        *results[k].lock().unwrap_or_else(|p| p.into_inner()) = Some(sums(&pixels));
+                    }
+                });
+                results
+                    .into_iter()
+                    .filter_map(|r| r.into_inner().unwrap_or_else(|p| p.into_inner()))
+                    .collect()
             }
         };
-        for (i, &v) in pixels.iter().enumerate() {
-            let c = (i / plane) % self.channels;
-            let x = v as f64 / 255.0;
-            sum[c] += x;
-            sq[c] += x * x;
+        // Added in sample order, so the result does not depend on thread timing.
+        let (mut sum, mut sq) = (vec![0f64; self.channels], vec![0f64; self.channels]);
+        for acc in &per_sample {
+            for (c, &(s, q)) in acc.iter().enumerate() {
+                sum[c] += s;
+                sq[c] += q;
+            }
         }
-        let n = (count * plane).max(1) as f64;
+        let n = (per_sample.len() * plane).max(1) as f64;
         let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
         let std = sq
             .iter()
@@ -182,11 +189,12 @@ pub fn open_with(name: &str, opts: &OpenOptions, notes: &mut Vec<String>) -> Res
                 "--data-dir",
                 format!(
                     "--dataset {name} reads the four IDX files ({}, {}, {}, {}, each optionally .gz) \
-                     from a folder; pass it with --data-dir, or add --download",
+                     from a folder; pass it with --data-dir{}",
                     idx::TRAIN_IMAGES,
                     idx::TRAIN_LABELS,
                     idx::TEST_IMAGES,
-                    idx::TEST_LABELS
+                    idx::TEST_LABELS,
+                    if downloadable { ", or add --download" } else { "" }
                 ),
             )
         })
