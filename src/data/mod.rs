@@ -57,7 +57,8 @@ impl Dataset {
     pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
         let plane = self.height * self.width;
         // Per-channel (Σx, Σx²) of one sample's pixels.
-        let sums = |pixels: &[u8]| {
+        type Sums = Vec<(f64, f64)>;
+        let sums = |pixels: &[u8]| -> Sums {
             let mut acc = vec![(0f64, 0f64); self.channels];
             for (c, channel) in pixels.chunks_exact(plane.max(1)).enumerate() {
                 for &v in channel {
@@ -68,14 +69,14 @@ impl Dataset {
             }
             acc
         };
-        let per_sample: Vec<Vec<(f64, f64)>> = match &self.train.files {
+        let per_sample: Vec<Sums> = match &self.train.files {
             None => self.train.images.chunks_exact(self.sample_size().max(1)).map(sums).collect(),
             Some(files) => {
                 // Streamed data: estimate from up to 1,000 images spread over the set, decoded
                 // one per thread at a time, so the estimate stays within the memory budget.
                 let picks: Vec<usize> =
                     (0..self.train.len).step_by(self.train.len.div_ceil(1000).max(1)).collect();
-                let results: Vec<std::sync::Mutex<Option<Vec<(f64, f64)>>>> =
+                let results: Vec<std::sync::Mutex<Option<Sums>>> =
                     picks.iter().map(|_| std::sync::Mutex::new(None)).collect();
                 folder::par_for(picks.len(), |k| {
                     let mut pixels = vec![0u8; self.sample_size()];
