@@ -42,6 +42,7 @@ pub fn load_data(args: &DataArgs, shape: Option<[usize; 3]>, test_only: bool) ->
         folder.channels.get_or_insert(c);
     }
     folder.validation_only = test_only;
+    folder.progress = std::io::stderr().is_terminal();
     let opts = OpenOptions {
         dir: args.data_dir.clone(),
         download: args.download,

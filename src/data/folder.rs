@@ -34,6 +34,8 @@ pub struct FolderOptions {
     /// Leave the training images undecoded (an empty train split), for `eval`, which reads only
     /// the validation images; the training files still name the classes and are checked.
     pub validation_only: bool,
+    /// Show progress bars while headers are read and images decoded (on a terminal).
+    pub progress: bool,
 }
 
 impl Default for FolderOptions {
@@ -45,6 +47,7 @@ impl Default for FolderOptions {
             seed: 0,
             memory_limit: 2 << 30,
             validation_only: false,
+            progress: false,
         }
     }
 }
@@ -239,12 +242,15 @@ struct Listing {
 }
 
 /// Probes every file in parallel; unreadable ones are warned about, counted and dropped.
-fn probe_all(files: Vec<(PathBuf, u8)>, skipped: &AtomicUsize) -> Listing {
+fn probe_all(files: Vec<(PathBuf, u8)>, skipped: &AtomicUsize, progress: bool) -> Listing {
+    let bar = bar(progress, files.len(), "reading headers");
     let results: Vec<std::sync::Mutex<Option<Result<Probe>>>> =
         files.iter().map(|_| std::sync::Mutex::new(None)).collect();
     par_for(files.len(), |i| {
         *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(probe(&files[i].0));
+        bar.inc(1);
     });
+    bar.finish_and_clear();
     let mut out = Listing { files: Vec::new(), labels: Vec::new(), probes: Vec::new() };
     for ((path, label), r) in files.into_iter().zip(results) {
         match r.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -362,8 +368,8 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
     rng.shuffle(&mut train_files);
     rng.shuffle(&mut val_files);
     let skipped = AtomicUsize::new(0);
-    let train = probe_all(train_files, &skipped);
-    let val = probe_all(val_files, &skipped);
+    let train = probe_all(train_files, &skipped, opts.progress);
+    let val = probe_all(val_files, &skipped, opts.progress);
     for (i, name) in class_names.iter().enumerate() {
         if !train.labels.contains(&(i as u8)) {
             return Err(Error::file(where_.join(name), "class folder has no readable images"));
@@ -413,7 +419,7 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
                 files: Some(Arc::new(files)),
             };
         }
-        decode_all(l, channels, height, width, &skipped)
+        decode_all(l, channels, height, width, &skipped, opts.progress)
     };
     if stream {
         notes.push(format!(
@@ -450,14 +456,16 @@ fn decode_all(
     height: usize,
     width: usize,
     skipped: &AtomicUsize,
+    progress: bool,
 ) -> Split {
     let sample = channels * height * width;
     let n = l.files.len();
+    let bar = bar(progress, n, "decoding images");
     let mut images = vec![0u8; n * sample];
     let ok: Vec<std::sync::atomic::AtomicBool> =
         (0..n).map(|_| std::sync::atomic::AtomicBool::new(false)).collect();
     {
-        // Each index owns its own slice; hand them out through a lock-free table of chunks.
+        // One slot per image; each index locks only its own (never contended).
         let chunks: Vec<std::sync::Mutex<&mut [u8]>> =
             images.chunks_mut(sample.max(1)).map(std::sync::Mutex::new).collect();
         par_for(n, |i| {
@@ -466,11 +474,13 @@ fn decode_all(
                 Ok(()) => ok[i].store(true, Ordering::Relaxed),
                 Err(e) => {
                     skipped.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("warning: skipping {e}");
+                    bar.suspend(|| eprintln!("warning: skipping {e}"));
                 }
             }
+            bar.inc(1);
         });
     }
+    bar.finish_and_clear();
     // Compact: keep the samples that decoded, in order.
     let mut labels = Vec::with_capacity(n);
     let mut kept = 0;
@@ -485,6 +495,21 @@ fn decode_all(
     }
     images.truncate(kept * sample);
     Split { images, labels, len: kept, files: None }
+}
+
+/// A progress bar over `len` files on stderr, or a hidden one.
+fn bar(show: bool, len: usize, what: &str) -> indicatif::ProgressBar {
+    if !show || len < 100 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} eta {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
 }
 
 #[cfg(test)]
