@@ -88,7 +88,7 @@ fn batchnorm_stats(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invoc
 @compute @workgroup_size(256)
 fn batchnorm_forward(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
                      @builtin(local_invocation_index) local: u32) {
-    let i = (group.y * groups.x + group.x) * 256u + local;
+    let i = flat_index(group, groups, local);
     if i >= params.rows * params.channels * params.pixels {
         return;
     }
@@ -135,7 +135,7 @@ fn batchnorm_backward_reduce(@builtin(workgroup_id) group: vec3<u32>, @builtin(l
 @compute @workgroup_size(256)
 fn batchnorm_backward(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
                       @builtin(local_invocation_index) local: u32) {
-    let i = (group.y * groups.x + group.x) * 256u + local;
+    let i = flat_index(group, groups, local);
     if i >= params.rows * params.channels * params.pixels {
         return;
     }

@@ -2,30 +2,11 @@
 // a gather (one thread per output value), so there are no atomics and results are exact.
 // CPU twins: src/cpu/conv.rs. Test: tests/cross_check_conv.rs.
 
-struct Window {
-    rows: u32,
-    channels: u32,
-    height: u32,
-    width: u32,
-    kernel_h: u32,
-    kernel_w: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_h: u32,
-    pad_w: u32,
-    out_h: u32,
-    out_w: u32,
-}
-
 struct Layout {
     rows: u32,
     pixels: u32,
     channels: u32,
     flags: u32, // bit 0: ReLU, bit 1: add bias
-}
-
-fn flat_index(group: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
-    return (group.y * groups.x + group.x) * 256u + local;
 }
 
 @group(0) @binding(0) var<uniform> win: Window;

@@ -11,10 +11,6 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 
-fn flat_index(group: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
-    return (group.y * groups.x + group.x) * 256u + local;
-}
-
 // pixels_to_f32: bytes packed four to a u32 word (little-endian), out = byte / 255.
 @group(0) @binding(1) var<storage, read> pixels: array<u32>;
 @group(0) @binding(2) var<storage, read_write> pixels_out: array<f32>;

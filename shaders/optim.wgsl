@@ -2,10 +2,6 @@
 // the state (momentum, moments) lives on the GPU. Same operation order as the CPU twins in
 // src/cpu/optim.rs, so both round alike. Test: tests/cross_check_optim.rs.
 
-fn flat_index(group: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
-    return (group.y * groups.x + group.x) * 256u + local;
-}
-
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> state1: array<f32>;

@@ -2,25 +2,6 @@
 // value sums over the windows that contain it, so overlapping windows need no atomics.
 // CPU twins: src/cpu/pool.rs. Test: tests/cross_check_pool.rs.
 
-struct Window {
-    rows: u32,
-    channels: u32,
-    height: u32,
-    width: u32,
-    kernel_h: u32,
-    kernel_w: u32,
-    stride_h: u32,
-    stride_w: u32,
-    pad_h: u32,
-    pad_w: u32,
-    out_h: u32,
-    out_w: u32,
-}
-
-fn flat_index(group: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
-    return (group.y * groups.x + group.x) * 256u + local;
-}
-
 @group(0) @binding(0) var<uniform> win: Window;
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;

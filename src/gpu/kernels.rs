@@ -41,14 +41,24 @@ pub enum Access {
 
 use Access::{Read, ReadWrite};
 
-pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
-pub const ELEMENTWISE_WGSL: &str = include_str!("../../shaders/elementwise.wgsl");
-pub const REDUCE_WGSL: &str = include_str!("../../shaders/reduce.wgsl");
-pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
-pub const OPTIM_WGSL: &str = include_str!("../../shaders/optim.wgsl");
-pub const CONV_WGSL: &str = include_str!("../../shaders/conv.wgsl");
-pub const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
-pub const BATCHNORM_WGSL: &str = include_str!("../../shaders/batchnorm.wgsl");
+/// Each shader file with `shaders/common.wgsl` (shared helpers and structs) in front.
+macro_rules! shader {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../shaders/common.wgsl"),
+            include_str!(concat!("../../shaders/", $file))
+        )
+    };
+}
+
+pub const MATMUL_WGSL: &str = shader!("matmul.wgsl");
+pub const ELEMENTWISE_WGSL: &str = shader!("elementwise.wgsl");
+pub const REDUCE_WGSL: &str = shader!("reduce.wgsl");
+pub const LOSS_WGSL: &str = shader!("loss.wgsl");
+pub const OPTIM_WGSL: &str = shader!("optim.wgsl");
+pub const CONV_WGSL: &str = shader!("conv.wgsl");
+pub const POOL_WGSL: &str = shader!("pool.wgsl");
+pub const BATCHNORM_WGSL: &str = shader!("batchnorm.wgsl");
 
 impl Kernel {
     pub const ALL: [Kernel; 27] = [

@@ -217,6 +217,12 @@ struct PlainParam<'a, B: Backend> {
     value: &'a B::Buf,
 }
 
+/// A square window over `shape`, or `None` when its output would be empty.
+fn fitted_window(shape: Shape, kernel: usize, stride: usize, padding: usize) -> Option<Window> {
+    let w = Window::square(shape.channels, shape.height, shape.width, kernel, stride, padding);
+    (w.out_h() > 0 && w.out_w() > 0).then_some(w)
+}
+
 /// PyTorch's `state_dict` order: by position; weight, bias, running_mean, running_var,
 /// num_batches_tracked.
 pub fn sort_state_dict(t: &mut HostTensors) {
@@ -284,20 +290,12 @@ impl<B: Backend> Model<B> {
                     )
                 }
                 LayerSpec::Conv { out, kernel, stride, padding, bias } => {
-                    let window = Window::square(
-                        shape.channels,
-                        shape.height,
-                        shape.width,
-                        kernel,
-                        stride,
-                        padding,
-                    );
-                    if window.out_h() == 0 || window.out_w() == 0 {
-                        return Err(err(format!(
+                    let window = fitted_window(shape, kernel, stride, padding).ok_or_else(|| {
+                        err(format!(
                             "a {kernel}x{kernel} kernel with padding {padding} does not fit the {}x{} input (output would be empty)",
                             shape.height, shape.width
-                        )));
-                    }
+                        ))
+                    })?;
                     let weights =
                         Weights::new(b, &mut rng, vec![out, shape.channels, kernel, kernel], bias)?;
                     let out_shape = Shape::new(out, window.out_h(), window.out_w());
@@ -313,20 +311,12 @@ impl<B: Backend> Model<B> {
                 }
                 LayerSpec::Flatten => (Layer::Flatten, Shape::flat(shape.len())),
                 LayerSpec::MaxPool { kernel, stride } | LayerSpec::AvgPool { kernel, stride } => {
-                    let window = Window::square(
-                        shape.channels,
-                        shape.height,
-                        shape.width,
-                        kernel,
-                        stride,
-                        0,
-                    );
-                    if window.out_h() == 0 || window.out_w() == 0 {
-                        return Err(err(format!(
+                    let window = fitted_window(shape, kernel, stride, 0).ok_or_else(|| {
+                        err(format!(
                             "a {kernel}x{kernel} window does not fit the {}x{} input",
                             shape.height, shape.width
-                        )));
-                    }
+                        ))
+                    })?;
                     let out = Shape::new(shape.channels, window.out_h(), window.out_w());
                     if matches!(ls, LayerSpec::MaxPool { .. }) {
                         (Layer::MaxPool { window }, out)
