@@ -329,36 +329,10 @@ fn take_data(path: &Path, mut bytes: Vec<u8>, kind: IdxKind, dims: &[usize]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::test_dir::TempDir;
     use flate2::write::GzEncoder;
     use flate2::Compression;
     use std::io::Write;
-
-    /// A fresh folder under the system temp dir, removed when the test ends.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(test: &str) -> TempDir {
-            let dir = std::env::temp_dir()
-                .join(format!("steepest-idx-test-{}-{test}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("create temp dir");
-            TempDir(dir)
-        }
-        fn path(&self) -> &Path {
-            &self.0
-        }
-        fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-            let path = self.0.join(name);
-            std::fs::write(&path, bytes).expect("write fixture");
-            path
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn header(magic: u32, dims: &[u32]) -> Vec<u8> {
         std::iter::once(magic).chain(dims.iter().copied()).flat_map(u32::to_be_bytes).collect()
