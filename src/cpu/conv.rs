@@ -32,20 +32,16 @@ fn im2col_serial(x: &[f32], col: &mut [f32], w: &Window) {
     }
 }
 
-/// Per output column `ox`: the kernel columns `kx0..kx1` inside the image and the input column
+/// For output column `ox`: the kernel columns `kx0..kx1` inside the image and the input column
 /// of `kx0`.
-fn column_spans(w: &Window) -> Vec<(usize, usize, usize)> {
-    (0..w.out_w())
-        .map(|ox| {
-            let left = ox * w.stride_w; // input column of kx = 0, plus pad_w
-            let kx0 = w.pad_w.saturating_sub(left).min(w.kernel_w);
-            // Last kx with left + kx - pad_w < width.
-            let kx1 = (w.width + w.pad_w).saturating_sub(left).min(w.kernel_w).max(kx0);
-            // A run wholly in the right padding (padding wider than the kernel) is empty; keep
-            // its start inside the row so that slicing from it stays valid.
-            (kx0, kx1, (left + kx0).saturating_sub(w.pad_w).min(w.width))
-        })
-        .collect()
+fn column_span(w: &Window, ox: usize) -> (usize, usize, usize) {
+    let left = ox * w.stride_w; // input column of kx = 0, plus pad_w
+    let kx0 = w.pad_w.saturating_sub(left).min(w.kernel_w);
+    // Last kx with left + kx - pad_w < width.
+    let kx1 = (w.width + w.pad_w).saturating_sub(left).min(w.kernel_w).max(kx0);
+    // A run wholly in the right padding (padding wider than the kernel) is empty; keep its start
+    // inside the row so that slicing from it stays valid.
+    (kx0, kx1, (left + kx0).saturating_sub(w.pad_w).min(w.width))
 }
 
 /// The input row under kernel row `ky` of output row `oy`, if it is not padding.
@@ -57,20 +53,19 @@ fn input_row(w: &Window, oy: usize, ky: usize) -> Option<usize> {
 /// written front to back (the image it reads from sits in L1), so the writes stream.
 fn im2col_runs<const K: usize>(x: &[f32], col: &mut [f32], w: &Window) {
     let (oh, ow, patch, kw) = (w.out_h(), w.out_w(), w.patch_len(), w.kernel_w);
-    let spans = column_spans(w);
     let plane = w.height * w.width;
     for (s, sample) in col.chunks_exact_mut(oh * ow * patch).enumerate() {
         let image = &x[s * w.in_len()..][..w.in_len()];
         for (oy, rows) in sample.chunks_exact_mut(ow * patch).enumerate() {
-            let iys: Vec<Option<usize>> = (0..w.kernel_h).map(|ky| input_row(w, oy, ky)).collect();
-            for (row, &(kx0, kx1, ix0)) in rows.chunks_exact_mut(patch).zip(&spans) {
+            for (ox, row) in rows.chunks_exact_mut(patch).enumerate() {
+                let (kx0, kx1, ix0) = column_span(w, ox);
                 let whole = K > 0 && kx0 == 0 && kx1 == K;
                 let mut runs = row.chunks_exact_mut(kw);
                 for c in 0..w.channels {
                     let channel = &image[c * plane..][..plane];
-                    for &iy in &iys {
+                    for ky in 0..w.kernel_h {
                         let run = runs.next().expect("patch holds C·kh runs");
-                        match iy {
+                        match input_row(w, oy, ky) {
                             None => run.fill(0.0),
                             Some(iy) if whole => {
                                 let src = &channel[iy * w.width + ix0..][..K];
@@ -113,20 +108,19 @@ fn col2im_serial(col: &[f32], x: &mut [f32], w: &Window) {
 /// row front to back and adds into the image (which sits in L1).
 fn col2im_runs<const K: usize>(col: &[f32], x: &mut [f32], w: &Window) {
     let (oh, ow, patch, kw) = (w.out_h(), w.out_w(), w.patch_len(), w.kernel_w);
-    let spans = column_spans(w);
     let plane = w.height * w.width;
     x.fill(0.0);
     for (s, image) in x.chunks_exact_mut(w.in_len()).enumerate() {
         let sample = &col[s * oh * ow * patch..][..oh * ow * patch];
         for (oy, rows) in sample.chunks_exact(ow * patch).enumerate() {
-            let iys: Vec<Option<usize>> = (0..w.kernel_h).map(|ky| input_row(w, oy, ky)).collect();
-            for (row, &(kx0, kx1, ix0)) in rows.chunks_exact(patch).zip(&spans) {
+            for (ox, row) in rows.chunks_exact(patch).enumerate() {
+                let (kx0, kx1, ix0) = column_span(w, ox);
                 let whole = K > 0 && kx0 == 0 && kx1 == K;
                 let mut runs = row.chunks_exact(kw);
                 for c in 0..w.channels {
-                    for &iy in &iys {
+                    for ky in 0..w.kernel_h {
                         let run = runs.next().expect("patch holds C·kh runs");
-                        let Some(iy) = iy else { continue };
+                        let Some(iy) = input_row(w, oy, ky) else { continue };
                         let dst = &mut image[c * plane + iy * w.width..][..w.width];
                         if whole {
                             let d: &mut [f32; K] = (&mut dst[ix0..ix0 + K]).try_into().expect("K");
@@ -208,12 +202,18 @@ fn chunk_samples(w: &Window) -> usize {
     (CHUNK_FLOATS / (w.out_pixels() * w.patch_len()).max(1)).max(1)
 }
 
-/// Scratch floats the chunked conv needs: one chunk's patch matrix per thread (`col`) and no
-/// `z`, far less than the batch-sized buffers of the GPU's method.
-pub fn scratch_len(rows: usize, w: &Window) -> (usize, usize) {
+/// Scratch floats the chunked conv needs, per thread: one chunk's patch matrix (`col`) and the
+/// partial weight and bias gradients backward adds up (`partials`). Far less than the
+/// batch-sized buffers of the GPU's method.
+pub fn scratch_len(rows: usize, w: &Window, outputs: usize) -> (usize, usize) {
     let per_thread = chunk_samples(w).min(rows.max(1));
     let threads = crate::device::cpu_threads().min(rows.max(1));
-    (per_thread * threads * w.out_pixels() * w.patch_len(), 0)
+    (per_thread * threads * w.out_pixels() * w.patch_len(), threads * partial_len(w, outputs))
+}
+
+/// One thread's partial gradients: `[weight (outputs·patch) | bias (outputs)]`.
+fn partial_len(w: &Window, outputs: usize) -> usize {
+    outputs * w.patch_len() + outputs
 }
 
 /// Raw pointer that may cross into the pool's threads; each thread touches only its own
@@ -298,6 +298,7 @@ pub fn conv2d_backward(
     grad_bias: Option<&mut [f32]>,
     dx: Option<&mut [f32]>,
     col: &mut [f32],
+    partials: &mut [f32],
     rows: usize,
     w: &Window,
     outputs: usize,
@@ -321,9 +322,9 @@ pub fn conv2d_backward(
         Shared(d.as_mut_ptr())
     });
     let cols = Shared(col.as_mut_ptr());
-    // Per thread: [weight gradient (outputs·patch) | bias sums (outputs)].
-    let stride = outputs * patch + outputs;
-    let mut partials = vec![0f32; parts.len() * stride];
+    let stride = partial_len(w, outputs);
+    let partials = &mut partials[..parts.len() * stride];
+    partials.fill(0.0);
     rayon::scope(|s| {
         for ((t, range), partial) in parts.into_iter().enumerate().zip(partials.chunks_mut(stride))
         {
@@ -366,19 +367,20 @@ pub fn conv2d_backward(
             });
         }
     });
-    let mut parts = partials.chunks(stride);
-    let first = parts.next().expect("at least one part");
-    grad_weight[..outputs * patch].copy_from_slice(&first[..outputs * patch]);
-    let mut bias: Vec<f32> = first[outputs * patch..].to_vec();
-    for p in parts {
+    // The threads' partials, added in thread order (so the result does not depend on timing).
+    let (grad_weight, mut grad_bias) = (&mut grad_weight[..outputs * patch], grad_bias);
+    grad_weight.fill(0.0);
+    if let Some(gb) = grad_bias.as_deref_mut() {
+        gb[..outputs].fill(0.0);
+    }
+    for p in partials.chunks(stride) {
         for (g, v) in grad_weight.iter_mut().zip(&p[..outputs * patch]) {
             *g += v;
         }
-        for (b, v) in bias.iter_mut().zip(&p[outputs * patch..]) {
-            *b += v;
+        if let Some(gb) = grad_bias.as_deref_mut() {
+            for (b, v) in gb.iter_mut().zip(&p[outputs * patch..]) {
+                *b += v;
+            }
         }
-    }
-    if let Some(gb) = grad_bias {
-        gb[..outputs].copy_from_slice(&bias);
     }
 }

@@ -193,8 +193,8 @@ impl Backend for CpuBackend {
         );
     }
 
-    fn conv_scratch_len(&self, rows: usize, w: &Window, _outputs: usize) -> (usize, usize) {
-        conv::scratch_len(rows, w)
+    fn conv_scratch_len(&self, rows: usize, w: &Window, outputs: usize) -> (usize, usize) {
+        conv::scratch_len(rows, w, outputs)
     }
 
     fn conv2d_backward(
@@ -206,7 +206,7 @@ impl Backend for CpuBackend {
         grad_bias: Option<&CpuBuf>,
         dx: Option<&CpuBuf>,
         col: &CpuBuf,
-        _z: &CpuBuf,
+        z: &CpuBuf,
         rows: usize,
         w: &Window,
         outputs: usize,
@@ -221,6 +221,7 @@ impl Backend for CpuBackend {
             grad_bias.as_deref_mut().map(|b| &mut b[..]),
             dx.as_deref_mut().map(|d| &mut d[..]),
             &mut col.0.borrow_mut(),
+            &mut z.0.borrow_mut(),
             rows,
             w,
             outputs,
