@@ -233,6 +233,10 @@ fn bad_folders_are_clear_errors() {
     let e = err(&stray);
     assert!(e.contains("green") && e.contains("not among the training classes"), "{e}");
 
+    let two = FolderOptions { channels: Some(2), ..Default::default() };
+    let e = folder::load_dir(&stray, &two, &mut Vec::new()).unwrap_err().to_string();
+    assert!(e.contains("1 (grey) or 3 (RGB)") && e.contains("not 2"), "{e}");
+
     let e = err(Path::new("/nonexistent/photos"));
     assert!(e.contains("/nonexistent/photos") && e.contains("not a folder"), "{e}");
 }

@@ -275,6 +275,12 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
     if !dir.is_dir() {
         return Err(Error::file(dir, "--dataset folder: not a folder"));
     }
+    if let Some(c) = opts.channels.filter(|&c| c != 1 && c != 3) {
+        return Err(Error::config(
+            "--color",
+            format!("images are read as 1 (grey) or 3 (RGB) channels, not {c}"),
+        ));
+    }
     let split_dir = |names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.is_dir());
     let mut val_dir = dir.to_path_buf();
     let (train_classes, val_classes) = match split_dir(&["train"]) {
