@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::cli::{assert_clean_error, steepest, steepest_env, temp, text};
+use common::cli::{assert_clean_error, run_ok, steepest, steepest_env, temp, text};
 
 fn idx_images(count: u32, rows: u32, cols: u32, fill: u8) -> Vec<u8> {
     let mut v = vec![0, 0, 8, 3];
@@ -37,7 +37,7 @@ fn write_idx(dir: &Path) {
 fn train_save_metrics_and_eval_agree() {
     let dir = temp("train");
     let (w, m) = (dir.join("w.safetensors"), dir.join("m.jsonl"));
-    let o = steepest(&[
+    let (out, err) = run_ok(&[
         "train",
         "--device",
         "cpu",
@@ -54,8 +54,6 @@ fn train_save_metrics_and_eval_agree() {
         "--metrics",
         m.to_str().unwrap(),
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
     assert!(err.contains("device: cpu"), "the chosen device is printed: {err}");
     assert!(out.contains("epoch 2/2"), "{out}");
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&m)
@@ -79,7 +77,7 @@ fn train_save_metrics_and_eval_agree() {
     }
     assert_eq!(lines[1]["device"], "cpu");
 
-    let o = steepest(&[
+    let (out, _) = run_ok(&[
         "eval",
         "--weights",
         w.to_str().unwrap(),
@@ -89,8 +87,6 @@ fn train_save_metrics_and_eval_agree() {
         "300",
         "--json",
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["samples"], 300);
     // The confusion matrix accounts for every sample, and its diagonal is the accuracy.
@@ -134,7 +130,7 @@ fn gpu_training_runs_from_the_command_line() {
     if common::gpu().is_none() {
         return;
     }
-    let o = steepest(&[
+    let (out, err) = run_ok(&[
         "train",
         "--device",
         "gpu",
@@ -147,8 +143,6 @@ fn gpu_training_runs_from_the_command_line() {
         "--model",
         "mlp:32",
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
     assert!(err.contains("device: gpu"), "{err}");
     assert!(out.contains("epoch 1/1"), "{out}");
 }
@@ -180,17 +174,13 @@ fn a_model_too_big_for_the_gpu_names_the_limit() {
 
 #[test]
 fn devices_lists_or_says_none() {
-    let o = steepest(&["devices"]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
+    let (out, _) = run_ok(&["devices"]);
     assert!(out.contains("backend") || out.contains("no GPU adapter"), "{out}");
 }
 
 #[test]
 fn bench_prints_json_with_both_sides() {
-    let o = steepest(&["bench", "--device", "cpu", "--sizes", "32,33", "--json"]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
+    let (out, _) = run_ok(&["bench", "--device", "cpu", "--sizes", "32,33", "--json"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["matmul"].as_array().unwrap().len(), 2);
     assert!(v["matmul"][0]["cpu_gflops"].as_f64().unwrap() > 0.0);
@@ -373,7 +363,7 @@ fn checkpoints_that_do_not_fit_are_named() {
 fn normalize_and_augment_flags() {
     let dir = temp("norm");
     let w = dir.join("n.safetensors");
-    let o = steepest(&[
+    let (out, _) = run_ok(&[
         "train",
         "--device",
         "cpu",
@@ -392,8 +382,6 @@ fn normalize_and_augment_flags() {
         "--save",
         w.to_str().unwrap(),
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("normalize: mean") && out.contains("augment: crop:2,flip"), "{out}");
     // eval applies the stored normalisation by itself.
     let o = steepest(&[
@@ -434,7 +422,7 @@ fn model_help_summary_and_typos() {
     let (out, _) = text(&o);
     assert!(o.status.success() && out.contains("lenet") && out.contains("conv:OUT:K"), "{out}");
 
-    let o = steepest(&[
+    let (out, _) = run_ok(&[
         "train",
         "--device",
         "cpu",
@@ -447,8 +435,6 @@ fn model_help_summary_and_typos() {
         "--limit-test",
         "50",
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
     assert!(
         out.contains("maxpool:2")
             && out.contains("4x12x12")
@@ -476,7 +462,7 @@ fn cifar_folder_trains_cifar_cnn_and_bad_batches_are_named() {
     std::fs::write(dir.join("data_batch_2.bin"), cifar_batch(8, |r| (r % 3) as u8)).unwrap();
     std::fs::write(dir.join("test_batch.bin"), cifar_batch(6, |r| (r % 10) as u8)).unwrap();
     let d = dir.to_str().unwrap();
-    let o = steepest(&[
+    let (out, _) = run_ok(&[
         "train",
         "--dataset",
         "cifar10",
@@ -495,8 +481,6 @@ fn cifar_folder_trains_cifar_cnn_and_bad_batches_are_named() {
         "--augment",
         "crop:4,flip",
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("20 train, 6 test, 3x32x32"), "{out}");
 
     // A file cut mid-record, and a label byte above 9.
