@@ -1,17 +1,13 @@
-// C[m, n] = op(A) · op(B), workgroup-tiled: each 16×16 workgroup computes a 64×64 tile of C,
-// each thread a 4×4 block, walking K in steps of 16 through workgroup memory. Tiles that hang
-// over the edge of A, B or C load zeros and skip their stores, so any shape works.
-// Three entry points, one per storage form (see `MatmulForm` in src/backend.rs).
+// C[m, n] = op(A) · op(B), the `tiled` variant: any shape, scalar loads. Each 16×16 workgroup
+// computes a 64×64 tile of C, each thread a 4×4 block, walking its K range in steps of 16
+// through workgroup memory. Tiles that hang over the edge of A, B, C or the K range load zeros
+// and skip their stores. Three entry points, one per storage form (`MatmulForm` in
+// src/backend.rs). The host picks this variant or a faster one (`matmul_register.wgsl`,
+// `matmul_wide.wgsl`) per adapter and shape: src/gpu/matmul.rs.
 // CPU twin: src/cpu/matmul.rs. Test: tests/cross_check_matmul.rs.
 
-struct MatmulParams {
-    m: u32,
-    k: u32,
-    n: u32,
-    _pad: u32,
-}
-
 @group(0) @binding(0) var<uniform> params: MatmulParams;
+// MatmulParams and the K-split helpers (`k_range`, `store_c`) are in shaders/matmul_common.wgsl.
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
@@ -28,8 +24,8 @@ var<workgroup> tile_a: array<f32, 1024>; // [BK][BM]
 var<workgroup> tile_b: array<f32, 1024>; // [BK][BN]
 
 // A(i, p) for i < m, p < k; A is stored [m, k], or [k, m] when transposed.
-fn load_a(i: u32, p: u32, trans: bool) -> f32 {
-    if i >= params.m || p >= params.k {
+fn load_a(i: u32, p: u32, k_end: u32, trans: bool) -> f32 {
+    if i >= params.m || p >= k_end {
         return 0.0;
     }
     if trans {
@@ -39,8 +35,8 @@ fn load_a(i: u32, p: u32, trans: bool) -> f32 {
 }
 
 // B(p, j) for p < k, j < n; B is stored [k, n], or [n, k] when transposed.
-fn load_b(p: u32, j: u32, trans: bool) -> f32 {
-    if p >= params.k || j >= params.n {
+fn load_b(p: u32, j: u32, k_end: u32, trans: bool) -> f32 {
+    if p >= k_end || j >= params.n {
         return 0.0;
     }
     if trans {
@@ -57,7 +53,8 @@ fn matmul_tiled(group: vec3<u32>, local: vec3<u32>, thread: u32, trans_a: bool, 
         acc[i] = 0.0;
     }
 
-    for (var t = 0u; t < params.k; t += BK) {
+    let ks = k_range(group.z);
+    for (var t = ks.x; t < ks.y; t += BK) {
         // Each thread loads 4 elements of each tile. Consecutive threads walk the operand's
         // contiguous dimension, so global reads coalesce whichever way it is stored.
         for (var r = 0u; r < 4u; r++) {
@@ -71,7 +68,7 @@ fn matmul_tiled(group: vec3<u32>, local: vec3<u32>, thread: u32, trans_a: bool, 
                 ap = l % BK;
                 ai = l / BK;
             }
-            tile_a[ap * BM + ai] = load_a(row0 + ai, t + ap, trans_a);
+            tile_a[ap * BM + ai] = load_a(row0 + ai, t + ap, ks.y, trans_a);
             var bp: u32;
             var bj: u32;
             if trans_b {
@@ -81,7 +78,7 @@ fn matmul_tiled(group: vec3<u32>, local: vec3<u32>, thread: u32, trans_a: bool, 
                 bj = l % BN;
                 bp = l / BN;
             }
-            tile_b[bp * BN + bj] = load_b(t + bp, col0 + bj, trans_b);
+            tile_b[bp * BN + bj] = load_b(t + bp, col0 + bj, ks.y, trans_b);
         }
         workgroupBarrier();
 
@@ -108,7 +105,7 @@ fn matmul_tiled(group: vec3<u32>, local: vec3<u32>, thread: u32, trans_a: bool, 
         for (var j = 0u; j < TN; j++) {
             let col = col0 + local.x * TN + j;
             if row < params.m && col < params.n {
-                c[row * params.n + col] = acc[i * TN + j];
+                store_c(group.z, row, col, acc[i * TN + j]);
             }
         }
     }

@@ -1,12 +1,15 @@
-// bias_grad: out[c] = Σ_r grad[r, c]. A 64×4 workgroup covers 64 columns; its 4 lanes sum every
-// 4th row, then lane 0 adds the 4 partial sums. CPU twin: src/cpu/reduce.rs.
-// Test: tests/cross_check_elementwise.rs.
+// Column sums and the second pass of split reductions. No invocation loops over a whole
+// dimension: llvmpipe (lavapipe) silently ends an invocation's loops after 65,535 iterations in
+// all, so long sums are cut into chunks on the host (src/gpu/ops.rs) and summed in two passes.
+// CPU twins: src/cpu/reduce.rs. Tests: tests/cross_check_elementwise.rs, cross_check_matmul.rs.
 
 struct Params {
     rows: u32,
     cols: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // bias_grad: rows per workgroup row (grid y); sum_splits: slices to add.
+    chunk: u32,
+    // sum_splits: add to `out` instead of overwriting it.
+    accumulate: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -15,18 +18,44 @@ struct Params {
 
 var<workgroup> partial: array<f32, 256>;
 
+// bias_grad: out[y·cols + c] = Σ grad[r, c] over the rows of chunk y (grid y), so with one chunk
+// `out` is the bias gradient itself, and with several, `sum_splits` adds the chunks. A 64×4
+// workgroup covers 64 columns; its 4 lanes sum every 4th row, then lane 0 adds the 4 sums.
 @compute @workgroup_size(64, 4)
 fn bias_grad(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
     let col = group.x * 64u + local.x;
+    let start = group.y * params.chunk;
+    let end = min(start + params.chunk, params.rows);
     var sum = 0.0;
     if col < params.cols {
-        for (var r = local.y; r < params.rows; r += 4u) {
+        for (var r = start + local.y; r < end; r += 4u) {
             sum += grad[r * params.cols + col];
         }
     }
     partial[local.y * 64u + local.x] = sum;
     workgroupBarrier();
     if local.y == 0u && col < params.cols {
-        out[col] = (partial[local.x] + partial[64u + local.x]) + (partial[128u + local.x] + partial[192u + local.x]);
+        out[group.y * params.cols + col] =
+            (partial[local.x] + partial[64u + local.x]) + (partial[128u + local.x] + partial[192u + local.x]);
+    }
+}
+
+// sum_splits: out[i] (+)= Σ_s grad[s·cols + i] for s < chunk, i < cols, in slice order: the
+// second pass of a split-K matmul and of a chunked bias_grad.
+@compute @workgroup_size(256)
+fn sum_splits(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+              @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    if i >= params.cols {
+        return;
+    }
+    var sum = 0.0;
+    for (var s = 0u; s < params.chunk; s++) {
+        sum += grad[s * params.cols + i];
+    }
+    if params.accumulate != 0u {
+        out[i] += sum;
+    } else {
+        out[i] = sum;
     }
 }

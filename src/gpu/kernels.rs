@@ -1,37 +1,5 @@
 //! The WGSL entry points and their pipelines, compiled once when the GPU backend starts.
 
-/// One WGSL entry point. Its name is the op's name on both backends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kernel {
-    PixelsToF32,
-    MatmulAB,
-    MatmulAtB,
-    MatmulABt,
-    AddBias,
-    AddBiasRelu,
-    ReluBackward,
-    BiasGrad,
-    SoftmaxXent,
-    SgdUpdate,
-    AdamUpdate,
-    RmspropUpdate,
-    Relu,
-    Im2col,
-    Col2im,
-    ToChannelsFirst,
-    ToChannelsLast,
-    Maxpool,
-    MaxpoolBackward,
-    Avgpool,
-    AvgpoolBackward,
-    BatchnormStats,
-    BatchnormForward,
-    BatchnormBackwardReduce,
-    BatchnormBackward,
-    Dropout,
-    Normalize,
-}
-
 /// How a kernel uses one of its storage bindings (binding 1 onwards; 0 is the params uniform).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -43,15 +11,14 @@ use Access::{Read, ReadWrite};
 
 /// Each shader file with `shaders/common.wgsl` (shared helpers and structs) in front.
 macro_rules! shader {
-    ($file:literal) => {
-        concat!(
-            include_str!("../../shaders/common.wgsl"),
-            include_str!(concat!("../../shaders/", $file))
-        )
+    ($($file:literal),+) => {
+        concat!(include_str!("../../shaders/common.wgsl"), $(include_str!(concat!("../../shaders/", $file))),+)
     };
 }
 
-pub const MATMUL_WGSL: &str = shader!("matmul.wgsl");
+pub const MATMUL_WGSL: &str = shader!("matmul_common.wgsl", "matmul.wgsl");
+pub const MATMUL_REGISTER_WGSL: &str = shader!("matmul_common.wgsl", "matmul_register.wgsl");
+pub const MATMUL_WIDE_WGSL: &str = shader!("matmul_common.wgsl", "matmul_wide.wgsl");
 pub const ELEMENTWISE_WGSL: &str = shader!("elementwise.wgsl");
 pub const REDUCE_WGSL: &str = shader!("reduce.wgsl");
 pub const LOSS_WGSL: &str = shader!("loss.wgsl");
@@ -60,86 +27,68 @@ pub const CONV_WGSL: &str = shader!("conv.wgsl");
 pub const POOL_WGSL: &str = shader!("pool.wgsl");
 pub const BATCHNORM_WGSL: &str = shader!("batchnorm.wgsl");
 
-impl Kernel {
-    pub const ALL: [Kernel; 27] = [
-        Kernel::PixelsToF32,
-        Kernel::MatmulAB,
-        Kernel::MatmulAtB,
-        Kernel::MatmulABt,
-        Kernel::AddBias,
-        Kernel::AddBiasRelu,
-        Kernel::ReluBackward,
-        Kernel::BiasGrad,
-        Kernel::SoftmaxXent,
-        Kernel::SgdUpdate,
-        Kernel::AdamUpdate,
-        Kernel::RmspropUpdate,
-        Kernel::Relu,
-        Kernel::Im2col,
-        Kernel::Col2im,
-        Kernel::ToChannelsFirst,
-        Kernel::ToChannelsLast,
-        Kernel::Maxpool,
-        Kernel::MaxpoolBackward,
-        Kernel::Avgpool,
-        Kernel::AvgpoolBackward,
-        Kernel::BatchnormStats,
-        Kernel::BatchnormForward,
-        Kernel::BatchnormBackwardReduce,
-        Kernel::BatchnormBackward,
-        Kernel::Dropout,
-        Kernel::Normalize,
-    ];
-
-    /// (WGSL source, entry point, storage bindings in order).
-    pub fn spec(self) -> (&'static str, &'static str, &'static [Access]) {
-        match self {
-            Kernel::PixelsToF32 => (ELEMENTWISE_WGSL, "pixels_to_f32", &[Read, ReadWrite]),
-            Kernel::MatmulAB => (MATMUL_WGSL, "matmul_ab", &[Read, Read, ReadWrite]),
-            Kernel::MatmulAtB => (MATMUL_WGSL, "matmul_atb", &[Read, Read, ReadWrite]),
-            Kernel::MatmulABt => (MATMUL_WGSL, "matmul_abt", &[Read, Read, ReadWrite]),
-            Kernel::AddBias => (ELEMENTWISE_WGSL, "add_bias", &[ReadWrite, Read]),
-            Kernel::AddBiasRelu => (ELEMENTWISE_WGSL, "add_bias_relu", &[ReadWrite, Read]),
-            Kernel::ReluBackward => (ELEMENTWISE_WGSL, "relu_backward", &[ReadWrite, Read]),
-            Kernel::BiasGrad => (REDUCE_WGSL, "bias_grad", &[Read, ReadWrite]),
-            Kernel::SoftmaxXent => (LOSS_WGSL, "softmax_xent", &[Read, Read, ReadWrite, ReadWrite]),
-            Kernel::SgdUpdate => (OPTIM_WGSL, "sgd_update", &[ReadWrite, Read, ReadWrite]),
-            Kernel::AdamUpdate => {
-                (OPTIM_WGSL, "adam_update", &[ReadWrite, Read, ReadWrite, ReadWrite])
-            }
-            Kernel::RmspropUpdate => {
-                (OPTIM_WGSL, "rmsprop_update", &[ReadWrite, Read, ReadWrite, ReadWrite])
-            }
-            Kernel::Relu => (ELEMENTWISE_WGSL, "relu", &[ReadWrite]),
-            Kernel::Im2col => (CONV_WGSL, "im2col", &[Read, ReadWrite]),
-            Kernel::Col2im => (CONV_WGSL, "col2im", &[Read, ReadWrite]),
-            Kernel::ToChannelsFirst => (CONV_WGSL, "to_channels_first", &[Read, Read, ReadWrite]),
-            Kernel::ToChannelsLast => (CONV_WGSL, "to_channels_last", &[Read, ReadWrite]),
-            Kernel::Maxpool => (POOL_WGSL, "maxpool", &[Read, ReadWrite, ReadWrite]),
-            Kernel::MaxpoolBackward => (POOL_WGSL, "maxpool_backward", &[Read, Read, ReadWrite]),
-            Kernel::Avgpool => (POOL_WGSL, "avgpool", &[Read, ReadWrite]),
-            Kernel::AvgpoolBackward => (POOL_WGSL, "avgpool_backward", &[Read, ReadWrite]),
-            Kernel::BatchnormStats => {
-                (BATCHNORM_WGSL, "batchnorm_stats", &[Read, ReadWrite, ReadWrite, ReadWrite])
-            }
-            Kernel::BatchnormForward => {
-                (BATCHNORM_WGSL, "batchnorm_forward", &[Read, Read, Read, Read, ReadWrite])
-            }
-            Kernel::BatchnormBackwardReduce => (
-                BATCHNORM_WGSL,
-                "batchnorm_backward_reduce",
-                &[Read, Read, Read, ReadWrite, ReadWrite],
-            ),
-            Kernel::BatchnormBackward => (
-                BATCHNORM_WGSL,
-                "batchnorm_backward",
-                &[Read, Read, Read, Read, Read, Read, ReadWrite],
-            ),
-            Kernel::Dropout => (ELEMENTWISE_WGSL, "dropout", &[ReadWrite]),
-            Kernel::Normalize => (ELEMENTWISE_WGSL, "normalize", &[ReadWrite, Read]),
+/// The one kernel table: each row names a kernel, its shader, its WGSL entry point and its
+/// storage bindings in order. The enum, `Kernel::ALL` (whose order indexes the compiled
+/// pipelines) and `Kernel::spec` are all generated from it, so they cannot drift apart.
+macro_rules! kernel_table {
+    ($($kernel:ident => ($source:expr, $entry:literal, [$($access:ident),*]),)*) => {
+        /// One WGSL entry point. Its name is the op's name on both backends.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Kernel {
+            $($kernel,)*
         }
-    }
 
+        impl Kernel {
+            pub const ALL: &'static [Kernel] = &[$(Kernel::$kernel,)*];
+
+            /// (WGSL source, entry point, storage bindings in order).
+            pub fn spec(self) -> (&'static str, &'static str, &'static [Access]) {
+                match self {
+                    $(Kernel::$kernel => ($source, $entry, &[$($access),*]),)*
+                }
+            }
+        }
+    };
+}
+
+kernel_table! {
+    PixelsToF32 => (ELEMENTWISE_WGSL, "pixels_to_f32", [Read, ReadWrite]),
+    MatmulAB => (MATMUL_WGSL, "matmul_ab", [Read, Read, ReadWrite]),
+    MatmulAtB => (MATMUL_WGSL, "matmul_atb", [Read, Read, ReadWrite]),
+    MatmulABt => (MATMUL_WGSL, "matmul_abt", [Read, Read, ReadWrite]),
+    MatmulABRegister => (MATMUL_REGISTER_WGSL, "matmul_ab_register", [Read, Read, ReadWrite]),
+    MatmulAtBRegister => (MATMUL_REGISTER_WGSL, "matmul_atb_register", [Read, Read, ReadWrite]),
+    MatmulABtRegister => (MATMUL_REGISTER_WGSL, "matmul_abt_register", [Read, Read, ReadWrite]),
+    MatmulABWide => (MATMUL_WIDE_WGSL, "matmul_ab_wide", [Read, Read, ReadWrite]),
+    MatmulAtBWide => (MATMUL_WIDE_WGSL, "matmul_atb_wide", [Read, Read, ReadWrite]),
+    MatmulABtWide => (MATMUL_WIDE_WGSL, "matmul_abt_wide", [Read, Read, ReadWrite]),
+    SumSplits => (REDUCE_WGSL, "sum_splits", [Read, ReadWrite]),
+    AddBias => (ELEMENTWISE_WGSL, "add_bias", [ReadWrite, Read]),
+    AddBiasRelu => (ELEMENTWISE_WGSL, "add_bias_relu", [ReadWrite, Read]),
+    ReluBackward => (ELEMENTWISE_WGSL, "relu_backward", [ReadWrite, Read]),
+    BiasGrad => (REDUCE_WGSL, "bias_grad", [Read, ReadWrite]),
+    SoftmaxXent => (LOSS_WGSL, "softmax_xent", [Read, Read, ReadWrite, ReadWrite]),
+    SgdUpdate => (OPTIM_WGSL, "sgd_update", [ReadWrite, Read, ReadWrite]),
+    AdamUpdate => (OPTIM_WGSL, "adam_update", [ReadWrite, Read, ReadWrite, ReadWrite]),
+    RmspropUpdate => (OPTIM_WGSL, "rmsprop_update", [ReadWrite, Read, ReadWrite, ReadWrite]),
+    Relu => (ELEMENTWISE_WGSL, "relu", [ReadWrite]),
+    Im2col => (CONV_WGSL, "im2col", [Read, ReadWrite]),
+    Col2im => (CONV_WGSL, "col2im", [Read, ReadWrite]),
+    ToChannelsFirst => (CONV_WGSL, "to_channels_first", [Read, Read, ReadWrite]),
+    ToChannelsLast => (CONV_WGSL, "to_channels_last", [Read, ReadWrite]),
+    Maxpool => (POOL_WGSL, "maxpool", [Read, ReadWrite, ReadWrite]),
+    MaxpoolBackward => (POOL_WGSL, "maxpool_backward", [Read, Read, ReadWrite]),
+    Avgpool => (POOL_WGSL, "avgpool", [Read, ReadWrite]),
+    AvgpoolBackward => (POOL_WGSL, "avgpool_backward", [Read, ReadWrite]),
+    BatchnormStats => (BATCHNORM_WGSL, "batchnorm_stats", [Read, ReadWrite, ReadWrite, ReadWrite]),
+    BatchnormForward => (BATCHNORM_WGSL, "batchnorm_forward", [Read, Read, Read, Read, ReadWrite]),
+    BatchnormBackwardReduce => (BATCHNORM_WGSL, "batchnorm_backward_reduce", [Read, Read, Read, ReadWrite, ReadWrite]),
+    BatchnormBackward => (BATCHNORM_WGSL, "batchnorm_backward", [Read, Read, Read, Read, Read, Read, ReadWrite]),
+    Dropout => (ELEMENTWISE_WGSL, "dropout", [ReadWrite]),
+    Normalize => (ELEMENTWISE_WGSL, "normalize", [ReadWrite, Read]),
+}
+
+impl Kernel {
     pub fn name(self) -> &'static str {
         self.spec().1
     }

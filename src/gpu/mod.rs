@@ -8,6 +8,7 @@
 
 pub mod context;
 pub mod kernels;
+pub mod matmul;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use crate::backend::{
 };
 use crate::{Error, Result};
 use kernels::{Kernel, Pipeline};
+use matmul::{AdapterClass, MatmulVariant, BIAS_GRAD_CHUNK};
 
 /// Bytes per params slot: WebGPU's largest allowed `min_uniform_buffer_offset_alignment`.
 const SLOT: usize = 256;
@@ -64,7 +66,34 @@ pub struct GpuBackend {
     commands: Vec<Command>,
     bind_groups: HashMap<(Kernel, [u64; 8]), wgpu::BindGroup>,
     staging: Option<wgpu::Buffer>,
+    /// Partial sums of split-K matmuls and chunked column sums, grown to the largest need.
+    scratch: Option<GpuBuf>,
+    class: AdapterClass,
+    forced_matmul: Option<MatmulVariant>,
     counters: GpuCounters,
+}
+
+/// `MatmulParams` in shaders/matmul_common.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatmulParams {
+    m: u32,
+    k: u32,
+    n: u32,
+    k_begin: u32,
+    k_chunk: u32,
+    accumulate: u32,
+    _pad: [u32; 2],
+}
+
+/// `Params` in shaders/reduce.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ReduceParams {
+    rows: u32,
+    cols: u32,
+    chunk: u32,
+    accumulate: u32,
 }
 
 impl GpuBackend {
@@ -72,6 +101,7 @@ impl GpuBackend {
     pub fn new(adapter: &wgpu::Adapter) -> Result<Self> {
         let (device, queue) = context::open(adapter)?;
         let limits = device.limits();
+        let class = AdapterClass::new(&adapter.get_info(), &limits);
         let pipelines = kernels::compile_all(&device);
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params arena"),
@@ -91,6 +121,9 @@ impl GpuBackend {
             commands: Vec::new(),
             bind_groups: HashMap::new(),
             staging: None,
+            scratch: None,
+            class,
+            forced_matmul: None,
             counters: GpuCounters::default(),
         })
     }
@@ -115,6 +148,50 @@ impl GpuBackend {
         self.counters
     }
 
+    /// Runs every matmul with `variant` where its alignment allows (the tiled one elsewhere),
+    /// instead of the per-adapter choice: for cross-checks and benchmarks of each variant.
+    pub fn force_matmul_variant(&mut self, variant: Option<MatmulVariant>) {
+        self.forced_matmul = variant;
+    }
+
+    /// The matmul kernel and K split this backend uses for a shape.
+    pub fn matmul_plan(&self, form: MatmulForm, m: usize, k: usize, n: usize) -> matmul::MatmulPlan {
+        matmul::plan(&self.class, self.forced_matmul, form, m, k, n)
+    }
+
+    /// The scratch buffer, at least `floats` long.
+    fn scratch(&mut self, floats: usize) -> GpuBuf {
+        if let Some(s) = &self.scratch {
+            if s.len >= floats {
+                return s.clone();
+            }
+        }
+        // Plans keep scratch within the binding limit, so this cannot fail for lack of room.
+        let bytes = (floats * 4).div_ceil(16) * 16;
+        self.counters.buffers_created += 1;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("split scratch"),
+            size: bytes as u64,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let s = GpuBuf { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), buffer, len: floats };
+        self.scratch = Some(s.clone());
+        s
+    }
+
+    /// `out (+)= Σ_s part[s·len..][..len]` over `slices` slices.
+    fn sum_splits(&mut self, part: &GpuBuf, out: &GpuBuf, len: usize, slices: usize, accumulate: bool) {
+        let p = ReduceParams {
+            rows: 0,
+            cols: len as u32,
+            chunk: slices as u32,
+            accumulate: accumulate as u32,
+        };
+        let groups = self.groups_1d(len);
+        self.dispatch(Kernel::SumSplits, &[part, out], &p, groups);
+    }
+
     /// Waits until every submitted command has finished (for timing).
     pub fn wait(&mut self) {
         self.submit();
@@ -122,7 +199,8 @@ impl GpuBackend {
     }
 
     fn create_buffer(&mut self, bytes: usize, what: &str) -> Result<GpuBuf> {
-        let size = bytes.max(4).div_ceil(4) * 4;
+        // Whole vec4s, so that kernels that read vec4s see every element.
+        let size = bytes.max(16).div_ceil(16) * 16;
         let max_binding = self.limits.max_storage_buffer_binding_size as usize;
         if size > max_binding || size as u64 > self.limits.max_buffer_size {
             return Err(Error::Gpu(format!(
@@ -145,8 +223,14 @@ impl GpuBackend {
     }
 
     /// Records one dispatch of `kernel` over `buffers` with `params` in a fresh arena slot.
-    fn dispatch(&mut self, kernel: Kernel, buffers: &[&GpuBuf], params: &[u32], groups: [u32; 3]) {
-        let params: &[u8] = bytemuck::cast_slice(params);
+    fn dispatch<P: bytemuck::Pod>(
+        &mut self,
+        kernel: Kernel,
+        buffers: &[&GpuBuf],
+        params: &P,
+        groups: [u32; 3],
+    ) {
+        let params: &[u8] = bytemuck::bytes_of(params);
         if groups.contains(&0) {
             return;
         }
@@ -369,14 +453,35 @@ impl Backend for GpuBackend {
         k: usize,
         n: usize,
     ) {
-        let kernel = match form {
-            MatmulForm::AB => Kernel::MatmulAB,
-            MatmulForm::AtB => Kernel::MatmulAtB,
-            MatmulForm::ABt => Kernel::MatmulABt,
-        };
-        let groups = [n.div_ceil(MATMUL_TILE) as u32, m.div_ceil(MATMUL_TILE) as u32, 1];
-        let p = [m as u32, k as u32, n as u32, 0];
-        self.dispatch(kernel, &[a, b, c], &p, groups);
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            self.fill_zero(c);
+            return;
+        }
+        let plan = self.matmul_plan(form, m, k, n);
+        let kernel = plan.variant.kernel(form);
+        for (first, splits) in plan.passes() {
+            let accumulate = first > 0;
+            let p = MatmulParams {
+                m: m as u32,
+                k: k as u32,
+                n: n as u32,
+                k_begin: (first * plan.k_chunk) as u32,
+                k_chunk: plan.k_chunk as u32,
+                accumulate: (accumulate && splits == 1) as u32,
+                _pad: [0; 2],
+            };
+            let groups = plan.groups(m, n, splits);
+            if splits == 1 {
+                self.dispatch(kernel, &[a, b, c], &p, groups);
+            } else {
+                let scratch = self.scratch(splits * m * n);
+                self.dispatch(kernel, &[a, b, &scratch], &p, groups);
+                self.sum_splits(&scratch, c, m * n, splits, accumulate);
+            }
+        }
     }
 
     fn add_bias(&mut self, x: &GpuBuf, bias: &GpuBuf, rows: usize, cols: usize, relu: bool) {
@@ -569,9 +674,23 @@ impl Backend for GpuBackend {
     }
 
     fn bias_grad(&mut self, grad: &GpuBuf, out: &GpuBuf, rows: usize, cols: usize) {
-        let groups = [cols.div_ceil(64) as u32, 1, 1];
-        let p = [rows as u32, cols as u32, 0, 0];
-        self.dispatch(Kernel::BiasGrad, &[grad, out], &p, groups);
+        // Columns of 64 across x and chunks of rows across y, so neither a long column (a conv's
+        // batch × pixels) nor a narrow layer runs on one workgroup; chunks add up in a second pass.
+        let chunks = rows.div_ceil(BIAS_GRAD_CHUNK).max(1);
+        let groups = [cols.div_ceil(64) as u32, chunks as u32, 1];
+        let p = ReduceParams {
+            rows: rows as u32,
+            cols: cols as u32,
+            chunk: BIAS_GRAD_CHUNK as u32,
+            accumulate: 0,
+        };
+        if chunks == 1 {
+            self.dispatch(Kernel::BiasGrad, &[grad, out], &p, groups);
+        } else {
+            let scratch = self.scratch(chunks * cols);
+            self.dispatch(Kernel::BiasGrad, &[grad, &scratch], &p, groups);
+            self.sum_splits(&scratch, out, cols, chunks, false);
+        }
     }
 
     fn softmax_xent(

@@ -1,0 +1,39 @@
+// What every matmul variant shares (put in front of matmul*.wgsl by src/gpu/kernels.rs).
+//
+// K is cut into ranges: workgroup z sums k in [k_begin + z·k_chunk, … + k_chunk) ∩ [0, k). A
+// long K is cut for two reasons. Parallelism: a weight gradient such as LeNet's first conv
+// (8 × 73,728 × 25 at batch 128) is one output tile, so without splits one workgroup does all
+// the work. And lavapipe: llvmpipe ends every loop of an invocation silently once the loops
+// together have run 65,535 iterations (LP_MAX_TGSI_LOOP_ITERATIONS, shared by all loops of a
+// shader), so one invocation walking K = 60,000 returned a partial sum. The host keeps each
+// range short enough for that (src/gpu/matmul.rs) and records more passes when K is longer.
+//
+// With one split, workgroup z = 0 writes C (adding to it when `accumulate` is set, for the
+// passes after the first); with several, split z writes its partial sums to slice z of a
+// scratch buffer and `sum_splits` (shaders/reduce.wgsl) adds the slices into C.
+
+struct MatmulParams {
+    m: u32,
+    k: u32,
+    n: u32,
+    k_begin: u32,
+    k_chunk: u32,
+    accumulate: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+// [start, end) of the K range of split z.
+fn k_range(z: u32) -> vec2<u32> {
+    let start = params.k_begin + z * params.k_chunk;
+    return vec2<u32>(start, min(start + params.k_chunk, params.k));
+}
+
+fn store_c(z: u32, row: u32, col: u32, v: f32) {
+    let i = z * params.m * params.n + row * params.n + col;
+    if params.accumulate != 0u {
+        c[i] += v;
+    } else {
+        c[i] = v;
+    }
+}

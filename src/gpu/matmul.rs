@@ -1,0 +1,252 @@
+//! Which matmul kernel runs, and how its K is cut: one `matmul` op, three WGSL variants.
+//!
+//! - `tiled` (shaders/matmul.wgsl): scalar loads through workgroup memory; any shape. The
+//!   fallback wherever the vec4 variants' alignment does not hold.
+//! - `register` (shaders/matmul_register.wgsl): no workgroup memory, no barriers, vec4 loads,
+//!   8×8 outputs per invocation. For software adapters (lavapipe, WARP, SwiftShader), where
+//!   barriers are expensive and scalar loads are fetched lane by lane.
+//! - `wide` (shaders/matmul_wide.wgsl): 128×128 tiles through double-buffered workgroup memory,
+//!   vec4 loads, 8×8 outputs per invocation. For real GPUs.
+//!
+//! K is cut into ranges (split-K) when the output has too few tiles to fill the device (a conv
+//! weight gradient is one tile with K = batch × pixels), and always so that no invocation walks
+//! more than a few thousand steps: llvmpipe ends an invocation's loops silently after 65,535
+//! iterations in all (see shaders/matmul_common.wgsl), which made LeNet's first-conv weight
+//! gradient wrong from batch 104 on. Splits run side by side into a scratch buffer and one
+//! `sum_splits` pass adds them; when the scratch would be too large, passes run one after the
+//! other and add into C.
+
+use crate::backend::MatmulForm;
+
+use super::kernels::Kernel;
+
+/// One matmul kernel family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulVariant {
+    Tiled,
+    Register,
+    Wide,
+}
+
+impl MatmulVariant {
+    pub const ALL: [MatmulVariant; 3] =
+        [MatmulVariant::Tiled, MatmulVariant::Register, MatmulVariant::Wide];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulVariant::Tiled => "tiled",
+            MatmulVariant::Register => "register",
+            MatmulVariant::Wide => "wide",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.name() == s)
+    }
+
+    /// Rows and columns of C per workgroup.
+    pub fn tile(self) -> usize {
+        match self {
+            MatmulVariant::Tiled | MatmulVariant::Register => 64,
+            MatmulVariant::Wide => 128,
+        }
+    }
+
+    /// K ranges start at multiples of this (the kernel's step through K).
+    fn k_step(self) -> usize {
+        match self {
+            MatmulVariant::Tiled => 16,
+            MatmulVariant::Register => 4,
+            MatmulVariant::Wide => 8,
+        }
+    }
+
+    /// The longest K range one invocation walks. Loop iterations per step, counting inner loops
+    /// that the compiler may leave rolled: tiled about 18 per 16 k, register about 13 per 4 k,
+    /// wide about 9 per 8 k; these ranges keep every invocation under 20,000 of llvmpipe's
+    /// 65,535 (and cost nothing measurable on real GPUs, where a range this long already fills
+    /// a core for many microseconds).
+    fn max_k_range(self) -> usize {
+        match self {
+            MatmulVariant::Tiled => 16_384,
+            MatmulVariant::Register => 4_096,
+            MatmulVariant::Wide => 16_384,
+        }
+    }
+
+    /// Whether the vec4 loads fit: each operand must be a multiple of 4 along the dimension
+    /// it is loaded by (its storage row), as the WGSL header of each variant says.
+    pub fn fits(self, form: MatmulForm, m: usize, k: usize, n: usize) -> bool {
+        match self {
+            MatmulVariant::Tiled => true,
+            MatmulVariant::Register | MatmulVariant::Wide => match form {
+                MatmulForm::AB => k % 4 == 0 && n % 4 == 0,
+                MatmulForm::AtB => m % 4 == 0 && n % 4 == 0,
+                MatmulForm::ABt => k % 4 == 0,
+            },
+        }
+    }
+
+    pub fn kernel(self, form: MatmulForm) -> Kernel {
+        match (self, form) {
+            (MatmulVariant::Tiled, MatmulForm::AB) => Kernel::MatmulAB,
+            (MatmulVariant::Tiled, MatmulForm::AtB) => Kernel::MatmulAtB,
+            (MatmulVariant::Tiled, MatmulForm::ABt) => Kernel::MatmulABt,
+            (MatmulVariant::Register, MatmulForm::AB) => Kernel::MatmulABRegister,
+            (MatmulVariant::Register, MatmulForm::AtB) => Kernel::MatmulAtBRegister,
+            (MatmulVariant::Register, MatmulForm::ABt) => Kernel::MatmulABtRegister,
+            (MatmulVariant::Wide, MatmulForm::AB) => Kernel::MatmulABWide,
+            (MatmulVariant::Wide, MatmulForm::AtB) => Kernel::MatmulAtBWide,
+            (MatmulVariant::Wide, MatmulForm::ABt) => Kernel::MatmulABtWide,
+        }
+    }
+}
+
+/// What the plan needs to know of the adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdapterClass {
+    /// A CPU pretending to be a GPU (lavapipe, WARP, SwiftShader).
+    pub software: bool,
+    /// Workgroups that keep the device busy: a few per core of a software adapter, a few per
+    /// compute unit of a GPU (wgpu does not say how many; 512 covers the largest).
+    pub target_groups: usize,
+    /// Floats of split-K scratch the plan may use.
+    pub scratch_floats: usize,
+}
+
+impl AdapterClass {
+    pub fn new(info: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> Self {
+        let software = info.device_type == wgpu::DeviceType::Cpu;
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let target_groups = match info.device_type {
+            wgpu::DeviceType::Cpu => 4 * cores,
+            wgpu::DeviceType::DiscreteGpu => 512,
+            _ => 128,
+        };
+        let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let scratch_floats = (binding.min(64 << 20) / 4) as usize;
+        AdapterClass { software, target_groups, scratch_floats }
+    }
+}
+
+/// How one matmul is dispatched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulPlan {
+    pub variant: MatmulVariant,
+    /// K per range (a multiple of the variant's step).
+    pub k_chunk: usize,
+    /// Ranges run side by side (grid z) in one pass; more than one writes scratch slices.
+    pub splits: usize,
+    /// K ranges in all: passes one after the other, each over up to `splits` ranges, add into
+    /// C after the first.
+    pub ranges: usize,
+}
+
+impl MatmulPlan {
+    /// Each pass: its first range and how many ranges it runs side by side.
+    pub fn passes(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.ranges)
+            .step_by(self.splits)
+            .map(|first| (first, self.splits.min(self.ranges - first)))
+    }
+
+    /// Workgroups of a pass over `splits` ranges.
+    pub fn groups(&self, m: usize, n: usize, splits: usize) -> [u32; 3] {
+        let t = self.variant.tile();
+        [n.div_ceil(t) as u32, m.div_ceil(t) as u32, splits as u32]
+    }
+}
+
+/// The kernel for an adapter and shape (`forced` when it fits), and how to cut K.
+pub fn plan(
+    class: &AdapterClass,
+    forced: Option<MatmulVariant>,
+    form: MatmulForm,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> MatmulPlan {
+    let variant = match forced {
+        Some(v) if v.fits(form, m, k, n) => v,
+        _ if class.software && MatmulVariant::Register.fits(form, m, k, n) => MatmulVariant::Register,
+        _ if !class.software && m >= 128 && n >= 128 && MatmulVariant::Wide.fits(form, m, k, n) => {
+            MatmulVariant::Wide
+        }
+        _ => MatmulVariant::Tiled,
+    };
+    let tile = variant.tile();
+    let tiles = m.div_ceil(tile) * n.div_ceil(tile);
+    // Split for parallelism only while each range keeps enough K to pay for its share of the
+    // second pass.
+    let min_range = if class.software { 2_048 } else { 512 };
+    let want = class.target_groups.div_ceil(tiles.max(1)).min(k / min_range).max(1);
+    let step = variant.k_step();
+    let k_chunk = k.div_ceil(want).div_ceil(step).max(1) * step;
+    let k_chunk = k_chunk.min(variant.max_k_range());
+    let ranges = k.div_ceil(k_chunk).max(1);
+    if ranges == 1 {
+        return MatmulPlan { variant, k_chunk, splits: 1, ranges: 1 };
+    }
+    // Side by side as far as the scratch allows (and `sum_splits` adds at most 64 slices).
+    let fit = (class.scratch_floats / (m * n).max(1)).min(64);
+    let splits = ranges.min(fit).max(1);
+    MatmulPlan { variant, k_chunk, splits, ranges }
+}
+
+/// `bias_grad` rows per workgroup: 1,024 steps of each of its 4 lanes, far inside llvmpipe's
+/// loop budget; longer columns are summed in chunks and added by `sum_splits`.
+pub const BIAS_GRAD_CHUNK: usize = 4_096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAVAPIPE: AdapterClass =
+        AdapterClass { software: true, target_groups: 8, scratch_floats: 16 << 20 };
+    const DISCRETE: AdapterClass =
+        AdapterClass { software: false, target_groups: 512, scratch_floats: 16 << 20 };
+
+    #[test]
+    fn every_range_is_short_and_covers_k() {
+        for class in [LAVAPIPE, DISCRETE] {
+            for form in MatmulForm::ALL {
+                for &(m, k, n) in &[(8, 73_728, 25), (32, 150_000, 800), (4096, 4096, 4096), (1, 3, 1)]
+                {
+                    let p = plan(&class, None, form, m, k, n);
+                    assert!(p.k_chunk <= p.variant.max_k_range());
+                    assert_eq!(p.k_chunk % p.variant.k_step(), 0);
+                    assert!(p.k_chunk * p.ranges >= k, "{p:?} covers {k}");
+                    assert!(p.k_chunk * (p.ranges - 1) < k, "{p:?}: an empty range");
+                    let covered: usize = p.passes().map(|(_, s)| s).sum();
+                    assert_eq!(covered, p.ranges);
+                    assert!(p.passes().all(|(_, s)| s >= 1 && s <= p.splits));
+                    assert!(p.splits == 1 || p.splits * m * n <= class.scratch_floats);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn variants_follow_the_adapter_and_the_alignment() {
+        let p = plan(&LAVAPIPE, None, MatmulForm::ABt, 128, 784, 256);
+        assert_eq!(p.variant, MatmulVariant::Register);
+        // dX of the output layer: k = 10 classes is no multiple of 4.
+        let p = plan(&LAVAPIPE, None, MatmulForm::AB, 128, 10, 256);
+        assert_eq!(p.variant, MatmulVariant::Tiled);
+        let p = plan(&DISCRETE, None, MatmulForm::AB, 4096, 4096, 4096);
+        assert_eq!(p.variant, MatmulVariant::Wide);
+        let p = plan(&DISCRETE, Some(MatmulVariant::Register), MatmulForm::AB, 64, 64, 64);
+        assert_eq!(p.variant, MatmulVariant::Register);
+        let p = plan(&DISCRETE, Some(MatmulVariant::Wide), MatmulForm::AB, 64, 10, 64);
+        assert_eq!(p.variant, MatmulVariant::Tiled, "a forced variant that does not fit");
+    }
+
+    #[test]
+    fn a_one_tile_weight_gradient_is_split() {
+        // LeNet's first conv at batch 128: dW = dZᵀ · col, 8 × 73,728 × 25.
+        let p = plan(&DISCRETE, None, MatmulForm::AtB, 8, 73_728, 25);
+        assert!(p.splits >= 32, "{p:?}");
+        let p = plan(&LAVAPIPE, None, MatmulForm::AtB, 8, 73_728, 25);
+        assert!(p.splits >= 8, "{p:?}");
+    }
+}
