@@ -1,18 +1,27 @@
-//! `matmul_ab`, `matmul_atb`, `matmul_abt`: WGSL (shaders/matmul.wgsl) against the CPU twin
-//! (src/cpu/matmul.rs) over shapes with 1s, primes and non-multiples of the 64×64×16 tile.
+//! `matmul_ab`, `matmul_atb`, `matmul_abt` in each variant (shaders/matmul.wgsl `tiled`,
+//! matmul_register.wgsl, matmul_wide.wgsl) against the CPU twin (src/cpu/matmul.rs): over shapes
+//! with 1s, primes and non-multiples of the tiles; at every matmul shape a training step of the
+//! presets runs at batch 128 and 256; and at long K (a conv's weight gradient sums over
+//! batch × pixels: K = 73,728 for LeNet's first conv at batch 128, 262,144 for cifar-cnn's at
+//! 256). lavapipe once returned partial sums from K ≈ 58,000 on (llvmpipe's loop limit, see
+//! shaders/matmul_common.wgsl): the long-K cases are the ones that would have caught it.
 //!
-//! Tolerance: both sides sum k products in f32, in different orders (tiles + FMA on the GPU,
-//! matrixmultiply's blocking on the CPU). The classic bound for a k-term dot product is
+//! Tolerance: both sides sum k products in f32, in different orders (tiles, K ranges and FMA on
+//! the GPU, matrixmultiply's blocking on the CPU). The classic bound for a k-term dot product is
 //! |error| <= γ_k · Σ|a_p·b_p| with γ_k = k·u/(1 - k·u), u = 2⁻²⁴, for each side; the difference
 //! of two such results is at most twice that. We check each element against exactly that bound,
 //! computed from |A|·|B|, so the test is as strict as f32 allows and still fails for any
-//! wrong index, transpose or missing term (those give errors of order |A|·|B| itself).
+//! wrong index, transpose, dropped K range or missing term (those give errors of order |A|·|B|).
 
 mod common;
 
 use common::{gpu, random, U};
 use steepest::backend::{Backend, MatmulForm};
 use steepest::cpu::matmul::matmul;
+use steepest::cpu::CpuBackend;
+use steepest::gpu::matmul::MatmulVariant;
+use steepest::gpu::GpuBackend;
+use steepest::nn::{Model, ModelSpec, Shape};
 
 const SHAPES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
@@ -23,43 +32,115 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (1, 300, 1),
     (65, 1, 129),
     (128, 784, 256),
+    (4, 8, 4),
+    (132, 36, 260),
+    (256, 1024, 132),
 ];
 
+/// Checks `g`'s matmul of random operands against the CPU within the bound above; returns the
+/// largest |diff| / tolerance seen.
+fn check(
+    g: &mut GpuBackend,
+    rng: &mut fastrand::Rng,
+    form: MatmulForm,
+    m: usize,
+    k: usize,
+    n: usize,
+    what: &str,
+) -> f32 {
+    let a = random(rng, m * k);
+    let b = random(rng, k * n);
+    let mut want = vec![0.0; m * n];
+    matmul(form, &a, &b, &mut want, m, k, n);
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+    let mut bound = vec![0.0; m * n];
+    matmul(form, &abs(&a), &abs(&b), &mut bound, m, k, n);
+
+    let (ga, gb, gc) =
+        (g.alloc(a.len()).unwrap(), g.alloc(b.len()).unwrap(), g.alloc(m * n).unwrap());
+    g.write(&ga, &a);
+    g.write(&gb, &b);
+    g.matmul(form, &ga, &gb, &gc, m, k, n);
+    let got = g.read(&gc, m * n).unwrap();
+
+    let kf = k as f32;
+    let gamma = kf * U / (1.0 - kf * U);
+    let plan = g.matmul_plan(form, m, k, n);
+    let mut worst = 0.0f32;
+    for i in 0..m * n {
+        let tol = 2.0 * gamma * bound[i] + f32::MIN_POSITIVE;
+        let diff = (got[i] - want[i]).abs();
+        assert!(
+            diff <= tol,
+            "{} {m}x{k}x{n} ({what}, {plan:?}) at ({}, {}): gpu {} cpu {} (tol {tol})",
+            form.name(),
+            i / n,
+            i % n,
+            got[i],
+            want[i]
+        );
+        worst = worst.max(diff / tol);
+    }
+    worst
+}
+
 #[test]
-fn matmul_forms_match_cpu() {
+fn every_variant_matches_cpu_on_odd_shapes() {
     let Some(mut g) = gpu() else { return };
     let mut rng = fastrand::Rng::with_seed(1);
-    for form in MatmulForm::ALL {
-        for &(m, k, n) in SHAPES {
-            let a = random(&mut rng, m * k);
-            let b = random(&mut rng, k * n);
-            let mut want = vec![0.0; m * n];
-            matmul(form, &a, &b, &mut want, m, k, n);
-            let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
-            let mut bound = vec![0.0; m * n];
-            matmul(form, &abs(&a), &abs(&b), &mut bound, m, k, n);
-
-            let (ga, gb, gc) =
-                (g.alloc(a.len()).unwrap(), g.alloc(b.len()).unwrap(), g.alloc(m * n).unwrap());
-            g.write(&ga, &a);
-            g.write(&gb, &b);
-            g.matmul(form, &ga, &gb, &gc, m, k, n);
-            let got = g.read(&gc, m * n).unwrap();
-
-            let kf = k as f32;
-            let gamma = kf * U / (1.0 - kf * U);
-            for i in 0..m * n {
-                let tol = 2.0 * gamma * bound[i] + f32::MIN_POSITIVE;
-                assert!(
-                    (got[i] - want[i]).abs() <= tol,
-                    "{} {m}x{k}x{n} at ({}, {}): gpu {} cpu {} (tol {tol})",
-                    form.name(),
-                    i / n,
-                    i % n,
-                    got[i],
-                    want[i]
-                );
+    for variant in MatmulVariant::ALL {
+        g.force_matmul_variant(Some(variant));
+        for form in MatmulForm::ALL {
+            for &(m, k, n) in SHAPES {
+                check(&mut g, &mut rng, form, m, k, n, variant.name());
             }
+        }
+    }
+}
+
+/// The shapes a training step of each preset runs, at batch 128 and 256, with the kernels and
+/// K splits this adapter picks for them (what training runs).
+#[test]
+fn matmul_matches_cpu_at_every_training_shape() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(3);
+    let models = [
+        ("mlp:256", Shape::new(1, 28, 28)),
+        ("lenet", Shape::new(1, 28, 28)),
+        ("cifar-cnn", Shape::new(3, 32, 32)),
+    ];
+    let mut cpu = CpuBackend::new();
+    for (spec, input) in models {
+        let spec: ModelSpec = spec.parse().unwrap();
+        let model = Model::new(&mut cpu, &spec, input, 10, 0).unwrap();
+        for batch in [128, 256] {
+            for (form, m, k, n, what) in model.matmul_shapes(batch) {
+                check(&mut g, &mut rng, form, m, k, n, &format!("{spec} batch {batch} {what}"));
+            }
+        }
+    }
+}
+
+/// Long K (conv weight gradients up to cifar-cnn's first conv at batch 256, and beyond), long
+/// and wide M and N (4096 and 100,000), in every variant.
+#[test]
+fn every_variant_matches_cpu_at_long_k_and_wide_shapes() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(4);
+    let shapes = [
+        (MatmulForm::AtB, 8, 73_728, 28),
+        (MatmulForm::AtB, 32, 150_000, 28),
+        (MatmulForm::AtB, 32, 262_144, 28),
+        (MatmulForm::AB, 4, 200_000, 4),
+        (MatmulForm::ABt, 4, 200_000, 4),
+        (MatmulForm::AB, 4096, 16, 4096),
+        (MatmulForm::ABt, 100_000, 8, 16),
+        (MatmulForm::AtB, 16, 8, 4096),
+    ];
+    for variant in MatmulVariant::ALL {
+        g.force_matmul_variant(Some(variant));
+        for &(form, m, k, n) in &shapes {
+            check(&mut g, &mut rng, form, m, k, n, variant.name());
         }
     }
 }

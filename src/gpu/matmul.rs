@@ -168,7 +168,9 @@ pub fn plan(
 ) -> MatmulPlan {
     let variant = match forced {
         Some(v) if v.fits(form, m, k, n) => v,
-        _ if class.software && MatmulVariant::Register.fits(form, m, k, n) => MatmulVariant::Register,
+        _ if class.software && MatmulVariant::Register.fits(form, m, k, n) => {
+            MatmulVariant::Register
+        }
         _ if !class.software && m >= 128 && n >= 128 && MatmulVariant::Wide.fits(form, m, k, n) => {
             MatmulVariant::Wide
         }
@@ -210,7 +212,8 @@ mod tests {
     fn every_range_is_short_and_covers_k() {
         for class in [LAVAPIPE, DISCRETE] {
             for form in MatmulForm::ALL {
-                for &(m, k, n) in &[(8, 73_728, 25), (32, 150_000, 800), (4096, 4096, 4096), (1, 3, 1)]
+                for &(m, k, n) in
+                    &[(8, 73_728, 25), (32, 150_000, 800), (4096, 4096, 4096), (1, 3, 1)]
                 {
                     let p = plan(&class, None, form, m, k, n);
                     assert!(p.k_chunk <= p.variant.max_k_range());

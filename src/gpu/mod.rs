@@ -155,7 +155,13 @@ impl GpuBackend {
     }
 
     /// The matmul kernel and K split this backend uses for a shape.
-    pub fn matmul_plan(&self, form: MatmulForm, m: usize, k: usize, n: usize) -> matmul::MatmulPlan {
+    pub fn matmul_plan(
+        &self,
+        form: MatmulForm,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> matmul::MatmulPlan {
         matmul::plan(&self.class, self.forced_matmul, form, m, k, n)
     }
 
@@ -181,7 +187,14 @@ impl GpuBackend {
     }
 
     /// `out (+)= Σ_s part[s·len..][..len]` over `slices` slices.
-    fn sum_splits(&mut self, part: &GpuBuf, out: &GpuBuf, len: usize, slices: usize, accumulate: bool) {
+    fn sum_splits(
+        &mut self,
+        part: &GpuBuf,
+        out: &GpuBuf,
+        len: usize,
+        slices: usize,
+        accumulate: bool,
+    ) {
         let p = ReduceParams {
             rows: 0,
             cols: len as u32,

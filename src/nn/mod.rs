@@ -430,6 +430,29 @@ impl<B: Backend> Model<B> {
         self.params().iter().map(|p| p.len()).sum()
     }
 
+    /// Every matmul one training step over `rows` samples runs, as `(form, m, k, n, what)`:
+    /// the shapes kernels must be right (and fast) at. The first layer's input gradient is
+    /// never computed, so it is left out.
+    pub fn matmul_shapes(&self, rows: usize) -> Vec<(MatmulForm, usize, usize, usize, String)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (m, k, n) = match layer {
+                Layer::Linear { inputs, outputs, .. } => (rows, *inputs, *outputs),
+                Layer::Conv { window, outputs, .. } => {
+                    (rows * window.out_pixels(), window.patch_len(), *outputs)
+                }
+                _ => continue,
+            };
+            // Forward Y = X·Wᵀ, weight gradient dW = dYᵀ·X, input gradient dX = dY·W.
+            out.push((MatmulForm::ABt, m, k, n, format!("layer {i} forward")));
+            out.push((MatmulForm::AtB, n, m, k, format!("layer {i} weight gradient")));
+            if i > 0 {
+                out.push((MatmulForm::AB, m, n, k, format!("layer {i} input gradient")));
+            }
+        }
+        out
+    }
+
     /// Each layer with its output shape and parameter count, for the summary printed before
     /// training.
     pub fn summary(&self) -> Vec<SummaryRow> {
