@@ -81,7 +81,7 @@ fn relu_backward_matches_cpu_exactly() {
 fn bias_grad_matches_cpu() {
     let Some(mut g) = gpu() else { return };
     let mut rng = fastrand::Rng::with_seed(6);
-    for &(rows, cols) in SHAPES.iter().chain(&[(4097, 70), (3, 1025)]) {
+    for &(rows, cols) in SHAPES.iter().chain(&[(4097, 70), (3, 1025), (73_728, 8), (589_824, 32)]) {
         let grad = random(&mut rng, rows * cols);
         let mut want = vec![0.0; cols];
         reduce::bias_grad(&grad, &mut want, rows, cols);
