@@ -100,6 +100,25 @@ pub fn matmul<B: Timed>(b: &mut B, n: usize) -> Result<MatmulResult> {
     })
 }
 
+/// One MLP training step from nothing (model, buffers, first bind groups), waited for: with the
+/// time to open the adapter, what a user waits before training starts.
+pub fn first_step<B: Timed>(b: &mut B) -> Result<()> {
+    let data = synthetic::generate(1, 256, 0);
+    let spec: ModelSpec = "mlp:256".parse()?;
+    let model = Model::new(b, &spec, data.input_shape(), data.num_classes, 0)?;
+    let ws = Workspace::new(b, &model, 128)?;
+    let stats = b.alloc(3)?;
+    let cfg = OptimizerConfig::new(OptimizerKind::Momentum);
+    let mut opt = Optimizer::new(b, cfg, &model)?;
+    let mut batches = Batcher::new(&data.train, data.sample_size(), 128, true);
+    batches.start_epoch(None);
+    let (pixels, labels) = batches.next_batch().expect("256 samples hold a batch");
+    ws.load_batch(b, pixels, labels);
+    train_step(b, &model, &ws, &mut opt, &stats, labels.len(), cfg.lr);
+    b.read(&stats, 3)?;
+    Ok(())
+}
+
 /// The training workloads `steepest bench` times, as (name, model spec): the MNIST MLP and the
 /// LeNet-style CNN of PyTorch's baseline (`shared/bench/torch_mnist.py`).
 pub const TRAINING_MODELS: [(&str, &str); 2] = [("mlp", "mlp:256"), ("lenet", "lenet")];

@@ -3,6 +3,7 @@
 use steepest::bench::{self, MatmulResult, Timed, TrainingResult};
 use steepest::cpu::CpuBackend;
 use steepest::gpu::context::Choice;
+use steepest::gpu::matmul::MatmulVariant;
 use steepest::gpu::GpuBackend;
 use steepest::{Error, Result};
 
@@ -12,6 +13,28 @@ struct Side {
     device: String,
     matmul: Vec<MatmulResult>,
     training: Vec<TrainingResult>,
+}
+
+/// GPU only: each matmul variant at each size (where its alignment fits), and the time from
+/// opening the adapter to the first finished training step.
+struct GpuExtras {
+    variants: Vec<(MatmulVariant, Vec<MatmulResult>)>,
+    cold_start_seconds: f64,
+}
+
+fn gpu_extras(g: &mut GpuBackend, sizes: &[usize], opened: f64) -> Result<GpuExtras> {
+    // The cold start: adapter and pipelines (already paid: `opened`) plus the first MLP step.
+    let t = std::time::Instant::now();
+    bench::first_step(g)?;
+    let cold_start_seconds = opened + t.elapsed().as_secs_f64();
+    let mut variants = Vec::new();
+    for v in MatmulVariant::ALL {
+        g.force_matmul_variant(Some(v));
+        let r = sizes.iter().map(|&n| bench::matmul(g, n)).collect::<Result<Vec<_>>>()?;
+        variants.push((v, r));
+    }
+    g.force_matmul_variant(None);
+    Ok(GpuExtras { variants, cold_start_seconds })
 }
 
 fn measure<B: Timed>(b: &mut B, sizes: &[usize], models: &[(&str, &str)]) -> Result<Side> {
@@ -55,11 +78,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     } else {
         None
     };
+    let mut extras = None;
     let gpu = if want_gpu {
+        let t = std::time::Instant::now();
         match GpuBackend::open(Choice::AnyAdapter, args.adapter.as_deref())? {
             Some(mut g) => {
+                let opened = t.elapsed().as_secs_f64();
                 let i = g.adapter_info();
                 eprintln!("device: gpu: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
+                extras = Some(gpu_extras(&mut g, &args.sizes, opened)?);
                 Some(measure(&mut g, &args.sizes, &models)?)
             }
             None if args.device == "gpu" => {
@@ -104,10 +131,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 })
             })
             .collect();
+        let variants: serde_json::Map<String, serde_json::Value> = extras
+            .iter()
+            .flat_map(|e| &e.variants)
+            .map(|(v, r)| (v.name().to_string(), serde_json::json!(r)))
+            .collect();
         let out = serde_json::json!({
             "cpu_device": cpu.as_ref().map(|s| s.device.clone()),
             "gpu_device": gpu.as_ref().map(|s| s.device.clone()),
             "matmul": rows,
+            "gpu_matmul_variants": variants,
+            "gpu_cold_start_seconds": extras.as_ref().map(|e| e.cold_start_seconds),
             "training": training,
         });
         println!("{out}");
@@ -130,6 +164,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             fmt(c, 1),
             fmt(g, 1),
             fmt(c.zip(g).and_then(|(c, g)| ratio(g, c)), 2)
+        );
+    }
+    if let Some(e) = &extras {
+        println!("gpu matmul variants (GFLOP/s; the tiled kernel where one does not fit)");
+        for (v, r) in &e.variants {
+            let cells: Vec<String> =
+                r.iter().map(|m| format!("{}: {:.1}", m.size, m.gflops)).collect();
+            println!("  {:<30} {}", v.name(), cells.join("  "));
+        }
+        println!(
+            "gpu cold start (adapter, pipelines, first MLP step)   {:.2} s",
+            e.cold_start_seconds
         );
     }
     if !models.is_empty() {

@@ -123,7 +123,10 @@ impl GpuBackend {
             staging: None,
             scratch: None,
             class,
-            forced_matmul: None,
+            // For comparing kernels on one's own adapter (`steepest bench` times each anyway).
+            forced_matmul: std::env::var("STEEPEST_MATMUL")
+                .ok()
+                .and_then(|v| MatmulVariant::parse(&v)),
             counters: GpuCounters::default(),
         })
     }
