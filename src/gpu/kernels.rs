@@ -52,7 +52,7 @@ macro_rules! kernel_table {
 }
 
 kernel_table! {
-    PixelsToF32 => (ELEMENTWISE_WGSL, "pixels_to_f32", [Read, ReadWrite]),
+    PixelsToF32 => (ELEMENTWISE_WGSL, "pixels_to_f32", [Read, ReadWrite, Read]),
     MatmulAB => (MATMUL_WGSL, "matmul_ab", [Read, Read, ReadWrite]),
     MatmulAtB => (MATMUL_WGSL, "matmul_atb", [Read, Read, ReadWrite]),
     MatmulABt => (MATMUL_WGSL, "matmul_abt", [Read, Read, ReadWrite]),

@@ -68,6 +68,8 @@ pub struct GpuBackend {
     staging: Option<wgpu::Buffer>,
     /// Partial sums of split-K matmuls and chunked column sums, grown to the largest need.
     scratch: Option<GpuBuf>,
+    /// byte / 255 for every byte, computed by the CPU twin (see `pixels_to_f32` in the WGSL).
+    pixel_values: GpuBuf,
     class: AdapterClass,
     forced_matmul: Option<MatmulVariant>,
     counters: GpuCounters,
@@ -109,7 +111,19 @@ impl GpuBackend {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let mut pixel_values = vec![0.0f32; 256];
+        crate::cpu::elementwise::pixels_to_f32(&(0..=255u8).collect::<Vec<_>>(), &mut pixel_values);
+        let table = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("pixel values"),
+            size: 1024,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        queue.write_buffer(&table, 0, bytemuck::cast_slice(&pixel_values));
+        let pixel_values =
+            GpuBuf { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), buffer: table, len: 256 };
         Ok(GpuBackend {
+            pixel_values,
             device,
             queue,
             info: adapter.get_info(),
@@ -456,7 +470,8 @@ impl Backend for GpuBackend {
 
     fn pixels_to_f32(&mut self, src: &GpuBuf, dst: &GpuBuf, len: usize) {
         let groups = self.groups_1d(len);
-        self.dispatch(Kernel::PixelsToF32, &[src, dst], &[len as u32, 0, 0, 0], groups);
+        let table = self.pixel_values.clone();
+        self.dispatch(Kernel::PixelsToF32, &[src, dst, &table], &[len as u32, 0, 0, 0], groups);
     }
 
     fn matmul(
