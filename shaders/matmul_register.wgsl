@@ -78,29 +78,14 @@ fn b_rows_t(j0: u32, p: u32) -> array<vec4<f32>, 8> {
     return out;
 }
 
-// acc[2r + h] += A(i0 + r, p + s) · B(p + s, j0 + 4h..) for s in 0..4.
-fn outer4(acc: ptr<function, array<vec4<f32>, 16>>, ar: array<vec4<f32>, 8>, bs: array<vec4<f32>, 8>) {
-    for (var r = 0u; r < 8u; r++) {
-        var lo = (*acc)[2u * r];
-        var hi = (*acc)[2u * r + 1u];
-        for (var s = 0u; s < 4u; s++) {
-            let av = vec4<f32>(ar[r][s]);
-            lo = fma(av, bs[2u * s], lo);
-            hi = fma(av, bs[2u * s + 1u], hi);
-        }
-        (*acc)[2u * r] = lo;
-        (*acc)[2u * r + 1u] = hi;
+// Up to four columns of one row of C (those inside it).
+fn store_vec4(z: u32, row: u32, col: u32, v: vec4<f32>) {
+    if row >= params.m {
+        return;
     }
-}
-
-fn store_block(z: u32, i0: u32, j0: u32, acc: array<vec4<f32>, 16>) {
-    for (var r = 0u; r < 8u; r++) {
-        let row = i0 + r;
-        for (var j = 0u; j < 8u; j++) {
-            let col = j0 + j;
-            if row < params.m && col < params.n {
-                store_c(z, row, col, acc[2u * r + j / 4u][j % 4u]);
-            }
+    for (var j = 0u; j < 4u; j++) {
+        if col + j < params.n {
+            store_c(z, row, col + j, v[j]);
         }
     }
 }
@@ -109,7 +94,24 @@ fn matmul_register(group: vec3<u32>, local: vec3<u32>, trans_a: bool, trans_b: b
     let i0 = group.y * 64u + local.y * 8u;
     let j0 = group.x * 64u + local.x * 8u;
     let ks = k_range(group.z);
-    var acc: array<vec4<f32>, 16>;
+    // acc{2r + h}: row i0 + r, columns j0 + 4h..j0 + 4h + 4; named, not an array, so that they
+    // stay in registers (as an array, lavapipe kept them in memory: 2× slower).
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var acc8 = vec4<f32>(0.0);
+    var acc9 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc12 = vec4<f32>(0.0);
+    var acc13 = vec4<f32>(0.0);
+    var acc14 = vec4<f32>(0.0);
+    var acc15 = vec4<f32>(0.0);
     for (var p = ks.x; p < ks.y; p += 4u) {
         var ar: array<vec4<f32>, 8>;
         if trans_a {
@@ -123,9 +125,87 @@ fn matmul_register(group: vec3<u32>, local: vec3<u32>, trans_a: bool, trans_b: b
         } else {
             bs = b_rows(j0, p, ks.y);
         }
-        outer4(&acc, ar, bs);
+        acc0 = fma(vec4<f32>(ar[0].x), bs[0], acc0);
+        acc1 = fma(vec4<f32>(ar[0].x), bs[1], acc1);
+        acc0 = fma(vec4<f32>(ar[0].y), bs[2], acc0);
+        acc1 = fma(vec4<f32>(ar[0].y), bs[3], acc1);
+        acc0 = fma(vec4<f32>(ar[0].z), bs[4], acc0);
+        acc1 = fma(vec4<f32>(ar[0].z), bs[5], acc1);
+        acc0 = fma(vec4<f32>(ar[0].w), bs[6], acc0);
+        acc1 = fma(vec4<f32>(ar[0].w), bs[7], acc1);
+        acc2 = fma(vec4<f32>(ar[1].x), bs[0], acc2);
+        acc3 = fma(vec4<f32>(ar[1].x), bs[1], acc3);
+        acc2 = fma(vec4<f32>(ar[1].y), bs[2], acc2);
+        acc3 = fma(vec4<f32>(ar[1].y), bs[3], acc3);
+        acc2 = fma(vec4<f32>(ar[1].z), bs[4], acc2);
+        acc3 = fma(vec4<f32>(ar[1].z), bs[5], acc3);
+        acc2 = fma(vec4<f32>(ar[1].w), bs[6], acc2);
+        acc3 = fma(vec4<f32>(ar[1].w), bs[7], acc3);
+        acc4 = fma(vec4<f32>(ar[2].x), bs[0], acc4);
+        acc5 = fma(vec4<f32>(ar[2].x), bs[1], acc5);
+        acc4 = fma(vec4<f32>(ar[2].y), bs[2], acc4);
+        acc5 = fma(vec4<f32>(ar[2].y), bs[3], acc5);
+        acc4 = fma(vec4<f32>(ar[2].z), bs[4], acc4);
+        acc5 = fma(vec4<f32>(ar[2].z), bs[5], acc5);
+        acc4 = fma(vec4<f32>(ar[2].w), bs[6], acc4);
+        acc5 = fma(vec4<f32>(ar[2].w), bs[7], acc5);
+        acc6 = fma(vec4<f32>(ar[3].x), bs[0], acc6);
+        acc7 = fma(vec4<f32>(ar[3].x), bs[1], acc7);
+        acc6 = fma(vec4<f32>(ar[3].y), bs[2], acc6);
+        acc7 = fma(vec4<f32>(ar[3].y), bs[3], acc7);
+        acc6 = fma(vec4<f32>(ar[3].z), bs[4], acc6);
+        acc7 = fma(vec4<f32>(ar[3].z), bs[5], acc7);
+        acc6 = fma(vec4<f32>(ar[3].w), bs[6], acc6);
+        acc7 = fma(vec4<f32>(ar[3].w), bs[7], acc7);
+        acc8 = fma(vec4<f32>(ar[4].x), bs[0], acc8);
+        acc9 = fma(vec4<f32>(ar[4].x), bs[1], acc9);
+        acc8 = fma(vec4<f32>(ar[4].y), bs[2], acc8);
+        acc9 = fma(vec4<f32>(ar[4].y), bs[3], acc9);
+        acc8 = fma(vec4<f32>(ar[4].z), bs[4], acc8);
+        acc9 = fma(vec4<f32>(ar[4].z), bs[5], acc9);
+        acc8 = fma(vec4<f32>(ar[4].w), bs[6], acc8);
+        acc9 = fma(vec4<f32>(ar[4].w), bs[7], acc9);
+        acc10 = fma(vec4<f32>(ar[5].x), bs[0], acc10);
+        acc11 = fma(vec4<f32>(ar[5].x), bs[1], acc11);
+        acc10 = fma(vec4<f32>(ar[5].y), bs[2], acc10);
+        acc11 = fma(vec4<f32>(ar[5].y), bs[3], acc11);
+        acc10 = fma(vec4<f32>(ar[5].z), bs[4], acc10);
+        acc11 = fma(vec4<f32>(ar[5].z), bs[5], acc11);
+        acc10 = fma(vec4<f32>(ar[5].w), bs[6], acc10);
+        acc11 = fma(vec4<f32>(ar[5].w), bs[7], acc11);
+        acc12 = fma(vec4<f32>(ar[6].x), bs[0], acc12);
+        acc13 = fma(vec4<f32>(ar[6].x), bs[1], acc13);
+        acc12 = fma(vec4<f32>(ar[6].y), bs[2], acc12);
+        acc13 = fma(vec4<f32>(ar[6].y), bs[3], acc13);
+        acc12 = fma(vec4<f32>(ar[6].z), bs[4], acc12);
+        acc13 = fma(vec4<f32>(ar[6].z), bs[5], acc13);
+        acc12 = fma(vec4<f32>(ar[6].w), bs[6], acc12);
+        acc13 = fma(vec4<f32>(ar[6].w), bs[7], acc13);
+        acc14 = fma(vec4<f32>(ar[7].x), bs[0], acc14);
+        acc15 = fma(vec4<f32>(ar[7].x), bs[1], acc15);
+        acc14 = fma(vec4<f32>(ar[7].y), bs[2], acc14);
+        acc15 = fma(vec4<f32>(ar[7].y), bs[3], acc15);
+        acc14 = fma(vec4<f32>(ar[7].z), bs[4], acc14);
+        acc15 = fma(vec4<f32>(ar[7].z), bs[5], acc15);
+        acc14 = fma(vec4<f32>(ar[7].w), bs[6], acc14);
+        acc15 = fma(vec4<f32>(ar[7].w), bs[7], acc15);
     }
-    store_block(group.z, i0, j0, acc);
+    store_vec4(group.z, i0 + 0u, j0, acc0);
+    store_vec4(group.z, i0 + 0u, j0 + 4u, acc1);
+    store_vec4(group.z, i0 + 1u, j0, acc2);
+    store_vec4(group.z, i0 + 1u, j0 + 4u, acc3);
+    store_vec4(group.z, i0 + 2u, j0, acc4);
+    store_vec4(group.z, i0 + 2u, j0 + 4u, acc5);
+    store_vec4(group.z, i0 + 3u, j0, acc6);
+    store_vec4(group.z, i0 + 3u, j0 + 4u, acc7);
+    store_vec4(group.z, i0 + 4u, j0, acc8);
+    store_vec4(group.z, i0 + 4u, j0 + 4u, acc9);
+    store_vec4(group.z, i0 + 5u, j0, acc10);
+    store_vec4(group.z, i0 + 5u, j0 + 4u, acc11);
+    store_vec4(group.z, i0 + 6u, j0, acc12);
+    store_vec4(group.z, i0 + 6u, j0 + 4u, acc13);
+    store_vec4(group.z, i0 + 7u, j0, acc14);
+    store_vec4(group.z, i0 + 7u, j0 + 4u, acc15);
 }
 
 @compute @workgroup_size(8, 8)

@@ -86,11 +86,40 @@ fn store_tile_b(buf: u32, t: u32, v: vec4<f32>, along_k: bool) {
     }
 }
 
+// Up to four columns of one row of C (those inside it).
+fn store_vec4(z: u32, row: u32, col: u32, v: vec4<f32>) {
+    if row >= params.m {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        if col + j < params.n {
+            store_c(z, row, col + j, v[j]);
+        }
+    }
+}
+
 fn matmul_wide(group: vec3<u32>, local: vec3<u32>, t: u32, trans_a: bool, trans_b: bool) {
     let row0 = group.y * WT;
     let col0 = group.x * WT;
     let ks = k_range(group.z);
-    var acc: array<vec4<f32>, 16>; // row r (0..8), column half h: acc[2r + h]
+    // The 8×8 block in 16 named vec4s (rows local.y·4 + r and 64 + local.y·4 + r, column halves
+    // local.x·4 and 64 + local.x·4), so that no compiler has to prove an array fits registers.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    var acc8 = vec4<f32>(0.0);
+    var acc9 = vec4<f32>(0.0);
+    var acc10 = vec4<f32>(0.0);
+    var acc11 = vec4<f32>(0.0);
+    var acc12 = vec4<f32>(0.0);
+    var acc13 = vec4<f32>(0.0);
+    var acc14 = vec4<f32>(0.0);
+    var acc15 = vec4<f32>(0.0);
 
     var buf = 0u;
     store_tile_a(0u, t, load_a(t, row0, ks.x, ks.y, trans_a), !trans_a);
@@ -110,12 +139,22 @@ fn matmul_wide(group: vec3<u32>, local: vec3<u32>, t: u32, trans_a: bool, trans_
             let a1 = tile_a[base + s * 32u + 16u + local.y];
             let b0 = tile_b[base + s * 32u + local.x];
             let b1 = tile_b[base + s * 32u + 16u + local.x];
-            for (var r = 0u; r < 4u; r++) {
-                acc[2u * r] = fma(vec4<f32>(a0[r]), b0, acc[2u * r]);
-                acc[2u * r + 1u] = fma(vec4<f32>(a0[r]), b1, acc[2u * r + 1u]);
-                acc[2u * r + 8u] = fma(vec4<f32>(a1[r]), b0, acc[2u * r + 8u]);
-                acc[2u * r + 9u] = fma(vec4<f32>(a1[r]), b1, acc[2u * r + 9u]);
-            }
+            acc0 = fma(vec4<f32>(a0.x), b0, acc0);
+            acc1 = fma(vec4<f32>(a0.x), b1, acc1);
+            acc2 = fma(vec4<f32>(a0.y), b0, acc2);
+            acc3 = fma(vec4<f32>(a0.y), b1, acc3);
+            acc4 = fma(vec4<f32>(a0.z), b0, acc4);
+            acc5 = fma(vec4<f32>(a0.z), b1, acc5);
+            acc6 = fma(vec4<f32>(a0.w), b0, acc6);
+            acc7 = fma(vec4<f32>(a0.w), b1, acc7);
+            acc8 = fma(vec4<f32>(a1.x), b0, acc8);
+            acc9 = fma(vec4<f32>(a1.x), b1, acc9);
+            acc10 = fma(vec4<f32>(a1.y), b0, acc10);
+            acc11 = fma(vec4<f32>(a1.y), b1, acc11);
+            acc12 = fma(vec4<f32>(a1.z), b0, acc12);
+            acc13 = fma(vec4<f32>(a1.z), b1, acc13);
+            acc14 = fma(vec4<f32>(a1.w), b0, acc14);
+            acc15 = fma(vec4<f32>(a1.w), b1, acc15);
         }
         if next < ks.y {
             buf = 1u - buf;
@@ -125,16 +164,22 @@ fn matmul_wide(group: vec3<u32>, local: vec3<u32>, t: u32, trans_a: bool, trans_
         workgroupBarrier();
     }
 
-    // Rows: local.y·4 + r and 64 + local.y·4 + r; columns likewise with local.x.
-    for (var r = 0u; r < 8u; r++) {
-        let row = row0 + (r / 4u) * 64u + local.y * 4u + r % 4u;
-        for (var j = 0u; j < 8u; j++) {
-            let col = col0 + (j / 4u) * 64u + local.x * 4u + j % 4u;
-            if row < params.m && col < params.n {
-                store_c(group.z, row, col, acc[2u * r + j / 4u][j % 4u]);
-            }
-        }
-    }
+    store_vec4(group.z, row0 + 0u + local.y * 4u + 0u, col0 + local.x * 4u, acc0);
+    store_vec4(group.z, row0 + 0u + local.y * 4u + 0u, col0 + 64u + local.x * 4u, acc1);
+    store_vec4(group.z, row0 + 0u + local.y * 4u + 1u, col0 + local.x * 4u, acc2);
+    store_vec4(group.z, row0 + 0u + local.y * 4u + 1u, col0 + 64u + local.x * 4u, acc3);
+    store_vec4(group.z, row0 + 0u + local.y * 4u + 2u, col0 + local.x * 4u, acc4);
+    store_vec4(group.z, row0 + 0u + local.y * 4u + 2u, col0 + 64u + local.x * 4u, acc5);
+    store_vec4(group.z, row0 + 0u + local.y * 4u + 3u, col0 + local.x * 4u, acc6);
+    store_vec4(group.z, row0 + 0u + local.y * 4u + 3u, col0 + 64u + local.x * 4u, acc7);
+    store_vec4(group.z, row0 + 64u + local.y * 4u + 0u, col0 + local.x * 4u, acc8);
+    store_vec4(group.z, row0 + 64u + local.y * 4u + 0u, col0 + 64u + local.x * 4u, acc9);
+    store_vec4(group.z, row0 + 64u + local.y * 4u + 1u, col0 + local.x * 4u, acc10);
+    store_vec4(group.z, row0 + 64u + local.y * 4u + 1u, col0 + 64u + local.x * 4u, acc11);
+    store_vec4(group.z, row0 + 64u + local.y * 4u + 2u, col0 + local.x * 4u, acc12);
+    store_vec4(group.z, row0 + 64u + local.y * 4u + 2u, col0 + 64u + local.x * 4u, acc13);
+    store_vec4(group.z, row0 + 64u + local.y * 4u + 3u, col0 + local.x * 4u, acc14);
+    store_vec4(group.z, row0 + 64u + local.y * 4u + 3u, col0 + 64u + local.x * 4u, acc15);
 }
 
 @compute @workgroup_size(16, 16)

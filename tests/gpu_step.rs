@@ -71,3 +71,11 @@ fn matmul_rows_over_the_workgroup_cap_name_the_limit() {
         "{err}"
     );
 }
+
+/// Pipelines are compiled on first use; this compiles every one, so a WGSL entry point that fails
+/// validation fails here and not in the middle of someone's run.
+#[test]
+fn every_kernel_compiles() {
+    let Some(mut g) = gpu() else { return };
+    g.compile_all_kernels();
+}

@@ -100,64 +100,96 @@ pub struct Pipeline {
     pub layout: wgpu::BindGroupLayout,
 }
 
-/// Compiles every kernel. Each WGSL file becomes one shader module shared by its entry points.
-pub fn compile_all(device: &wgpu::Device) -> Vec<Pipeline> {
-    let mut modules: Vec<(&'static str, wgpu::ShaderModule)> = Vec::new();
-    Kernel::ALL
-        .iter()
-        .map(|&kernel| {
-            let (source, entry, bindings) = kernel.spec();
-            let module = match modules.iter().find(|(s, _)| std::ptr::eq(*s, source)) {
-                Some((_, m)) => m.clone(),
-                None => {
-                    let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(entry),
-                        source: wgpu::ShaderSource::Wgsl(source.into()),
-                    });
-                    modules.push((source, m.clone()));
-                    m
-                }
-            };
-            let mut entries = vec![wgpu::BindGroupLayoutEntry {
-                binding: 0,
+/// The kernels' pipelines, each compiled the first time it is used (a run compiles only what its
+/// model needs, which keeps the cold start short: lavapipe spends ~50 ms of LLVM per pipeline).
+/// Each WGSL file becomes one shader module shared by its entry points.
+pub struct Pipelines {
+    device: wgpu::Device,
+    modules: Vec<(&'static str, wgpu::ShaderModule)>,
+    compiled: Vec<Option<Pipeline>>,
+}
+
+impl Pipelines {
+    pub fn new(device: &wgpu::Device) -> Self {
+        Pipelines {
+            device: device.clone(),
+            modules: Vec::new(),
+            compiled: (0..Kernel::ALL.len()).map(|_| None).collect(),
+        }
+    }
+
+    /// `kernel`'s pipeline, compiled now if this is its first use.
+    pub fn get(&mut self, kernel: Kernel) -> &Pipeline {
+        if self.compiled[kernel as usize].is_none() {
+            self.compile(kernel);
+        }
+        self.compiled[kernel as usize].as_ref().expect("compiled above")
+    }
+
+    /// A pipeline that `get` has already compiled.
+    pub fn compiled(&self, kernel: Kernel) -> &Pipeline {
+        self.compiled[kernel as usize].as_ref().expect("dispatch compiles the pipeline it records")
+    }
+
+    /// Compiles every kernel (tests: every WGSL entry point must pass validation).
+    pub fn compile_all(&mut self) {
+        for &k in Kernel::ALL {
+            self.get(k);
+        }
+    }
+
+    fn compile(&mut self, kernel: Kernel) {
+        let (source, entry, bindings) = kernel.spec();
+        let module = match self.modules.iter().find(|(s, _)| std::ptr::eq(*s, source)) {
+            Some((_, m)) => m.clone(),
+            None => {
+                let m = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(entry),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+                self.modules.push((source, m.clone()));
+                m
+            }
+        };
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        for (i, access) in bindings.iter().enumerate() {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
-                    has_dynamic_offset: true,
+                    ty: wgpu::BufferBindingType::Storage { read_only: *access == Read },
+                    has_dynamic_offset: false,
                     min_binding_size: None,
                 },
                 count: None,
-            }];
-            for (i, access) in bindings.iter().enumerate() {
-                entries.push(wgpu::BindGroupLayoutEntry {
-                    binding: i as u32 + 1,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Storage { read_only: *access == Read },
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                });
-            }
-            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(entry),
-                entries: &entries,
             });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(entry),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
-            Pipeline { pipeline, layout }
-        })
-        .collect()
+        }
+        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(entry),
+            entries: &entries,
+        });
+        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(entry),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        self.compiled[kernel as usize] = Some(Pipeline { pipeline, layout });
+    }
 }

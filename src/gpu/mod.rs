@@ -17,7 +17,7 @@ use crate::backend::{
     AdamHyper, Backend, BatchNormHyper, MatmulForm, RmspropHyper, SgdHyper, Window,
 };
 use crate::{Error, Result};
-use kernels::{Kernel, Pipeline};
+use kernels::{Kernel, Pipelines};
 use matmul::{AdapterClass, MatmulVariant, BIAS_GRAD_CHUNK};
 
 /// Bytes per params slot: WebGPU's largest allowed `min_uniform_buffer_offset_alignment`.
@@ -59,7 +59,7 @@ pub struct GpuBackend {
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
-    pipelines: Vec<Pipeline>,
+    pipelines: Pipelines,
     params: wgpu::Buffer,
     params_host: Vec<u8>,
     slots_used: usize,
@@ -104,7 +104,7 @@ impl GpuBackend {
         let (device, queue) = context::open(adapter)?;
         let limits = device.limits();
         let class = AdapterClass::new(&adapter.get_info(), &limits);
-        let pipelines = kernels::compile_all(&device);
+        let pipelines = Pipelines::new(&device);
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params arena"),
             size: (SLOT * SLOTS) as u64,
@@ -159,6 +159,11 @@ impl GpuBackend {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
+    }
+
+    /// Compiles every kernel now (they are otherwise compiled on first use).
+    pub fn compile_all_kernels(&mut self) {
+        self.pipelines.compile_all();
     }
 
     pub fn counters(&self) -> GpuCounters {
@@ -294,7 +299,7 @@ impl GpuBackend {
                 }
                 let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some(kernel.name()),
-                    layout: &self.pipelines[kernel as usize].layout,
+                    layout: &self.pipelines.get(kernel).layout,
                     entries: &entries,
                 });
                 self.counters.bind_groups_created += 1;
@@ -445,7 +450,7 @@ impl Backend for GpuBackend {
                 while let Some(Command::Dispatch { kernel, bind_group, slot, groups }) =
                     commands.get(i)
                 {
-                    pass.set_pipeline(&self.pipelines[*kernel as usize].pipeline);
+                    pass.set_pipeline(&self.pipelines.compiled(*kernel).pipeline);
                     pass.set_bind_group(0, bind_group, &[slot * SLOT as u32]);
                     pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
                     i += 1;
