@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::backend::{Backend, MatmulForm};
 use crate::data::loader::Batcher;
-use crate::data::synthetic;
+use crate::data::{synthetic, Dataset};
 use crate::nn::{Model, ModelSpec, Workspace};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::train::train_step;
@@ -100,61 +100,106 @@ pub fn matmul<B: Timed>(b: &mut B, n: usize) -> Result<MatmulResult> {
     })
 }
 
-/// One MLP training step from nothing (model, buffers, first bind groups), waited for: with the
+/// A training workload on synthetic 28×28 grey data (MNIST-sized), batch 128, SGD momentum
+/// (lr 0.05): each step gathers a batch, uploads it, and runs forward, backward and update.
+pub struct Workload<'a, B: Backend> {
+    model: Model<B>,
+    ws: Workspace<B>,
+    stats: B::Buf,
+    opt: Optimizer<B>,
+    batches: Batcher<'a>,
+    rng: fastrand::Rng,
+    lr: f32,
+    pub spec: ModelSpec,
+}
+
+pub const BATCH: usize = 128;
+
+/// `samples` synthetic MNIST-sized images for a `Workload`.
+pub fn data(samples: usize) -> Dataset {
+    synthetic::generate(1, samples, 0)
+}
+
+impl<'a, B: Backend> Workload<'a, B> {
+    pub fn new(b: &mut B, data: &'a Dataset, spec: &str) -> Result<Self> {
+        let spec: ModelSpec = spec.parse()?;
+        let model = Model::new(b, &spec, data.input_shape(), data.num_classes, 0)?;
+        let ws = Workspace::new(b, &model, BATCH)?;
+        let stats = b.alloc(3)?;
+        let mut cfg = OptimizerConfig::new(OptimizerKind::Momentum);
+        cfg.lr = 0.05;
+        let opt = Optimizer::new(b, cfg, &model)?;
+        let mut batches = Batcher::new(&data.train, data.sample_size(), BATCH, true);
+        let mut rng = fastrand::Rng::with_seed(3);
+        batches.start_epoch(Some(&mut rng));
+        Ok(Workload { model, ws, stats, opt, batches, rng, lr: cfg.lr, spec })
+    }
+
+    /// Records one step (submitted, not waited for).
+    pub fn step(&mut self, b: &mut B) {
+        let (pixels, labels) = match self.batches.next_batch() {
+            Some(x) => x,
+            None => {
+                self.batches.start_epoch(Some(&mut self.rng));
+                self.batches.next_batch().expect("the data set holds a batch")
+            }
+        };
+        let rows = labels.len();
+        self.ws.load_batch(b, pixels, labels);
+        train_step(b, &self.model, &self.ws, &mut self.opt, &self.stats, rows, self.lr);
+    }
+
+    /// Reads the metrics back (waits for the device).
+    pub fn sync(&self, b: &mut B) -> Result<()> {
+        b.read(&self.stats, 3).map(|_| ())
+    }
+}
+
+/// One MLP training step from nothing (model, buffers, first pipelines), waited for: with the
 /// time to open the adapter, what a user waits before training starts.
 pub fn first_step<B: Timed>(b: &mut B) -> Result<()> {
-    let data = synthetic::generate(1, 256, 0);
-    let spec: ModelSpec = "mlp:256".parse()?;
-    let model = Model::new(b, &spec, data.input_shape(), data.num_classes, 0)?;
-    let ws = Workspace::new(b, &model, 128)?;
-    let stats = b.alloc(3)?;
-    let cfg = OptimizerConfig::new(OptimizerKind::Momentum);
-    let mut opt = Optimizer::new(b, cfg, &model)?;
-    let mut batches = Batcher::new(&data.train, data.sample_size(), 128, true);
-    batches.start_epoch(None);
-    let (pixels, labels) = batches.next_batch().expect("256 samples hold a batch");
-    ws.load_batch(b, pixels, labels);
-    train_step(b, &model, &ws, &mut opt, &stats, labels.len(), cfg.lr);
-    b.read(&stats, 3)?;
-    Ok(())
+    let data = data(256);
+    let mut w = Workload::new(b, &data, "mlp:256")?;
+    w.step(b);
+    w.sync(b)
 }
 
 /// The training workloads `steepest bench` times, as (name, model spec): the MNIST MLP and the
 /// LeNet-style CNN of PyTorch's baseline (`shared/bench/torch_mnist.py`).
 pub const TRAINING_MODELS: [(&str, &str); 2] = [("mlp", "mlp:256"), ("lenet", "lenet")];
 
-/// Training throughput of `spec` on synthetic 28×28 grey data (MNIST-sized), batch 128, SGD
-/// momentum (lr 0.05): batch gathering, upload, forward, backward and update per step.
+/// Training throughput of `spec` (see `Workload`), median of 5 trials.
 pub fn training<B: Timed>(b: &mut B, name: &str, spec: &str) -> Result<TrainingResult> {
-    let data = synthetic::generate(1, 4096, 0);
-    let spec: ModelSpec = spec.parse()?;
-    let model = Model::new(b, &spec, data.input_shape(), data.num_classes, 0)?;
-    let batch = 128;
-    let ws = Workspace::new(b, &model, batch)?;
-    let stats = b.alloc(3)?;
-    let mut cfg = OptimizerConfig::new(OptimizerKind::Momentum);
-    cfg.lr = 0.05;
-    let mut opt = Optimizer::new(b, cfg, &model)?;
-    let mut batches = Batcher::new(&data.train, data.sample_size(), batch, true);
-    let mut rng = fastrand::Rng::with_seed(3);
-    batches.start_epoch(Some(&mut rng));
-    let secs = time_per_call(b, 5, 0.3, |b| {
-        let (pixels, labels) = match batches.next_batch() {
-            Some(x) => x,
-            None => {
-                batches.start_epoch(Some(&mut rng));
-                batches.next_batch().expect("4096 samples hold a batch")
-            }
-        };
-        ws.load_batch(b, pixels, labels);
-        train_step(b, &model, &ws, &mut opt, &stats, batch, cfg.lr);
-    });
+    let data = data(4096);
+    let mut w = Workload::new(b, &data, spec)?;
+    let secs = time_per_call(b, 5, 0.3, |b| w.step(b));
     Ok(TrainingResult {
         name: name.to_string(),
-        model: spec.to_string(),
-        batch_size: batch,
+        model: w.spec.to_string(),
+        batch_size: BATCH,
         optimizer: "sgd momentum 0.9".to_string(),
-        samples_per_sec: batch as f64 / secs,
+        samples_per_sec: BATCH as f64 / secs,
         median_step_seconds: secs,
     })
+}
+
+/// GPU time per kernel over `steps` training steps of `spec` (after one warm-up step), or `None`
+/// when the adapter has no timestamp queries.
+pub fn profile_training(
+    g: &mut crate::gpu::GpuBackend,
+    spec: &str,
+    steps: usize,
+) -> Result<Option<Vec<crate::gpu::profile::KernelTime>>> {
+    let data = data(4096);
+    let mut w = Workload::new(g, &data, spec)?;
+    w.step(g);
+    w.sync(g)?;
+    if !g.start_profiling() {
+        return Ok(None);
+    }
+    for _ in 0..steps {
+        w.step(g);
+    }
+    w.sync(g)?;
+    Ok(Some(g.stop_profiling()))
 }

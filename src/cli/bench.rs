@@ -4,6 +4,7 @@ use steepest::bench::{self, MatmulResult, Timed, TrainingResult};
 use steepest::cpu::CpuBackend;
 use steepest::gpu::context::Choice;
 use steepest::gpu::matmul::MatmulVariant;
+use steepest::gpu::profile::KernelTime;
 use steepest::gpu::GpuBackend;
 use steepest::{Error, Result};
 
@@ -20,9 +21,18 @@ struct Side {
 struct GpuExtras {
     variants: Vec<(MatmulVariant, Vec<MatmulResult>)>,
     cold_start_seconds: f64,
+    /// Per model: GPU time per kernel over 20 steps (when the adapter has timestamps).
+    profiles: Vec<(String, Vec<KernelTime>)>,
 }
 
-fn gpu_extras(g: &mut GpuBackend, sizes: &[usize], opened: f64) -> Result<GpuExtras> {
+const PROFILED_STEPS: usize = 20;
+
+fn gpu_extras(
+    g: &mut GpuBackend,
+    sizes: &[usize],
+    models: &[(&str, &str)],
+    opened: f64,
+) -> Result<GpuExtras> {
     // The cold start: adapter and pipelines (already paid: `opened`) plus the first MLP step.
     let t = std::time::Instant::now();
     bench::first_step(g)?;
@@ -34,7 +44,13 @@ fn gpu_extras(g: &mut GpuBackend, sizes: &[usize], opened: f64) -> Result<GpuExt
         variants.push((v, r));
     }
     g.force_matmul_variant(None);
-    Ok(GpuExtras { variants, cold_start_seconds })
+    let mut profiles = Vec::new();
+    for (name, spec) in models {
+        if let Some(p) = bench::profile_training(g, spec, PROFILED_STEPS)? {
+            profiles.push((name.to_string(), p));
+        }
+    }
+    Ok(GpuExtras { variants, cold_start_seconds, profiles })
 }
 
 fn measure<B: Timed>(b: &mut B, sizes: &[usize], models: &[(&str, &str)]) -> Result<Side> {
@@ -86,7 +102,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 let opened = t.elapsed().as_secs_f64();
                 let i = g.adapter_info();
                 eprintln!("device: gpu: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
-                extras = Some(gpu_extras(&mut g, &args.sizes, opened)?);
+                extras = Some(gpu_extras(&mut g, &args.sizes, &models, opened)?);
                 Some(measure(&mut g, &args.sizes, &models)?)
             }
             None if args.device == "gpu" => {
@@ -142,6 +158,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "matmul": rows,
             "gpu_matmul_variants": variants,
             "gpu_cold_start_seconds": extras.as_ref().map(|e| e.cold_start_seconds),
+            "gpu_kernel_seconds_per_step": extras.as_ref().map(|e| {
+                e.profiles
+                    .iter()
+                    .map(|(name, p)| {
+                        let per_step: Vec<_> = p
+                            .iter()
+                            .map(|k| serde_json::json!({
+                                "kernel": k.kernel,
+                                "dispatches": k.dispatches as f64 / PROFILED_STEPS as f64,
+                                "seconds": k.seconds / PROFILED_STEPS as f64,
+                            }))
+                            .collect();
+                        (name.clone(), serde_json::json!(per_step))
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+            }),
             "training": training,
         });
         println!("{out}");
@@ -177,6 +209,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "gpu cold start (adapter, pipelines, first MLP step)   {:.2} s",
             e.cold_start_seconds
         );
+        for (name, p) in &e.profiles {
+            print_profile(&format!("gpu time per {name} step"), p, PROFILED_STEPS);
+        }
     }
     if !models.is_empty() {
         println!("training, 28x28 grey, batch 128, SGD momentum (samples/s, median of 5)");
@@ -194,4 +229,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Each kernel's GPU time per step and share, largest first.
+pub fn print_profile(title: &str, p: &[KernelTime], steps: usize) {
+    let total: f64 = p.iter().map(|k| k.seconds).sum();
+    println!("{title}: {:.3} ms in kernels (GPU timestamps)", total * 1e3 / steps as f64);
+    for k in p {
+        println!(
+            "  {:<30} {:>9.3} ms {:>6.1} %  {:>5.1} dispatches",
+            k.kernel,
+            k.seconds * 1e3 / steps as f64,
+            100.0 * k.seconds / total.max(f64::MIN_POSITIVE),
+            k.dispatches as f64 / steps as f64
+        );
+    }
 }

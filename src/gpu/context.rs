@@ -128,7 +128,8 @@ pub fn select(choice: Choice, name_filter: Option<&str>) -> Result<Option<wgpu::
 pub fn open(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue)> {
     let desc = wgpu::DeviceDescriptor {
         label: Some("steepest"),
-        required_features: wgpu::Features::empty(),
+        // Timestamps, where the adapter has them, for `--profile` and `steepest bench`.
+        required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
         required_limits: adapter.limits(),
         ..Default::default()
     };

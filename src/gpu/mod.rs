@@ -9,6 +9,7 @@
 pub mod context;
 pub mod kernels;
 pub mod matmul;
+pub mod profile;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,6 +73,8 @@ pub struct GpuBackend {
     pixel_values: GpuBuf,
     class: AdapterClass,
     forced_matmul: Option<MatmulVariant>,
+    /// Per-kernel GPU time from timestamp queries, when profiling is on.
+    profiler: Option<profile::Profiler>,
     counters: GpuCounters,
 }
 
@@ -141,6 +144,7 @@ impl GpuBackend {
             forced_matmul: std::env::var("STEEPEST_MATMUL")
                 .ok()
                 .and_then(|v| MatmulVariant::parse(&v)),
+            profiler: None,
             counters: GpuCounters::default(),
         })
     }
@@ -159,6 +163,24 @@ impl GpuBackend {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
+    }
+
+    /// Times every dispatch from now on with GPU timestamps (each in its own compute pass, and
+    /// each submit waits for its times: for measuring, not for training fast). False when the
+    /// adapter has no timestamp queries.
+    pub fn start_profiling(&mut self) -> bool {
+        if !self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return false;
+        }
+        self.submit();
+        self.profiler = Some(profile::Profiler::new(&self.device, &self.queue, SLOTS));
+        true
+    }
+
+    /// Stops profiling; the GPU time per kernel since `start_profiling`, largest first.
+    pub fn stop_profiling(&mut self) -> Vec<profile::KernelTime> {
+        self.submit();
+        self.profiler.take().map(|p| p.report()).unwrap_or_default()
     }
 
     /// Compiles every kernel now (they are otherwise compiled on first use).
@@ -442,11 +464,17 @@ impl Backend for GpuBackend {
         }
         let mut encoder = self.device.create_command_encoder(&Default::default());
         let mut commands = std::mem::take(&mut self.commands);
+        let mut timed: Vec<Kernel> = Vec::new();
         let mut i = 0;
         while i < commands.len() {
             if let Command::Dispatch { .. } = commands[i] {
-                // Consecutive dispatches share one compute pass; wgpu orders them by usage.
-                let mut pass = encoder.begin_compute_pass(&Default::default());
+                // Consecutive dispatches share one compute pass; wgpu orders them by usage. When
+                // profiling, each gets a pass of its own with timestamps at both ends.
+                let timestamp_writes = self.profiler.as_ref().map(|p| p.writes(timed.len()));
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes,
+                });
                 while let Some(Command::Dispatch { kernel, bind_group, slot, groups }) =
                     commands.get(i)
                 {
@@ -454,6 +482,10 @@ impl Backend for GpuBackend {
                     pass.set_bind_group(0, bind_group, &[slot * SLOT as u32]);
                     pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
                     i += 1;
+                    if self.profiler.is_some() {
+                        timed.push(*kernel);
+                        break;
+                    }
                 }
                 continue;
             }
@@ -466,11 +498,17 @@ impl Backend for GpuBackend {
             }
             i += 1;
         }
+        if let Some(p) = &self.profiler {
+            p.resolve(&mut encoder, timed.len());
+        }
         self.queue.submit([encoder.finish()]);
         commands.clear();
         self.commands = commands;
         self.slots_used = 0;
         self.counters.submits += 1;
+        if let Some(p) = &mut self.profiler {
+            p.collect(&self.device, &timed);
+        }
     }
 
     fn pixels_to_f32(&mut self, src: &GpuBuf, dst: &GpuBuf, len: usize) {
