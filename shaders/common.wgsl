@@ -22,5 +22,7 @@ struct Window {
     pad_w: u32,
     out_h: u32,
     out_w: u32,
+    // im2col row length: the patch padded to a multiple of 4 (`Window::col_width`).
+    col_width: u32,
 }
 

@@ -13,18 +13,23 @@ struct Layout {
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
-// col[(n, oy, ox), (c, ky, kx)] = x[n, c, oy*sh + ky - ph, ox*sw + kx - pw], 0 off the image.
+// col[(n, oy, ox), (c, ky, kx)] = x[n, c, oy*sh + ky - ph, ox*sw + kx - pw], 0 off the image,
+// in rows of col_width (0 past the patch, so the matmuls can load whole vec4s).
 @compute @workgroup_size(256)
 fn im2col(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
           @builtin(local_invocation_index) local: u32) {
     let i = flat_index(group, groups, local);
     let patch_len = win.channels * win.kernel_h * win.kernel_w;
     let rows_out = win.rows * win.out_h * win.out_w;
-    if i >= rows_out * patch_len {
+    if i >= rows_out * win.col_width {
         return;
     }
-    let r = i / patch_len;
-    let q = i % patch_len;
+    let r = i / win.col_width;
+    let q = i % win.col_width;
+    if q >= patch_len {
+        dst[i] = 0.0;
+        return;
+    }
     let ox = r % win.out_w;
     let oy = (r / win.out_w) % win.out_h;
     let n = r / (win.out_w * win.out_h);
@@ -40,7 +45,7 @@ fn im2col(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) grou
     dst[i] = v;
 }
 
-// The adjoint of im2col: each input value sums its patch_len entries (ky outer, kx inner).
+// The adjoint of im2col: each input value sums its patch entries (ky outer, kx inner).
 @compute @workgroup_size(256)
 fn col2im(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
           @builtin(local_invocation_index) local: u32) {
@@ -52,7 +57,6 @@ fn col2im(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) grou
     let iy = (i / win.width) % win.height;
     let c = (i / (win.width * win.height)) % win.channels;
     let n = i / (win.width * win.height * win.channels);
-    let patch_len = win.channels * win.kernel_h * win.kernel_w;
     var sum = 0.0;
     for (var ky = 0u; ky < win.kernel_h; ky++) {
         let ty = iy + win.pad_h;
@@ -66,7 +70,7 @@ fn col2im(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) grou
                 continue;
             }
             let ox = (tx - kx) / win.stride_w;
-            sum += src[((n * win.out_h + oy) * win.out_w + ox) * patch_len + (c * win.kernel_h + ky) * win.kernel_w + kx];
+            sum += src[((n * win.out_h + oy) * win.out_w + ox) * win.col_width + (c * win.kernel_h + ky) * win.kernel_w + kx];
         }
     }
     dst[i] = sum;

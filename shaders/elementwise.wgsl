@@ -135,3 +135,31 @@ fn normalize(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) g
     let c = (i / norm.pixels) % norm.channels;
     x[i] = (x[i] - bias[c]) * bias[norm.channels + c];
 }
+
+// copy_rows: dst[r, c] = src[r·src_width + c] for c < cols, 0 for cols <= c < dst_width: pads
+// rows to a wider stride or trims them back (a conv's weights to and from the im2col width).
+struct CopyRowsParams {
+    rows: u32,
+    cols: u32,
+    src_width: u32,
+    dst_width: u32,
+}
+@group(0) @binding(0) var<uniform> copy: CopyRowsParams;
+@group(0) @binding(1) var<storage, read> copy_src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> copy_dst: array<f32>;
+
+@compute @workgroup_size(256)
+fn copy_rows(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+             @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    if i >= copy.rows * copy.dst_width {
+        return;
+    }
+    let r = i / copy.dst_width;
+    let c = i % copy.dst_width;
+    var v = 0.0;
+    if c < copy.cols {
+        v = copy_src[r * copy.src_width + c];
+    }
+    copy_dst[i] = v;
+}

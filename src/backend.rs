@@ -76,9 +76,15 @@ impl Window {
             .checked_sub(self.kernel_w)
             .map_or(0, |d| d / self.stride_w + 1)
     }
-    /// Values in one im2col row: `channels · kernel_h · kernel_w`.
+    /// Values in one patch: `channels · kernel_h · kernel_w`.
     pub fn patch_len(&self) -> usize {
         self.channels * self.kernel_h * self.kernel_w
+    }
+    /// Length of one row of the `im2col` matrix: the patch, padded with zeros to a multiple of
+    /// 4, so that the GPU's vec4 matmul kernels can load it (a first conv has 25 or 27 values
+    /// per patch, and the scalar fallback kernel ran its matmuls at a fifth of the speed).
+    pub fn col_width(&self) -> usize {
+        self.patch_len().div_ceil(4) * 4
     }
     /// Input values per sample.
     pub fn in_len(&self) -> usize {
@@ -216,9 +222,24 @@ pub trait Backend {
 
     /// Unfolds image patches: `col[(n, oy, ox), (c, ky, kx)] = x[n, c, oy·s+ky-p, ox·s+kx-p]`
     /// (0 in the padding), so a convolution becomes `col · Wᵀ` with PyTorch's `[O, C, K, K]` W.
+    /// Rows are [`Window::col_width`] long; the values past the patch are 0.
     fn im2col(&mut self, x: &Self::Buf, col: &Self::Buf, rows: usize, w: &Window);
-    /// The adjoint of `im2col`: each input value sums the patch entries it was copied to.
+    /// The adjoint of `im2col`: each input value sums the patch entries it was copied to (the
+    /// columns past the patch are ignored).
     fn col2im(&mut self, col: &Self::Buf, x: &Self::Buf, rows: usize, w: &Window);
+    /// `dst[r, c] = src[r·src_width + c]` for `c < cols`, 0 for `cols <= c < dst_width`: pads
+    /// rows to a wider stride, or trims them back (the GPU's conv weights to and from
+    /// [`Window::col_width`]).
+    #[allow(clippy::too_many_arguments)]
+    fn copy_rows(
+        &mut self,
+        src: &Self::Buf,
+        dst: &Self::Buf,
+        rows: usize,
+        cols: usize,
+        src_width: usize,
+        dst_width: usize,
+    );
     /// `y[n, c, p] = z[n·pixels + p, c] (+ bias[c]) (then ReLU)`: a convolution's rows back to NCHW.
     #[allow(clippy::too_many_arguments)]
     fn to_channels_first(
@@ -241,19 +262,16 @@ pub trait Backend {
         channels: usize,
     );
     /// Floats of the `col` and `z` scratch buffers [`conv2d_forward`](Backend::conv2d_forward)
-    /// needs for `rows` samples. The default is the batch-sized patch matrix and matmul output.
-    fn conv_scratch_len(&self, rows: usize, w: &Window, outputs: usize) -> (usize, usize) {
-        (rows * w.out_pixels() * w.patch_len(), rows * w.out_pixels() * outputs)
-    }
+    /// needs for `rows` samples: the GPU's are the batch-sized patch matrix and matmul output.
+    fn conv_scratch_len(&self, rows: usize, w: &Window, outputs: usize) -> (usize, usize);
     /// A whole Conv2d forward: `y[n, o, p] = Σ_k weight[o, k] · patch(n, p)[k] (+ bias[o])
     /// (then ReLU)`, with `weight` in PyTorch's `[out, in·kh·kw]` layout. `col` (rows·pixels·patch)
     /// and `z` (rows·pixels·outputs) are scratch; `col` must survive until
     /// [`conv2d_backward`](Backend::conv2d_backward), in whatever layout the backend chose.
     ///
-    /// The default is `im2col` → tiled matmul → `to_channels_first` over the whole batch, the
-    /// GPU's way. The CPU overrides the conv methods to do the same steps a few samples at a time
-    /// per thread (see `cpu/conv.rs`); tests/cross_check_conv.rs holds the two to the same
-    /// results.
+    /// The GPU runs `im2col` → matmul → `to_channels_first` over the whole batch (src/gpu/conv.rs);
+    /// the CPU does the same steps a few samples at a time per thread (src/cpu/conv.rs);
+    /// tests/cross_check_conv.rs holds the two to the same results.
     #[allow(clippy::too_many_arguments)]
     fn conv2d_forward(
         &mut self,
@@ -267,15 +285,10 @@ pub trait Backend {
         w: &Window,
         outputs: usize,
         relu: bool,
-    ) {
-        let pixels = w.out_pixels();
-        self.im2col(x, col, rows, w);
-        self.matmul(MatmulForm::ABt, col, weight, z, rows * pixels, w.patch_len(), outputs);
-        self.to_channels_first(z, bias, y, rows, pixels, outputs, relu);
-    }
+    );
     /// A whole Conv2d backward from `dy` (NCHW): the weight gradient, the bias gradient when
     /// there is a bias, and the input gradient when `dx` is given. `x` is forward's input; the
-    /// default uses `col` as forward left it instead. Overwrites `col` and `z`.
+    /// GPU uses `col` as forward left it instead. Overwrites `col` and `z`.
     #[allow(clippy::too_many_arguments)]
     fn conv2d_backward(
         &mut self,
@@ -290,22 +303,7 @@ pub trait Backend {
         rows: usize,
         w: &Window,
         outputs: usize,
-    ) {
-        let _ = x;
-        let pixels = w.out_pixels();
-        let m = rows * pixels;
-        // dZ (one row per output pixel) reuses z; dW = dZᵀ · col; then dcol = dZ · W overwrites
-        // col, and col2im folds it back onto the input.
-        self.to_channels_last(dy, z, rows, pixels, outputs);
-        if let Some(gb) = grad_bias {
-            self.bias_grad(z, gb, m, outputs);
-        }
-        self.matmul(MatmulForm::AtB, z, col, grad_weight, outputs, m, w.patch_len());
-        if let Some(dx) = dx {
-            self.matmul(MatmulForm::AB, z, weight, col, m, outputs, w.patch_len());
-            self.col2im(col, dx, rows, w);
-        }
-    }
+    );
     /// Max pooling (no padding); `argmax` keeps the flat input index each output came from.
     fn maxpool(
         &mut self,

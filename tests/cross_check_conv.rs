@@ -45,7 +45,7 @@ fn im2col_and_col2im_match_cpu() {
     let mut rng = fastrand::Rng::with_seed(20);
     for case in CASES {
         let (rows, w) = window(case);
-        let (in_len, col_len) = (rows * w.in_len(), rows * w.out_pixels() * w.patch_len());
+        let (in_len, col_len) = (rows * w.in_len(), rows * w.out_pixels() * w.col_width());
         let x = random(&mut rng, in_len);
         let mut want = vec![0.0; col_len];
         conv::im2col(&x, &mut want, rows, &w);
@@ -83,7 +83,7 @@ fn col2im_is_the_adjoint_of_im2col() {
     for case in CASES {
         let (rows, w) = window(case);
         let x = random(&mut rng, rows * w.in_len());
-        let c = random(&mut rng, rows * w.out_pixels() * w.patch_len());
+        let c = random(&mut rng, rows * w.out_pixels() * w.col_width());
         let mut ix = vec![0.0; c.len()];
         conv::im2col(&x, &mut ix, rows, &w);
         let mut tc = vec![0.0; x.len()];

@@ -1,4 +1,5 @@
-//! `pixels_to_f32`, `add_bias` / `add_bias_relu`, `relu_backward`, `normalize` (shaders/elementwise.wgsl) and
+//! `pixels_to_f32`, `add_bias` / `add_bias_relu`, `relu_backward`, `normalize`, `copy_rows`
+//! (shaders/elementwise.wgsl) and
 //! `bias_grad` (shaders/reduce.wgsl) against their CPU twins (src/cpu/elementwise.rs, reduce.rs).
 //!
 //! Tolerances: the element-wise kernels do one correctly rounded f32 operation per element
@@ -143,5 +144,25 @@ fn normalize_matches_cpu_exactly() {
         g.write(&gs, &stats);
         g.normalize(&gx, &gs, rows, channels, pixels);
         assert_eq!(g.read(&gx, len).unwrap(), want, "normalize {rows}x{channels}x{pixels}");
+    }
+}
+
+#[test]
+fn copy_rows_pads_and_trims_exactly_like_cpu() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(8);
+    // (rows, cols, src_width, dst_width): a first conv's weights padded to the im2col width and
+    // trimmed back, and odd shapes.
+    for &(rows, cols, sw, dw) in
+        &[(32, 25, 25, 28), (32, 25, 28, 25), (64, 27, 27, 28), (1, 1, 1, 4), (7, 5, 9, 6)]
+    {
+        let src = random(&mut rng, rows * sw);
+        let mut want = vec![f32::NAN; rows * dw];
+        elementwise::copy_rows(&src, &mut want, rows, cols, sw, dw);
+        let (gs, gd) = (g.alloc(src.len()).unwrap(), g.alloc(rows * dw).unwrap());
+        g.write(&gs, &src);
+        g.write(&gd, &vec![f32::NAN; rows * dw]);
+        g.copy_rows(&gs, &gd, rows, cols, sw, dw);
+        assert_eq!(g.read(&gd, rows * dw).unwrap(), want, "copy_rows {rows}x{cols} {sw}->{dw}");
     }
 }

@@ -13,8 +13,23 @@ use super::matmul::matmul_serial;
 use super::parallel::{for_samples, ranges};
 use crate::backend::{MatmulForm, Window};
 
-/// `col[(n, oy, ox), (c, ky, kx)] = x[n, c, oy·sh + ky - ph, ox·sw + kx - pw]`, 0 off the image.
+/// `col[(n, oy, ox), (c, ky, kx)] = x[n, c, oy·sh + ky - ph, ox·sw + kx - pw]`, 0 off the image,
+/// in rows of [`Window::col_width`] (zeros past the patch), the layout the GPU's matmuls load.
 pub fn im2col(x: &[f32], col: &mut [f32], rows: usize, w: &Window) {
+    let (oh, ow, patch, width) = (w.out_h(), w.out_w(), w.patch_len(), w.col_width());
+    if width == patch {
+        return im2col_packed(x, col, rows, w);
+    }
+    let mut packed = vec![0.0; rows * oh * ow * patch];
+    im2col_packed(x, &mut packed, rows, w);
+    for (dst, src) in col.chunks_exact_mut(width).zip(packed.chunks_exact(patch)) {
+        dst[..patch].copy_from_slice(src);
+        dst[patch..].fill(0.0);
+    }
+}
+
+/// [`im2col`] into rows of exactly the patch length.
+fn im2col_packed(x: &[f32], col: &mut [f32], rows: usize, w: &Window) {
     let (oh, ow, patch) = (w.out_h(), w.out_w(), w.patch_len());
     for_samples(col, rows, oh * ow * patch, |first, chunk| {
         im2col_serial(&x[first * w.in_len()..], chunk, w)
@@ -89,6 +104,21 @@ fn im2col_runs<const K: usize>(x: &[f32], col: &mut [f32], w: &Window) {
 
 /// The adjoint of [`im2col`]: every patch entry is added back onto the input value it copied.
 pub fn col2im(col: &[f32], x: &mut [f32], rows: usize, w: &Window) {
+    let (oh, ow, patch, width) = (w.out_h(), w.out_w(), w.patch_len(), w.col_width());
+    if width != patch {
+        let packed: Vec<f32> = col
+            .chunks_exact(width)
+            .take(rows * oh * ow)
+            .flat_map(|row| &row[..patch])
+            .copied()
+            .collect();
+        return col2im_packed(&packed, x, rows, w);
+    }
+    col2im_packed(col, x, rows, w);
+}
+
+/// [`col2im`] from rows of exactly the patch length.
+fn col2im_packed(col: &[f32], x: &mut [f32], rows: usize, w: &Window) {
     let (oh, ow, patch) = (w.out_h(), w.out_w(), w.patch_len());
     for_samples(x, rows, w.in_len(), |first, chunk| {
         col2im_serial(&col[first * oh * ow * patch..], chunk, w)

@@ -56,3 +56,18 @@ pub fn normalize(x: &mut [f32], stats: &[f32], channels: usize, pixels: usize) {
         *v = (*v - stats[c]) * stats[channels + c];
     }
 }
+
+/// `dst[r, c] = src[r·src_width + c]` for `c < cols`, 0 for `cols <= c < dst_width`.
+pub fn copy_rows(
+    src: &[f32],
+    dst: &mut [f32],
+    rows: usize,
+    cols: usize,
+    src_width: usize,
+    dst_width: usize,
+) {
+    for (r, row) in dst.chunks_exact_mut(dst_width).take(rows).enumerate() {
+        row[..cols].copy_from_slice(&src[r * src_width..][..cols]);
+        row[cols..].fill(0.0);
+    }
+}

@@ -125,6 +125,19 @@ impl Backend for CpuBackend {
         elementwise::relu(&mut x.0.borrow_mut()[..len]);
     }
 
+    fn copy_rows(
+        &mut self,
+        src: &CpuBuf,
+        dst: &CpuBuf,
+        rows: usize,
+        cols: usize,
+        src_width: usize,
+        dst_width: usize,
+    ) {
+        let src = src.0.borrow();
+        elementwise::copy_rows(&src, &mut dst.0.borrow_mut(), rows, cols, src_width, dst_width);
+    }
+
     fn im2col(&mut self, x: &CpuBuf, col: &CpuBuf, rows: usize, w: &Window) {
         conv::im2col(&x.0.borrow(), &mut col.0.borrow_mut(), rows, w);
     }

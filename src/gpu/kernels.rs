@@ -72,6 +72,7 @@ kernel_table! {
     AdamUpdate => (OPTIM_WGSL, "adam_update", [ReadWrite, Read, ReadWrite, ReadWrite]),
     RmspropUpdate => (OPTIM_WGSL, "rmsprop_update", [ReadWrite, Read, ReadWrite, ReadWrite]),
     Relu => (ELEMENTWISE_WGSL, "relu", [ReadWrite]),
+    CopyRows => (ELEMENTWISE_WGSL, "copy_rows", [Read, ReadWrite]),
     Im2col => (CONV_WGSL, "im2col", [Read, ReadWrite]),
     Col2im => (CONV_WGSL, "col2im", [Read, ReadWrite]),
     ToChannelsFirst => (CONV_WGSL, "to_channels_first", [Read, Read, ReadWrite]),

@@ -7,6 +7,7 @@
 //! are created the first time they are needed and reused on every later step.
 
 pub mod context;
+mod conv;
 pub mod kernels;
 pub mod matmul;
 pub mod profile;
@@ -69,6 +70,8 @@ pub struct GpuBackend {
     staging: Option<wgpu::Buffer>,
     /// Partial sums of split-K matmuls and chunked column sums, grown to the largest need.
     scratch: Option<GpuBuf>,
+    /// Conv weights padded to the im2col width (see `conv.rs`), grown likewise.
+    conv_scratch: Option<GpuBuf>,
     /// byte / 255 for every byte, computed by the CPU twin (see `pixels_to_f32` in the WGSL).
     pixel_values: GpuBuf,
     class: AdapterClass,
@@ -139,6 +142,7 @@ impl GpuBackend {
             bind_groups: HashMap::new(),
             staging: None,
             scratch: None,
+            conv_scratch: None,
             class,
             // For comparing kernels on one's own adapter (`steepest bench` times each anyway).
             forced_matmul: std::env::var("STEEPEST_MATMUL")
@@ -209,24 +213,41 @@ impl GpuBackend {
         matmul::plan(&self.class, self.forced_matmul, form, m, k, n)
     }
 
-    /// The scratch buffer, at least `floats` long.
+    /// The split-K scratch, at least `floats` long.
     fn scratch(&mut self, floats: usize) -> GpuBuf {
-        if let Some(s) = &self.scratch {
+        let mut slot = self.scratch.take();
+        let s = self.grown(&mut slot, floats, "split scratch");
+        self.scratch = slot;
+        s
+    }
+
+    /// The padded conv weights' scratch, at least `floats` long.
+    fn conv_scratch(&mut self, floats: usize) -> GpuBuf {
+        let mut slot = self.conv_scratch.take();
+        let s = self.grown(&mut slot, floats, "conv weight scratch");
+        self.conv_scratch = slot;
+        s
+    }
+
+    /// `slot`'s buffer, replaced by a larger one when it holds fewer than `floats`. Callers keep
+    /// their sizes within the binding limit (a plan's scratch, a layer's weights), so creating
+    /// it cannot fail for lack of room.
+    fn grown(&mut self, slot: &mut Option<GpuBuf>, floats: usize, what: &str) -> GpuBuf {
+        if let Some(s) = slot {
             if s.len >= floats {
                 return s.clone();
             }
         }
-        // Plans keep scratch within the binding limit, so this cannot fail for lack of room.
         let bytes = (floats * 4).div_ceil(16) * 16;
         self.counters.buffers_created += 1;
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("split scratch"),
+            label: Some(what),
             size: bytes as u64,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
         let s = GpuBuf { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), buffer, len: floats };
-        self.scratch = Some(s.clone());
+        *slot = Some(s.clone());
         s
     }
 
@@ -346,7 +367,7 @@ impl GpuBackend {
 }
 
 /// A `Window` as the WGSL struct lays it out, with the batch size and output size.
-fn window_params(rows: usize, w: &Window) -> [u32; 12] {
+fn window_params(rows: usize, w: &Window) -> [u32; 13] {
     let v = [
         rows,
         w.channels,
@@ -360,6 +381,7 @@ fn window_params(rows: usize, w: &Window) -> [u32; 12] {
         w.pad_w,
         w.out_h(),
         w.out_w(),
+        w.col_width(),
     ];
     v.map(|x| x as u32)
 }
@@ -588,8 +610,59 @@ impl Backend for GpuBackend {
         self.dispatch(Kernel::Relu, &[x], &[len as u32, 0, 0, 0], groups);
     }
 
+    fn copy_rows(
+        &mut self,
+        src: &GpuBuf,
+        dst: &GpuBuf,
+        rows: usize,
+        cols: usize,
+        src_width: usize,
+        dst_width: usize,
+    ) {
+        let groups = self.groups_1d(rows * dst_width);
+        let p = [rows as u32, cols as u32, src_width as u32, dst_width as u32];
+        self.dispatch(Kernel::CopyRows, &[src, dst], &p, groups);
+    }
+
+    fn conv_scratch_len(&self, rows: usize, w: &Window, outputs: usize) -> (usize, usize) {
+        (rows * w.out_pixels() * w.col_width(), rows * w.out_pixels() * outputs)
+    }
+
+    fn conv2d_forward(
+        &mut self,
+        x: &GpuBuf,
+        weight: &GpuBuf,
+        bias: Option<&GpuBuf>,
+        y: &GpuBuf,
+        col: &GpuBuf,
+        z: &GpuBuf,
+        rows: usize,
+        w: &Window,
+        outputs: usize,
+        relu: bool,
+    ) {
+        self.conv_forward(x, weight, bias, y, col, z, rows, w, outputs, relu);
+    }
+
+    fn conv2d_backward(
+        &mut self,
+        _x: &GpuBuf,
+        dy: &GpuBuf,
+        weight: &GpuBuf,
+        grad_weight: &GpuBuf,
+        grad_bias: Option<&GpuBuf>,
+        dx: Option<&GpuBuf>,
+        col: &GpuBuf,
+        z: &GpuBuf,
+        rows: usize,
+        w: &Window,
+        outputs: usize,
+    ) {
+        self.conv_backward(dy, weight, grad_weight, grad_bias, dx, col, z, rows, w, outputs);
+    }
+
     fn im2col(&mut self, x: &GpuBuf, col: &GpuBuf, rows: usize, w: &Window) {
-        let groups = self.groups_1d(rows * w.out_pixels() * w.patch_len());
+        let groups = self.groups_1d(rows * w.out_pixels() * w.col_width());
         self.dispatch(Kernel::Im2col, &[x, col], &window_params(rows, w), groups);
     }
 
