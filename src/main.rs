@@ -142,6 +142,10 @@ pub struct TrainArgs {
     /// Print only errors.
     #[arg(long)]
     pub quiet: bool,
+    /// GPU: time every kernel with timestamp queries and print each one's share of a step at
+    /// the end (each submit then waits for its times, so the run itself is slower).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Args)]

@@ -2,6 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use steepest::device::AnyBackend;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use steepest::backend::Backend;
@@ -39,7 +40,30 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         data.train.truncate(n, size);
     }
     let mut backend = super::open_device(&args.data.device, args.data.adapter.as_deref())?;
-    with_backend!(&mut backend, b => train_on(b, args, &spec, &cfg, &data))
+    let profiling = match (&mut backend, args.profile) {
+        (_, false) => false,
+        (AnyBackend::Gpu(g), true) => {
+            let on = g.start_profiling();
+            if !on {
+                eprintln!("note: --profile: this adapter has no timestamp queries");
+            }
+            on
+        }
+        (AnyBackend::Cpu(_), true) => {
+            eprintln!("note: --profile times GPU kernels; this run is on the CPU");
+            false
+        }
+    };
+    let steps = with_backend!(&mut backend, b => train_on(b, args, &spec, &cfg, &data))?;
+    if let (true, AnyBackend::Gpu(g)) = (profiling, &mut backend) {
+        let report = g.stop_profiling();
+        super::bench::print_profile(
+            "gpu time per training step (evaluation passes included)",
+            &report,
+            steps.max(1),
+        );
+    }
+    Ok(())
 }
 
 fn config(args: &TrainArgs) -> Result<TrainConfig> {
@@ -86,7 +110,7 @@ fn train_on<B: Backend>(
     spec: &ModelSpec,
     cfg: &TrainConfig,
     data: &Dataset,
-) -> Result<()> {
+) -> Result<usize> {
     let mut model = Model::new(b, spec, data.input_shape(), data.num_classes, cfg.seed)?;
     if let Some((mean, std)) = normalization(&args.normalize, data)? {
         model.set_normalization(b, &mean, &std)?;
@@ -149,7 +173,7 @@ fn train_on<B: Backend>(
             println!("saved {}", path.display());
         }
     }
-    Ok(())
+    Ok(reports.iter().map(|r| r.steps).sum())
 }
 
 /// `--normalize none|auto|MEAN,STD...` for this data set.
