@@ -80,9 +80,9 @@ impl MatmulVariant {
         match self {
             MatmulVariant::Tiled => true,
             MatmulVariant::Register | MatmulVariant::Wide => match form {
-                MatmulForm::AB => k % 4 == 0 && n % 4 == 0,
-                MatmulForm::AtB => m % 4 == 0 && n % 4 == 0,
-                MatmulForm::ABt => k % 4 == 0,
+                MatmulForm::AB => k.is_multiple_of(4) && n.is_multiple_of(4),
+                MatmulForm::AtB => m.is_multiple_of(4) && n.is_multiple_of(4),
+                MatmulForm::ABt => k.is_multiple_of(4),
             },
         }
     }
