@@ -19,8 +19,9 @@ struct MatmulParams {
     k_begin: u32,
     k_chunk: u32,
     accumulate: u32,
+    // `register` only: bit 0 set when A is loaded as vec4s, bit 1 for B (see that shader).
+    vec4_loads: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 // [start, end) of the K range of split z.

@@ -6,16 +6,92 @@
 // storage form, and adds their outer products. An 8×8 workgroup covers a 64×64 tile.
 //
 // vec4 loads need the dimension they run along to be a multiple of 4: k for A stored [m, k] and
-// for B stored [n, k], m for A stored [k, m], n for B stored [k, n]. The host uses this variant
-// only then (src/gpu/matmul.rs) and `tiled` otherwise. Rows and columns past the edge are read
-// from the last valid ones (clamped, so no branch in the loop) and never stored; k past the end
-// of the range reads as zero.
+// for B stored [n, k], m for A stored [k, m], n for B stored [k, n]. An operand for which that
+// does not hold (a classifier's 10 rows) is loaded a scalar at a time instead, picked by
+// `params.vec4_loads` (the same for every invocation, so the branch costs nothing); so this
+// variant takes any shape. Rows and columns past the edge are read from the last valid ones
+// (clamped, so no branch in the loop) and never stored; k past the end of the range reads as 0.
 // CPU twin: src/cpu/matmul.rs. Test: tests/cross_check_matmul.rs.
 
 @group(0) @binding(0) var<uniform> params: MatmulParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+// One element of A or B by flat index, for the scalar paths.
+fn a_at(i: u32) -> f32 {
+    return a[i / 4u][i % 4u];
+}
+
+fn b_at(i: u32) -> f32 {
+    return b[i / 4u][i % 4u];
+}
+
+// 1 for k = p + s inside [.., k_end), else 0, for s in 0..4.
+fn k_mask(p: u32, k_end: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(p, p + 1u, p + 2u, p + 3u) < vec4<u32>(k_end));
+}
+
+// min(p + s, k - 1) for s in 0..4: in-bounds indices for the masked loads.
+fn k_clamped(p: u32) -> vec4<u32> {
+    return min(vec4<u32>(p, p + 1u, p + 2u, p + 3u), vec4<u32>(params.k - 1u));
+}
+
+// A(i0 + r, p..p+4) for r in 0..8, A stored [m, k], scalar loads (any k).
+fn a_rows_scalar(i0: u32, p: u32, k_end: u32) -> array<vec4<f32>, 8> {
+    var out: array<vec4<f32>, 8>;
+    let kk = k_clamped(p);
+    let keep = k_mask(p, k_end);
+    for (var r = 0u; r < 8u; r++) {
+        let row = min(i0 + r, params.m - 1u) * params.k;
+        out[r] = vec4<f32>(a_at(row + kk.x), a_at(row + kk.y), a_at(row + kk.z), a_at(row + kk.w)) * keep;
+    }
+    return out;
+}
+
+// The same, A stored [k, m], scalar loads (any m).
+fn a_rows_t_scalar(i0: u32, p: u32, k_end: u32) -> array<vec4<f32>, 8> {
+    var out: array<vec4<f32>, 8>;
+    let kk = k_clamped(p) * params.m;
+    let keep = k_mask(p, k_end);
+    for (var r = 0u; r < 8u; r++) {
+        let i = min(i0 + r, params.m - 1u);
+        out[r] = vec4<f32>(a_at(kk.x + i), a_at(kk.y + i), a_at(kk.z + i), a_at(kk.w + i)) * keep;
+    }
+    return out;
+}
+
+// B(p + s, j0 + 4h..) at index 2s + h, B stored [k, n], scalar loads (any n).
+fn b_rows_scalar(j0: u32, p: u32, k_end: u32) -> array<vec4<f32>, 8> {
+    var out: array<vec4<f32>, 8>;
+    let kk = k_clamped(p);
+    let keep = k_mask(p, k_end);
+    let j = min(vec4<u32>(j0, j0 + 1u, j0 + 2u, j0 + 3u), vec4<u32>(params.n - 1u));
+    let j4 = min(vec4<u32>(j0 + 4u, j0 + 5u, j0 + 6u, j0 + 7u), vec4<u32>(params.n - 1u));
+    for (var s = 0u; s < 4u; s++) {
+        let row = kk[s] * params.n;
+        out[2u * s] = vec4<f32>(b_at(row + j.x), b_at(row + j.y), b_at(row + j.z), b_at(row + j.w)) * keep[s];
+        out[2u * s + 1u] = vec4<f32>(b_at(row + j4.x), b_at(row + j4.y), b_at(row + j4.z), b_at(row + j4.w)) * keep[s];
+    }
+    return out;
+}
+
+// The same, B stored [n, k], scalar loads (any k).
+fn b_rows_t_scalar(j0: u32, p: u32, k_end: u32) -> array<vec4<f32>, 8> {
+    var col: array<vec4<f32>, 8>;
+    let kk = k_clamped(p);
+    let keep = k_mask(p, k_end);
+    for (var j = 0u; j < 8u; j++) {
+        let base = min(j0 + j, params.n - 1u) * params.k;
+        col[j] = vec4<f32>(b_at(base + kk.x), b_at(base + kk.y), b_at(base + kk.z), b_at(base + kk.w)) * keep;
+    }
+    var out: array<vec4<f32>, 8>;
+    for (var s = 0u; s < 4u; s++) {
+        out[2u * s] = vec4<f32>(col[0][s], col[1][s], col[2][s], col[3][s]);
+        out[2u * s + 1u] = vec4<f32>(col[4][s], col[5][s], col[6][s], col[7][s]);
+    }
+    return out;
+}
 
 // A(i0 + r, p..p+4) for r in 0..8, A stored [m, k] (k % 4 == 0, p % 4 == 0).
 fn a_rows(i0: u32, p: u32) -> array<vec4<f32>, 8> {
@@ -94,6 +170,8 @@ fn matmul_register(group: vec3<u32>, local: vec3<u32>, trans_a: bool, trans_b: b
     let i0 = group.y * 64u + local.y * 8u;
     let j0 = group.x * 64u + local.x * 8u;
     let ks = k_range(group.z);
+    let a_vec4 = (params.vec4_loads & 1u) != 0u;
+    let b_vec4 = (params.vec4_loads & 2u) != 0u;
     // acc{2r + h}: row i0 + r, columns j0 + 4h..j0 + 4h + 4; named, not an array, so that they
     // stay in registers (as an array, lavapipe kept them in memory: 2× slower).
     var acc0 = vec4<f32>(0.0);
@@ -114,13 +192,25 @@ fn matmul_register(group: vec3<u32>, local: vec3<u32>, trans_a: bool, trans_b: b
     var acc15 = vec4<f32>(0.0);
     for (var p = ks.x; p < ks.y; p += 4u) {
         var ar: array<vec4<f32>, 8>;
-        if trans_a {
+        if !a_vec4 {
+            if trans_a {
+                ar = a_rows_t_scalar(i0, p, ks.y);
+            } else {
+                ar = a_rows_scalar(i0, p, ks.y);
+            }
+        } else if trans_a {
             ar = a_rows_t(i0, p, ks.y);
         } else {
             ar = a_rows(i0, p);
         }
         var bs: array<vec4<f32>, 8>;
-        if trans_b {
+        if !b_vec4 {
+            if trans_b {
+                bs = b_rows_t_scalar(j0, p, ks.y);
+            } else {
+                bs = b_rows_scalar(j0, p, ks.y);
+            }
+        } else if trans_b {
             bs = b_rows_t(j0, p);
         } else {
             bs = b_rows(j0, p, ks.y);

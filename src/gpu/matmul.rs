@@ -74,16 +74,13 @@ impl MatmulVariant {
         }
     }
 
-    /// Whether the vec4 loads fit: each operand must be a multiple of 4 along the dimension
-    /// it is loaded by (its storage row), as the WGSL header of each variant says.
+    /// Whether the variant takes this shape: `wide` needs both operands to be multiples of 4
+    /// along the dimension each is loaded by (its storage row); `register` loads an operand
+    /// that is not a scalar at a time (`vec4_loads`), and `tiled` takes anything.
     pub fn fits(self, form: MatmulForm, m: usize, k: usize, n: usize) -> bool {
         match self {
-            MatmulVariant::Tiled => true,
-            MatmulVariant::Register | MatmulVariant::Wide => match form {
-                MatmulForm::AB => k.is_multiple_of(4) && n.is_multiple_of(4),
-                MatmulForm::AtB => m.is_multiple_of(4) && n.is_multiple_of(4),
-                MatmulForm::ABt => k.is_multiple_of(4),
-            },
+            MatmulVariant::Tiled | MatmulVariant::Register => true,
+            MatmulVariant::Wide => vec4_loads(form, m, k, n) == 3,
         }
     }
 
@@ -100,6 +97,16 @@ impl MatmulVariant {
             (MatmulVariant::Wide, MatmulForm::ABt) => Kernel::MatmulABtWide,
         }
     }
+}
+
+/// Bit 0: A can be loaded as vec4s (its storage rows are a multiple of 4 long), bit 1: B can.
+pub fn vec4_loads(form: MatmulForm, m: usize, k: usize, n: usize) -> u32 {
+    let (a, b) = match form {
+        MatmulForm::AB => (k, n),
+        MatmulForm::AtB => (m, n),
+        MatmulForm::ABt => (k, k),
+    };
+    a.is_multiple_of(4) as u32 | (b.is_multiple_of(4) as u32) << 1
 }
 
 /// What the plan needs to know of the adapter.
@@ -171,13 +178,11 @@ pub fn plan(
         // Measured on lavapipe (Mesa 22.3) and an H200 (NVIDIA 580, Vulkan): register and wide
         // run at about the same speed on lavapipe (7.7 and 6.6 GFLOP/s at 512³), tiled at a
         // fifth; on the H200 wide reaches 25 TFLOP/s at 4096³ where register reaches 4.3 and
-        // tiled 0.5, and tiled was 90 % of a LeNet step. So: the vec4 variants wherever their
-        // alignment holds, with split-K filling the device when the output has few tiles.
-        _ if class.software && MatmulVariant::Register.fits(form, m, k, n) => {
-            MatmulVariant::Register
-        }
+        // tiled 0.5, and tiled took 90 % of a LeNet step. So: wide on real GPUs where it fits,
+        // register everywhere else (with scalar loads for an operand that is not aligned), and
+        // split-K to fill the device when the output has few tiles.
         _ if !class.software && MatmulVariant::Wide.fits(form, m, k, n) => MatmulVariant::Wide,
-        _ => MatmulVariant::Tiled,
+        _ => MatmulVariant::Register,
     };
     let tile = variant.tile();
     let tiles = m.div_ceil(tile) * n.div_ceil(tile);
@@ -238,13 +243,18 @@ mod tests {
         assert_eq!(p.variant, MatmulVariant::Register);
         // dX of the output layer: k = 10 classes is no multiple of 4.
         let p = plan(&LAVAPIPE, None, MatmulForm::AB, 128, 10, 256);
-        assert_eq!(p.variant, MatmulVariant::Tiled);
+        assert_eq!(p.variant, MatmulVariant::Register);
+        assert_eq!(vec4_loads(MatmulForm::AB, 128, 10, 256), 2, "A by scalars, B by vec4s");
+        let p = plan(&DISCRETE, None, MatmulForm::AtB, 10, 128, 256);
+        assert_eq!(p.variant, MatmulVariant::Register, "wide needs both operands aligned");
         let p = plan(&DISCRETE, None, MatmulForm::AB, 4096, 4096, 4096);
         assert_eq!(p.variant, MatmulVariant::Wide);
         let p = plan(&DISCRETE, Some(MatmulVariant::Register), MatmulForm::AB, 64, 64, 64);
         assert_eq!(p.variant, MatmulVariant::Register);
         let p = plan(&DISCRETE, Some(MatmulVariant::Wide), MatmulForm::AB, 64, 10, 64);
-        assert_eq!(p.variant, MatmulVariant::Tiled, "a forced variant that does not fit");
+        assert_eq!(p.variant, MatmulVariant::Register, "a forced variant that does not fit");
+        let p = plan(&LAVAPIPE, Some(MatmulVariant::Tiled), MatmulForm::AB, 64, 10, 64);
+        assert_eq!(p.variant, MatmulVariant::Tiled);
     }
 
     #[test]

@@ -139,6 +139,7 @@ impl Backend for GpuBackend {
                 k_begin: (first * plan.k_chunk) as u32,
                 k_chunk: plan.k_chunk as u32,
                 accumulate: (accumulate && splits == 1) as u32,
+                vec4_loads: matmul::vec4_loads(form, m, k, n),
                 ..Default::default()
             };
             let groups = plan.groups(m, n, splits);

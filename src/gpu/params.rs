@@ -54,7 +54,8 @@ wgsl_struct! {
 wgsl_struct! {
     /// Every matmul variant (shaders/matmul_common.wgsl).
     Matmul = "matmul_common.wgsl" "MatmulParams" {
-        m: u32, k: u32, n: u32, k_begin: u32, k_chunk: u32, accumulate: u32, _pad0: u32, _pad1: u32,
+        m: u32, k: u32, n: u32, k_begin: u32, k_chunk: u32, accumulate: u32, vec4_loads: u32,
+        _pad0: u32,
     }
 }
 wgsl_struct! {
