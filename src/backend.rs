@@ -227,6 +227,27 @@ pub trait Backend {
     /// The adjoint of `im2col`: each input value sums the patch entries it was copied to (the
     /// columns past the patch are ignored).
     fn col2im(&mut self, col: &Self::Buf, x: &Self::Buf, rows: usize, w: &Window);
+    /// Assembles a batch from a data set the device holds (`images` u8, sample-major; `labels`
+    /// one per sample): for sample `r`, `batch[2r]` is its index and `batch[2r + 1]` its
+    /// augmentation code (`data::loader::decode_shift`); `input[r] = augment(images[index]) / 255`
+    /// exactly as `augment_image` then `pixels_to_f32` make it, and `labels_out[r] =
+    /// labels[index]`. `shape` is (channels, height, width).
+    #[allow(clippy::too_many_arguments)]
+    fn gather_batch(
+        &mut self,
+        images: &Self::Bytes,
+        labels: &Self::Indices,
+        batch: &Self::Indices,
+        input: &Self::Buf,
+        labels_out: &Self::Indices,
+        rows: usize,
+        shape: [usize; 3],
+    );
+    /// Whether training should keep an in-memory data set on the device and upload only each
+    /// batch's indices (`gather_batch`): yes for a GPU, where every upload crosses the bus.
+    fn holds_data(&self) -> bool {
+        false
+    }
     /// `dst[r, c] = src[r·src_width + c]` for `c < cols`, 0 for `cols <= c < dst_width`: pads
     /// rows to a wider stride, or trims them back (the GPU's conv weights to and from
     /// [`Window::col_width`]).

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::backend::Backend;
 use crate::data::loader::{Augment, Batcher};
 use crate::data::{Dataset, Split};
-use crate::nn::{Mode, Model, Workspace};
+use crate::nn::{DeviceData, Mode, Model, Workspace};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::schedule::{LrSchedule, Schedule};
 use crate::{Error, Result};
@@ -221,6 +221,15 @@ pub fn train<B: Backend>(
     }
     let capacity = cfg.batch_size.min(data.train.len);
     let ws = Workspace::new(backend, model, capacity)?;
+    // A device that holds the data set gets it once, and each step uploads only the batch's
+    // indices and augmentation codes (8 bytes a sample); a split that does not fit one of its
+    // buffers, streamed image folders, and shifts past the codes' ±127 are uploaded per batch.
+    let resident =
+        if backend.holds_data() && data.train.files.is_none() && cfg.augment.crop_pad <= 127 {
+            DeviceData::new(backend, &data.train, shape, capacity).ok()
+        } else {
+            None
+        };
     let train_stats = backend.alloc(3)?;
     let eval_stats = backend.alloc(3)?;
     let mut optimizer = Optimizer::new(backend, cfg.optimizer, model)?;
@@ -243,10 +252,24 @@ pub fn train<B: Backend>(
         batches.start_epoch(cfg.shuffle.then_some(&mut shuffle_rng));
         let mut lr = schedule.lr(step);
         let mut in_epoch = 0;
-        while let Some((pixels, labels)) = batches.next_batch() {
-            let rows = labels.len();
+        loop {
+            let rows = match &resident {
+                Some(d) => match batches.next_codes() {
+                    Some(codes) => {
+                        ws.load_codes(backend, d, codes);
+                        codes.len() / 2
+                    }
+                    None => break,
+                },
+                None => match batches.next_batch() {
+                    Some((pixels, labels)) => {
+                        ws.load_batch(backend, pixels, labels);
+                        labels.len()
+                    }
+                    None => break,
+                },
+            };
             lr = schedule.lr(step);
-            ws.load_batch(backend, pixels, labels);
             train_step(backend, model, &ws, &mut optimizer, &train_stats, rows, lr);
             step += 1;
             in_epoch += 1;

@@ -166,3 +166,47 @@ fn copy_rows_pads_and_trims_exactly_like_cpu() {
         assert_eq!(g.read(&gd, rows * dw).unwrap(), want, "copy_rows {rows}x{cols} {sw}->{dw}");
     }
 }
+
+#[test]
+fn gather_batch_matches_cpu_exactly() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(9);
+    // (samples, channels, height, width, rows)
+    for &(n, c, h, w, rows) in &[(50, 1, 28, 28, 16), (20, 3, 5, 7, 9), (3, 2, 1, 1, 3)] {
+        let sample = c * h * w;
+        let images: Vec<u8> = (0..n * sample).map(|_| rng.u8(..)).collect();
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
+        // Shifts inside the image and past it (a whole row or column of padding), flips.
+        let mut batch = Vec::new();
+        for _ in 0..rows {
+            let dy = rng.i32(-(h as i32) - 1..=h as i32 + 1).clamp(-127, 127);
+            let dx = rng.i32(-(w as i32) - 1..=w as i32 + 1).clamp(-127, 127);
+            let code = (dy + 128) as u32 | ((dx + 128) as u32) << 8 | (rng.bool() as u32) << 16;
+            batch.extend([rng.u32(0..n as u32), code]);
+        }
+        let mut want = vec![0.0; rows * sample];
+        let mut want_labels = vec![0; rows];
+        let shape = [c, h, w];
+        elementwise::gather_batch(
+            &images,
+            &labels,
+            &batch,
+            &mut want,
+            &mut want_labels,
+            rows,
+            shape,
+        );
+
+        let gi = g.alloc_bytes(images.len()).unwrap();
+        g.write_bytes(&gi, &images);
+        let (gl, gb) = (g.alloc_indices(n).unwrap(), g.alloc_indices(batch.len()).unwrap());
+        g.write_indices(&gl, &labels);
+        g.write_indices(&gb, &batch);
+        let (go, gol) = (g.alloc(rows * sample).unwrap(), g.alloc_indices(rows).unwrap());
+        g.gather_batch(&gi, &gl, &gb, &go, &gol, rows, shape);
+        assert_eq!(g.read(&go, rows * sample).unwrap(), want, "gather_batch pixels {shape:?}");
+        // Labels come back through an f32 read of the u32 buffer: compare the bits.
+        let got: Vec<u32> = g.read(&gol, rows).unwrap().iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, want_labels, "gather_batch labels {shape:?}");
+    }
+}

@@ -79,3 +79,44 @@ fn every_kernel_compiles() {
     let Some(mut g) = gpu() else { return };
     g.compile_all_kernels();
 }
+
+/// With the data set held on the device (`DeviceData`), a step uploads only its batch's codes:
+/// 8 bytes a sample, 1 KB at batch 128 (the kernels' params, one write of the params arena per
+/// submit, are counted apart), and still creates nothing, reads nothing and submits once.
+#[test]
+fn a_step_on_device_held_data_uploads_one_kilobyte() {
+    use steepest::data::loader::Batcher;
+    use steepest::data::synthetic;
+    use steepest::nn::DeviceData;
+    let Some(mut g) = gpu() else { return };
+    let data = synthetic::generate(5, 1000, 0);
+    let shape = [data.channels, data.height, data.width];
+    let model =
+        Model::new(&mut g, &"lenet".parse::<ModelSpec>().unwrap(), data.input_shape(), 10, 0)
+            .unwrap();
+    let ws = Workspace::new(&mut g, &model, 128).unwrap();
+    let held = DeviceData::new(&mut g, &data.train, shape, 128).unwrap();
+    let stats = g.alloc(3).unwrap();
+    let mut opt =
+        Optimizer::new(&mut g, OptimizerConfig::new(OptimizerKind::Momentum), &model).unwrap();
+    let mut batches = Batcher::new(&data.train, data.sample_size(), 128, true);
+    batches.start_epoch(Some(&mut fastrand::Rng::with_seed(1)));
+    let codes = batches.next_codes().unwrap().to_vec();
+    ws.load_codes(&mut g, &held, &codes);
+    train_step(&mut g, &model, &ws, &mut opt, &stats, 128, 0.01);
+
+    let before = g.counters();
+    let steps = 4;
+    for _ in 0..steps {
+        let codes = batches.next_codes().unwrap();
+        ws.load_codes(&mut g, &held, codes);
+        train_step(&mut g, &model, &ws, &mut opt, &stats, 128, 0.01);
+    }
+    let after = g.counters();
+    assert_eq!(after.bytes_written - before.bytes_written, steps * 1024, "uploads per step");
+    assert_eq!(after.buffers_created, before.buffers_created, "buffers created in a step");
+    assert_eq!(after.bind_groups_created, before.bind_groups_created, "bind groups in a step");
+    assert_eq!(after.readbacks, before.readbacks, "readbacks in a step");
+    assert_eq!(after.submits - before.submits, steps, "one submit per step");
+    assert_eq!(g.read(&stats, 3).unwrap()[2], 5.0 * 128.0);
+}

@@ -180,3 +180,37 @@ fn run_spec<B: Backend>(
     }
     (losses, model.export(b).unwrap().into_iter().map(|(_, _, v)| v).collect())
 }
+
+/// `train::train` end to end with augmentation (random crops and flips): the GPU holds the data
+/// set and assembles each batch itself from indices and shift codes (`gather_batch`), the CPU
+/// copies pixels on the host; both must see the same batches and train to the same numbers.
+#[test]
+fn training_on_device_held_data_matches_the_cpu_with_augmentation() {
+    let Some(mut g) = gpu() else { return };
+    let data = synthetic::generate(6, 600, 100);
+    let spec: ModelSpec = "conv:6:5,relu,maxpool:2,flatten,linear".parse().unwrap();
+    let mut cfg = TrainConfig::new(OptimizerConfig::new(OptimizerKind::Momentum));
+    cfg.optimizer.lr = 0.02;
+    cfg.epochs = 2;
+    cfg.batch_size = 64;
+    cfg.augment = "crop:3,flip".parse().unwrap();
+    let mut cpu = CpuBackend::new();
+    let model = Model::new(&mut cpu, &spec, data.input_shape(), data.num_classes, 3).unwrap();
+    let cpu_reports = train::train(&mut cpu, &model, &data, &cfg, &mut train::Silent).unwrap();
+    let cpu_w: Vec<Vec<f32>> =
+        model.export(&mut cpu).unwrap().into_iter().map(|(_, _, v)| v).collect();
+    let model = Model::new(&mut g, &spec, data.input_shape(), data.num_classes, 3).unwrap();
+    let gpu_reports = train::train(&mut g, &model, &data, &cfg, &mut train::Silent).unwrap();
+    let gpu_w: Vec<Vec<f32>> =
+        model.export(&mut g).unwrap().into_iter().map(|(_, _, v)| v).collect();
+    assert!(cpu_reports[1].train_loss < cpu_reports[0].train_loss, "the loss fell");
+    for (c, g) in cpu_reports.iter().zip(&gpu_reports) {
+        let (cl, gl) = (c.train_loss, g.train_loss);
+        assert!((cl - gl).abs() <= 1e-3 * cl.abs(), "epoch {}: loss cpu {cl} gpu {gl}", c.epoch);
+    }
+    for (t, (c, g)) in cpu_w.iter().zip(&gpu_w).enumerate() {
+        let scale = c.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = c.iter().zip(g).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= 2e-3 * scale, "tensor {t} differs by {worst} (max |w| {scale})");
+    }
+}

@@ -71,3 +71,27 @@ pub fn copy_rows(
         row[cols..].fill(0.0);
     }
 }
+
+/// CPU twin of `shaders/gather.wgsl`: `input[r] = augment(images[batch[2r]]) / 255` and
+/// `labels_out[r] = labels[batch[2r]]`, with `batch[2r + 1]` the augmentation code.
+#[allow(clippy::too_many_arguments)]
+pub fn gather_batch(
+    images: &[u8],
+    labels: &[u32],
+    batch: &[u32],
+    input: &mut [f32],
+    labels_out: &mut [u32],
+    rows: usize,
+    [c, h, w]: [usize; 3],
+) {
+    let sample = c * h * w;
+    let mut pixels = vec![0u8; sample];
+    for r in 0..rows {
+        let index = batch[2 * r] as usize;
+        let (dy, dx, flip) = crate::data::loader::decode_shift(batch[2 * r + 1]);
+        let src = &images[index * sample..][..sample];
+        crate::data::loader::augment_image(src, &mut pixels, c, h, w, dy, dx, flip);
+        pixels_to_f32(&pixels, &mut input[r * sample..][..sample]);
+        labels_out[r] = labels[index];
+    }
+}

@@ -125,6 +125,27 @@ impl Backend for CpuBackend {
         elementwise::relu(&mut x.0.borrow_mut()[..len]);
     }
 
+    fn gather_batch(
+        &mut self,
+        images: &Self::Bytes,
+        labels: &Self::Indices,
+        batch: &Self::Indices,
+        input: &CpuBuf,
+        labels_out: &Self::Indices,
+        rows: usize,
+        shape: [usize; 3],
+    ) {
+        elementwise::gather_batch(
+            &images.borrow(),
+            &labels.borrow(),
+            &batch.borrow(),
+            &mut input.0.borrow_mut(),
+            &mut labels_out.borrow_mut(),
+            rows,
+            shape,
+        );
+    }
+
     fn copy_rows(
         &mut self,
         src: &CpuBuf,

@@ -116,6 +116,18 @@ struct Shift {
     flip: bool,
 }
 
+impl Shift {
+    /// As `gather_batch` takes it: `(dy + 128) | (dx + 128) << 8 | flip << 16`.
+    fn code(self) -> u32 {
+        (self.dy + 128) as u32 | ((self.dx + 128) as u32) << 8 | (self.flip as u32) << 16
+    }
+}
+
+/// A batch code's augmentation: (dy, dx, flip); see `Batcher::next_codes`.
+pub fn decode_shift(code: u32) -> (isize, isize, bool) {
+    ((code & 255) as isize - 128, ((code >> 8) & 255) as isize - 128, (code >> 16) & 1 == 1)
+}
+
 /// How many decoded batches the background decoder may hold ready.
 pub const PREFETCH_BATCHES: usize = 3;
 
@@ -191,6 +203,29 @@ impl<'a> Batcher<'a> {
                 self.augment.as_ref().map(|(_, _, s)| *s),
             ));
         }
+    }
+
+    /// The next batch as codes for a device that holds the whole split (`gather_batch`): per
+    /// sample its index and its augmentation (`decode_shift`), `[index, shift]` interleaved; or
+    /// `None` at the end of the epoch. The same samples, order and shifts as `next_batch`.
+    /// In-memory splits only.
+    pub fn next_codes(&mut self) -> Option<&[u32]> {
+        debug_assert!(self.split.files.is_none(), "file-backed splits stream their pixels");
+        let left = self.split.len - self.pos;
+        let rows = left.min(self.batch_size);
+        if rows == 0 || (self.drop_last && rows < self.batch_size) {
+            return None;
+        }
+        self.labels.clear();
+        for (k, &i) in self.order[self.pos..self.pos + rows].iter().enumerate() {
+            let shift = match &self.augment {
+                None => Shift::default(),
+                Some(_) => self.plan[self.pos + k],
+            };
+            self.labels.extend([i as u32, shift.code()]);
+        }
+        self.pos += rows;
+        Some(&self.labels)
     }
 
     /// The next batch's pixels and labels, or `None` at the end of the epoch.

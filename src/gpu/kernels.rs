@@ -26,6 +26,7 @@ pub const OPTIM_WGSL: &str = shader!("optim.wgsl");
 pub const CONV_WGSL: &str = shader!("conv.wgsl");
 pub const POOL_WGSL: &str = shader!("pool.wgsl");
 pub const BATCHNORM_WGSL: &str = shader!("batchnorm.wgsl");
+pub const GATHER_WGSL: &str = shader!("gather.wgsl");
 
 /// The one kernel table: each row names a kernel, its shader, its WGSL entry point and its
 /// storage bindings in order. The enum, `Kernel::ALL` (whose order indexes the compiled
@@ -87,6 +88,7 @@ kernel_table! {
     BatchnormBackward => (BATCHNORM_WGSL, "batchnorm_backward", [Read, Read, Read, Read, Read, Read, ReadWrite]),
     Dropout => (ELEMENTWISE_WGSL, "dropout", [ReadWrite]),
     Normalize => (ELEMENTWISE_WGSL, "normalize", [ReadWrite, Read]),
+    GatherBatch => (GATHER_WGSL, "gather_batch", [Read, Read, Read, Read, ReadWrite, ReadWrite]),
 }
 
 impl Kernel {

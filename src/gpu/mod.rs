@@ -189,6 +189,36 @@ impl Backend for GpuBackend {
         self.dispatch(Kernel::Relu, &[x], &p, groups);
     }
 
+    fn gather_batch(
+        &mut self,
+        images: &GpuBuf,
+        labels: &GpuBuf,
+        batch: &GpuBuf,
+        input: &GpuBuf,
+        labels_out: &GpuBuf,
+        rows: usize,
+        [channels, height, width]: [usize; 3],
+    ) {
+        let p = params::Gather {
+            rows: rows as u32,
+            channels: channels as u32,
+            height: height as u32,
+            width: width as u32,
+        };
+        let groups = self.groups_1d(rows * channels * height * width);
+        let table = self.pixel_values.clone();
+        self.dispatch(
+            Kernel::GatherBatch,
+            &[images, labels, batch, &table, input, labels_out],
+            &p,
+            groups,
+        );
+    }
+
+    fn holds_data(&self) -> bool {
+        true
+    }
+
     fn copy_rows(
         &mut self,
         src: &GpuBuf,

@@ -97,6 +97,10 @@ wgsl_struct! {
     }
 }
 
+wgsl_struct! {
+    Gather = "gather.wgsl" "GatherParams" { rows: u32, channels: u32, height: u32, width: u32 }
+}
+
 /// Every params struct, for the layout test.
 pub const ALL: &[WgslLayout] = &[
     Elementwise::WGSL,
@@ -112,6 +116,7 @@ pub const ALL: &[WgslLayout] = &[
     Sgd::WGSL,
     Adam::WGSL,
     Rmsprop::WGSL,
+    Gather::WGSL,
 ];
 
 #[cfg(test)]
@@ -128,6 +133,7 @@ mod tests {
             "common.wgsl" => include_str!("../../shaders/common.wgsl"),
             "batchnorm.wgsl" => include_str!("../../shaders/batchnorm.wgsl"),
             "optim.wgsl" => include_str!("../../shaders/optim.wgsl"),
+            "gather.wgsl" => include_str!("../../shaders/gather.wgsl"),
             other => panic!("no shader {other}"),
         }
     }

@@ -40,6 +40,10 @@ pub struct GpuCounters {
     pub submits: u64,
     pub readbacks: u64,
     pub dispatches: u64,
+    /// Bytes written from the host into buffers (uploads), kernel params not included.
+    pub bytes_written: u64,
+    /// Bytes of kernel params uploaded (one write of the params arena per submit).
+    pub params_bytes_written: u64,
 }
 
 pub(super) enum Command {
@@ -207,6 +211,13 @@ impl GpuBackend {
                 return s.clone();
             }
         }
+        // At least 1 MiB and double the last: a step that asks for a small scratch first and a
+        // larger one later (a bias gradient's chunks, then a weight gradient's splits) grows it
+        // once, not every step, so later steps create no bind group either.
+        let cap = (self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size) / 4)
+            as usize;
+        let headroom = (1usize << 18).max(slot.as_ref().map_or(0, |s| 2 * s.len)).min(cap);
+        let floats = floats.max(headroom);
         let bytes = (floats * 4).div_ceil(16) * 16;
         self.counters.buffers_created += 1;
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -380,6 +391,7 @@ impl GpuBackend {
         }
         if self.slots_used > 0 {
             self.queue.write_buffer(&self.params, 0, &self.params_host[..self.slots_used * SLOT]);
+            self.counters.params_bytes_written += (self.slots_used * SLOT) as u64;
         }
         let mut encoder = self.device.create_command_encoder(&Default::default());
         let mut commands = std::mem::take(&mut self.commands);
@@ -434,6 +446,7 @@ impl GpuBackend {
         // queue.write_buffer runs before anything recorded but not yet submitted, so submit
         // first to keep writes in order with the ops (a training step writes before recording).
         self.submit_recorded();
+        self.counters.bytes_written += data.len() as u64;
         let aligned = data.len() / 4 * 4;
         if aligned > 0 {
             self.queue.write_buffer(&dst.buffer, 0, &data[..aligned]);

@@ -797,6 +797,35 @@ pub struct Scratch<B: Backend> {
     pub saved: Option<B::Buf>,
 }
 
+/// An in-memory split held on the device, uploaded once (see `Backend::holds_data`), and room
+/// for one batch's codes.
+pub struct DeviceData<B: Backend> {
+    pub images: B::Bytes,
+    pub labels: B::Indices,
+    pub batch: B::Indices,
+    /// (channels, height, width)
+    pub shape: [usize; 3],
+}
+
+impl<B: Backend> DeviceData<B> {
+    /// Uploads `split`; an error when it does not fit one of the device's buffers.
+    pub fn new(
+        b: &mut B,
+        split: &crate::data::Split,
+        shape: [usize; 3],
+        capacity: usize,
+    ) -> Result<Self> {
+        let sample: usize = shape.iter().product();
+        let images = b.alloc_bytes(split.len * sample)?;
+        b.write_bytes(&images, &split.images[..split.len * sample]);
+        let labels = b.alloc_indices(split.len)?;
+        let l: Vec<u32> = split.labels[..split.len].iter().map(|&v| v as u32).collect();
+        b.write_indices(&labels, &l);
+        let batch = b.alloc_indices(2 * capacity)?;
+        Ok(DeviceData { images, labels, batch, shape })
+    }
+}
+
 /// Buffers one step needs, sized for `capacity` samples and created once per run.
 pub struct Workspace<B: Backend> {
     pub capacity: usize,
@@ -871,6 +900,27 @@ impl<B: Backend> Workspace<B> {
             scratch,
             normalization,
         })
+    }
+
+    /// Assembles a batch on the device from a data set it holds: uploads only `codes` (each
+    /// sample's index and augmentation, from `Batcher::next_codes`), then gathers, converts and
+    /// normalises there.
+    pub fn load_codes(&self, b: &mut B, data: &DeviceData<B>, codes: &[u32]) {
+        let rows = codes.len() / 2;
+        debug_assert!(rows <= self.capacity);
+        b.write_indices(&data.batch, codes);
+        b.gather_batch(
+            &data.images,
+            &data.labels,
+            &data.batch,
+            &self.input,
+            &self.labels,
+            rows,
+            data.shape,
+        );
+        if let Some((stats, channels, plane)) = &self.normalization {
+            b.normalize(&self.input, stats, rows, *channels, *plane);
+        }
     }
 
     /// Uploads a batch of u8 pixels and labels and converts the pixels to f32 on the device.
