@@ -38,3 +38,15 @@ fn store_c(z: u32, row: u32, col: u32, v: f32) {
         c[i] = v;
     }
 }
+
+// Up to four columns of one row of C (those inside it).
+fn store_vec4(z: u32, row: u32, col: u32, v: vec4<f32>) {
+    if row >= params.m {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        if col + j < params.n {
+            store_c(z, row, col + j, v[j]);
+        }
+    }
+}

@@ -154,18 +154,6 @@ fn b_rows_t(j0: u32, p: u32) -> array<vec4<f32>, 8> {
     return out;
 }
 
-// Up to four columns of one row of C (those inside it).
-fn store_vec4(z: u32, row: u32, col: u32, v: vec4<f32>) {
-    if row >= params.m {
-        return;
-    }
-    for (var j = 0u; j < 4u; j++) {
-        if col + j < params.n {
-            store_c(z, row, col + j, v[j]);
-        }
-    }
-}
-
 fn matmul_register(group: vec3<u32>, local: vec3<u32>, trans_a: bool, trans_b: bool) {
     let i0 = group.y * 64u + local.y * 8u;
     let j0 = group.x * 64u + local.x * 8u;

@@ -86,18 +86,6 @@ fn store_tile_b(buf: u32, t: u32, v: vec4<f32>, along_k: bool) {
     }
 }
 
-// Up to four columns of one row of C (those inside it).
-fn store_vec4(z: u32, row: u32, col: u32, v: vec4<f32>) {
-    if row >= params.m {
-        return;
-    }
-    for (var j = 0u; j < 4u; j++) {
-        if col + j < params.n {
-            store_c(z, row, col + j, v[j]);
-        }
-    }
-}
-
 fn matmul_wide(group: vec3<u32>, local: vec3<u32>, t: u32, trans_a: bool, trans_b: bool) {
     let row0 = group.y * WT;
     let col0 = group.x * WT;
