@@ -3,7 +3,8 @@
 //! Tolerances: per element both sides compute the same formula (max, Σexp, log, one division);
 //! `exp` and `log` in WGSL are not correctly rounded (a few ulp), and Σexp over `cols` terms is
 //! summed in the same order, so gradients agree to a few ulp of 1/rows: atol 1e-6/rows + rtol 1e-5.
-//! The loss sum adds `rows` per-row losses in a tree on the GPU and in row order on the CPU, each
+//! The loss sum adds `rows` per-row losses in trees (256 rows a workgroup, then the workgroups) on
+//! the GPU and in row order on the CPU, each
 //! per-row loss carrying a few ulp of error: rtol 1e-5 plus γ_rows·Σloss for the orders.
 //! Correct counts and sample counts are integers and must be equal.
 
@@ -17,7 +18,9 @@ use steepest::cpu::loss;
 fn softmax_xent_matches_cpu() {
     let Some(mut g) = gpu() else { return };
     let mut rng = fastrand::Rng::with_seed(7);
-    for &(rows, cols) in &[(1, 1), (1, 10), (7, 13), (256, 10), (257, 10), (1000, 3), (33, 65)] {
+    for &(rows, cols) in
+        &[(1, 1), (1, 10), (7, 13), (256, 10), (257, 10), (1000, 3), (33, 65), (10_000, 10)]
+    {
         // Logits spread over ±8 so softmax is far from uniform, and some ties for argmax.
         let mut logits: Vec<f32> = random(&mut rng, rows * cols).iter().map(|v| v * 8.0).collect();
         if cols > 1 {

@@ -69,6 +69,7 @@ kernel_table! {
     ReluBackward => (ELEMENTWISE_WGSL, "relu_backward", [ReadWrite, Read]),
     BiasGrad => (REDUCE_WGSL, "bias_grad", [Read, ReadWrite]),
     SoftmaxXent => (LOSS_WGSL, "softmax_xent", [Read, Read, ReadWrite, ReadWrite]),
+    LossSums => (LOSS_WGSL, "loss_sums", [Read, ReadWrite]),
     SgdUpdate => (OPTIM_WGSL, "sgd_update", [ReadWrite, Read, ReadWrite]),
     AdamUpdate => (OPTIM_WGSL, "adam_update", [ReadWrite, Read, ReadWrite, ReadWrite]),
     RmspropUpdate => (OPTIM_WGSL, "rmsprop_update", [ReadWrite, Read, ReadWrite, ReadWrite]),

@@ -479,9 +479,26 @@ impl Backend for GpuBackend {
         rows: usize,
         cols: usize,
     ) {
-        let p = params::Loss { rows: rows as u32, cols: cols as u32, ..Default::default() };
-        let groups = if rows == 0 { [0, 1, 1] } else { [1, 1, 1] };
-        self.dispatch(Kernel::SoftmaxXent, &[logits, labels, grad, stats], &p, groups);
+        if rows == 0 {
+            return;
+        }
+        // A thread per row across as many workgroups as the batch needs; with more than one,
+        // their sums meet in the scratch and one more dispatch adds them into stats.
+        let groups = rows.div_ceil(256);
+        let p = params::Loss {
+            rows: rows as u32,
+            cols: cols as u32,
+            groups: groups as u32,
+            partial: (groups > 1) as u32,
+        };
+        let grid = [groups as u32, 1, 1];
+        if groups == 1 {
+            self.dispatch(Kernel::SoftmaxXent, &[logits, labels, grad, stats], &p, grid);
+        } else {
+            let scratch = self.scratch(2 * groups);
+            self.dispatch(Kernel::SoftmaxXent, &[logits, labels, grad, &scratch], &p, grid);
+            self.dispatch(Kernel::LossSums, &[&scratch, stats], &p, [1, 1, 1]);
+        }
     }
 
     fn sgd_update(&mut self, p: &GpuBuf, g: &GpuBuf, vel: &GpuBuf, len: usize, h: &SgdHyper) {
