@@ -69,6 +69,16 @@ impl Backend for GpuBackend {
         self.limits.max_compute_workgroups_per_dimension as usize * MATMUL_TILE
     }
 
+    /// Software adapters only (see the trait): batchnorm_stats walks its share twice, plus a
+    /// 16-step tree, within 65,535 iterations, with room to spare.
+    fn max_batchnorm_len(&self) -> usize {
+        if self.class.software {
+            256 * 30_000
+        } else {
+            usize::MAX
+        }
+    }
+
     fn alloc(&mut self, len: usize) -> Result<GpuBuf> {
         let mut b = self.create_buffer(len * 4, "tensor")?;
         b.len = len;

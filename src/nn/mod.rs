@@ -882,7 +882,18 @@ impl<B: Backend> Workspace<B> {
                     s.z = Some(b.alloc(z)?);
                 }
                 Layer::MaxPool { .. } => s.argmax = Some(b.alloc_indices(len)?),
-                Layer::BatchNorm { channels, .. } => s.saved = Some(b.alloc(2 * channels)?),
+                Layer::BatchNorm { channels, pixels, .. } => {
+                    let per_channel = capacity * pixels;
+                    if per_channel > b.max_batchnorm_len() {
+                        return Err(Error::Gpu(format!(
+                            "layer {i} (batch norm) sums {per_channel} values per channel, but \
+                             this adapter's reductions take at most {} (lavapipe ends long \
+                             loops early); use a smaller --batch-size or --image-size",
+                            b.max_batchnorm_len()
+                        )));
+                    }
+                    s.saved = Some(b.alloc(2 * channels)?);
+                }
                 _ => {}
             }
             scratch.push(s);
