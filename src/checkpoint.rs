@@ -138,6 +138,18 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
+        // A diverged run's weights: every prediction from them would be noise (argmax of NaNs).
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            let bad = values.iter().filter(|v| !v.is_finite()).count();
+            return Err(Error::file(
+                path,
+                format!(
+                    "tensor {name:?} holds {bad} non-finite values (the first, {}, at index {i}): \
+                     the run that wrote it diverged",
+                    values[i]
+                ),
+            ));
+        }
         tensors.push((name.to_string(), view.shape().to_vec(), values));
     }
     crate::nn::sort_state_dict(&mut tensors);

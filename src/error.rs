@@ -17,6 +17,21 @@ pub enum Error {
     #[error("GPU: {0}")]
     Gpu(String),
 
+    /// Training produced a non-finite loss: the run diverged.
+    #[error(
+        "training diverged: the loss of epoch {epoch} (steps {first_step}..={last_step}, \
+         lr {lr:e}) is {loss}; try a smaller --lr{restored}"
+    )]
+    Diverged {
+        epoch: usize,
+        first_step: usize,
+        last_step: usize,
+        lr: f32,
+        loss: f32,
+        /// What the model holds now: ", the model is back at the end of epoch N", or "".
+        restored: String,
+    },
+
     /// Any other failure, with a sentence that says what went wrong.
     #[error("{0}")]
     Other(String),

@@ -90,6 +90,12 @@ pub trait Observer {
     /// After each step; `running` is present at the reporting interval.
     fn step_done(&mut self, _step: usize, _running: Option<Metrics>) {}
     fn epoch_done(&mut self, _report: &EpochReport) {}
+    /// Whether to keep a host copy of the weights after every finite epoch, so that a run that
+    /// diverges leaves the model as it was at the end of the last finite one (one readback per
+    /// epoch; `--save` asks for it).
+    fn keeps_last_finite(&self) -> bool {
+        false
+    }
 }
 
 /// An observer that ignores everything.
@@ -245,6 +251,7 @@ pub fn train<B: Backend>(
     let mut shuffle_rng = fastrand::Rng::with_seed(cfg.seed ^ 0x5EED_5AFF_1E00_0000);
     let mut reports = Vec::new();
     let mut step = 0;
+    let mut last_finite: Option<(usize, crate::nn::HostTensors)> = None;
     for epoch in 1..=cfg.epochs {
         let started = Instant::now();
         observer.epoch_started(epoch, steps_per_epoch);
@@ -282,6 +289,26 @@ pub fn train<B: Backend>(
         }
         let train = Metrics::from_stats(&backend.read(&train_stats, 3)?);
         let train_seconds = started.elapsed().as_secs_f64();
+        // The loss is summed on the device and read once an epoch: a NaN or an infinity there
+        // means the weights are gone; stop instead of training (and saving) noise.
+        if !train.loss.is_finite() {
+            let mut restored = String::new();
+            if let Some((finished, tensors)) = &last_finite {
+                model.import(backend, tensors, "the last finite epoch")?;
+                restored = format!(", the model is back at the end of epoch {finished}");
+            }
+            return Err(Error::Diverged {
+                epoch,
+                first_step: step - in_epoch + 1,
+                last_step: step,
+                lr,
+                loss: train.loss,
+                restored,
+            });
+        }
+        if observer.keeps_last_finite() {
+            last_finite = Some((epoch, model.export(backend)?));
+        }
         let test = if data.test.len > 0 {
             Some(evaluate_with(backend, model, &ws, &eval_stats, &data.test)?)
         } else {

@@ -202,3 +202,25 @@ fn batchnorm_state_round_trips_with_pytorch_names() {
     let pixels = &data.test.images[..20 * 784];
     assert_eq!(logits(&mut cpu, &fresh, pixels, 20), logits(&mut cpu, &model, pixels, 20));
 }
+
+/// A checkpoint with NaN or infinite weights (a diverged run's) is refused by name: `eval` and
+/// `predict` would otherwise report argmaxes of NaNs as if they were predictions.
+#[test]
+fn non_finite_tensors_are_refused_by_name() {
+    let good: Vec<u8> = [0.5f32; 10].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut bad_values = [0.25f32; 10];
+    bad_values[3] = f32::NAN;
+    bad_values[7] = f32::INFINITY;
+    let bad: Vec<u8> = bad_values.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let tensors = vec![
+        ("0.bias", TensorView::new(Dtype::F32, vec![10], &good).unwrap()),
+        ("0.weight", TensorView::new(Dtype::F32, vec![10, 1], &bad).unwrap()),
+    ];
+    let path = temp("nan").join("nan.safetensors");
+    std::fs::write(&path, safetensors::tensor::serialize(tensors, None).unwrap()).unwrap();
+    let err = checkpoint::load(&path).err().expect("refused").to_string();
+    assert!(
+        err.contains("\"0.weight\"") && err.contains("2 non-finite") && err.contains("index 3"),
+        "{err}"
+    );
+}

@@ -494,3 +494,66 @@ fn cifar_folder_trains_cifar_cnn_and_bad_batches_are_named() {
     let o = steepest(&["train", "--dataset", "cifar10", "--data-dir", d, "--device", "cpu"]);
     assert_clean_error(&o, &["data_batch_2.bin", "42"]);
 }
+
+/// A diverging run stops with an error naming the epoch, the steps and the learning rate, exits
+/// non-zero, and writes no checkpoint of NaNs; a NaN normalisation is refused before training.
+#[test]
+fn a_diverging_run_stops_and_saves_no_nan_checkpoint() {
+    let dir = temp("diverge");
+    let save = dir.join("w.safetensors");
+    let metrics = dir.join("m.jsonl");
+    let o = steepest(&[
+        "train",
+        "--device",
+        "cpu",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e30",
+        "--epochs",
+        "3",
+        "--limit-train",
+        "512",
+        "--limit-test",
+        "64",
+        "--save",
+        save.to_str().unwrap(),
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, &["training diverged", "epoch 1", "steps 1..=4", "--lr"]);
+    assert!(!save.exists(), "a checkpoint of a diverged run was written");
+    assert_eq!(std::fs::read_to_string(&metrics).unwrap_or_default(), "", "no epoch finished");
+
+    let o = steepest(&["train", "--device", "cpu", "--epochs", "1", "--normalize", "nan,1"]);
+    assert_clean_error(&o, &["--normalize", "mean NaN"]);
+    let o = steepest(&["train", "--device", "cpu", "--epochs", "1", "--normalize", "0.5,1e-45"]);
+    assert_clean_error(&o, &["--normalize", "standard deviation"]);
+}
+
+/// `--metrics` has one JSON line per epoch, in order (each is written and flushed as its epoch
+/// ends).
+#[test]
+fn metrics_file_has_one_line_per_epoch() {
+    let dir = temp("metrics-per-epoch");
+    let metrics = dir.join("m.jsonl");
+    run_ok(&[
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--limit-train",
+        "256",
+        "--limit-test",
+        "64",
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let epochs: Vec<u64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, [1, 2]);
+}

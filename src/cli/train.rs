@@ -143,7 +143,7 @@ fn train_on<B: Backend>(
             cfg.optimizer.kind, cfg.optimizer.lr, cfg.batch_size, cfg.epochs
         );
     }
-    let mut metrics_file = match &args.metrics {
+    let metrics_file = match &args.metrics {
         Some(path) => Some(
             std::fs::OpenOptions::new()
                 .create(true)
@@ -158,20 +158,40 @@ fn train_on<B: Backend>(
     if show_bar {
         cfg.report_every = 50;
     }
-    let mut obs = Reporter { bar: None, show_bar, say, epochs: cfg.epochs };
-    let reports = train::train(b, &model, data, &cfg, &mut obs)?;
-    if let (Some(file), Some(path)) = (&mut metrics_file, &args.metrics) {
-        for r in &reports {
-            let line = serde_json::to_string(r).unwrap_or_default();
-            writeln!(file, "{line}")
-                .map_err(|e| Error::file(path, format!("write failed: {e}")))?;
+    let mut obs = Reporter {
+        bar: None,
+        show_bar,
+        say,
+        epochs: cfg.epochs,
+        metrics: metrics_file.zip(args.metrics.clone()),
+        metrics_error: None,
+        saving: args.save.is_some(),
+    };
+    let reports = match train::train(b, &model, data, &cfg, &mut obs) {
+        Ok(r) => r,
+        Err(e @ Error::Diverged { .. }) => {
+            // Keep what was finite: the model is back at the end of the last finite epoch
+            // (if there was one), never NaN weights.
+            if let (Some(path), Error::Diverged { restored, .. }) = (&args.save, &e) {
+                if restored.is_empty() {
+                    eprintln!("note: not saved: no epoch finished with a finite loss");
+                } else {
+                    save(b, &model, data, path)?;
+                    eprintln!("note: saved the last finite weights to {}", path.display());
+                }
+            }
+            return Err(e);
         }
-    }
+        Err(e) => return Err(e),
+    };
     if let Some(path) = &args.save {
         save(b, &model, data, path)?;
         if say {
             println!("saved {}", path.display());
         }
+    }
+    if let Some(e) = obs.metrics_error {
+        return Err(e);
     }
     Ok(reports.iter().map(|r| r.steps).sum())
 }
@@ -248,6 +268,12 @@ struct Reporter {
     show_bar: bool,
     say: bool,
     epochs: usize,
+    /// `--metrics`: one line appended and flushed per epoch; the first write error is kept
+    /// (and training goes on, so that `--save` still keeps the model).
+    metrics: Option<(std::fs::File, std::path::PathBuf)>,
+    metrics_error: Option<Error>,
+    /// `--save` was given: keep the last finite weights in case the run diverges.
+    saving: bool,
 }
 
 impl Observer for Reporter {
@@ -275,9 +301,23 @@ impl Observer for Reporter {
         }
     }
 
+    fn keeps_last_finite(&self) -> bool {
+        self.saving
+    }
+
     fn epoch_done(&mut self, r: &EpochReport) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
+        }
+        if let (Some((file, path)), None) = (&mut self.metrics, &self.metrics_error) {
+            let line = serde_json::to_string(r).unwrap_or_default();
+            if let Err(e) = writeln!(file, "{line}").and_then(|_| file.flush()) {
+                eprintln!(
+                    "warning: --metrics {}: write failed ({e}); training goes on",
+                    path.display()
+                );
+                self.metrics_error = Some(Error::file(path.clone(), format!("write failed: {e}")));
+            }
         }
         if self.say {
             let test = match (r.test_loss, r.test_acc) {

@@ -378,10 +378,25 @@ impl<B: Backend> Model<B> {
     /// channel of the input).
     pub fn set_normalization(&mut self, b: &mut B, mean: &[f32], std: &[f32]) -> Result<()> {
         let c = self.input.channels;
-        if mean.len() != c || std.len() != c || std.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
+        if mean.len() != c || std.len() != c {
             return Err(Error::config(
                 "--normalize",
                 format!("needs {c} means and {c} positive standard deviations for {c}-channel input (got {} and {})", mean.len(), std.len()),
+            ));
+        }
+        // Pixels are in [0, 1] when normalised, so a mean far outside it or a standard
+        // deviation near 0 or huge is a mistake (a NaN, or 255-scale numbers), not a choice:
+        // it would train on NaNs or on all-but-constant inputs without a word.
+        if let Some(m) = mean.iter().find(|m| !(m.is_finite() && m.abs() <= 1e3)) {
+            return Err(Error::config(
+                "--normalize",
+                format!("mean {m} is not a finite number in [-1000, 1000] (pixels are scaled to [0, 1] first)"),
+            ));
+        }
+        if let Some(s) = std.iter().find(|s| !(s.is_finite() && (1e-6..=1e6).contains(*s))) {
+            return Err(Error::config(
+                "--normalize",
+                format!("standard deviation {s} is not a finite number in [1e-6, 1e6]"),
             ));
         }
         let mut stats = mean.to_vec();
