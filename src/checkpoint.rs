@@ -42,6 +42,10 @@ const KEY_NORMALIZE: &str = "steepest.normalize";
 /// Writes `tensors` to `path` atomically: into a temporary file beside it, then renamed, so an
 /// interrupted save never leaves a half-written checkpoint under the real name.
 pub fn save(path: &Path, tensors: &HostTensors, meta: &CheckpointMeta) -> Result<()> {
+    // The temporary file is renamed over `path`: only ever over a regular file.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(Error::file(path, "exists and is not a regular file; not replaced"));
+    }
     // PyTorch keeps batch norm's `num_batches_tracked` as an int64 scalar.
     let is_count = |name: &str| name.ends_with(".num_batches_tracked");
     let bytes: Vec<Vec<u8>> = tensors

@@ -96,3 +96,34 @@ macro_rules! with_backend {
         }
     };
 }
+
+/// Bytes of memory this machine can still hand out (Linux: `MemAvailable` in /proc/meminfo),
+/// or `None` where that is not known.
+pub fn memory_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// An error unless `bytes` fit in the memory available (with a quarter kept back), naming what
+/// needs them and the flag that changes it: checked before allocating, so that a model or batch
+/// too large for the machine is a clear error, not an abort.
+pub fn check_memory(bytes: Option<u64>, what: &str, flag: &str) -> crate::Result<()> {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let available = memory_available();
+    match (bytes, available) {
+        (None, _) => {
+            Err(crate::Error::config(flag, format!("{what} needs more memory than can be counted")))
+        }
+        (Some(b), Some(a)) if b > a / 4 * 3 => Err(crate::Error::config(
+            flag,
+            format!(
+                "{what} needs {:.1} GiB, but this machine has {:.1} GiB available",
+                gib(b),
+                gib(a)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}

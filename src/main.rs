@@ -56,7 +56,7 @@ pub struct DataArgs {
     #[arg(long, default_value = "auto")]
     pub color: String,
     /// Image folders without a val/ subfolder: the fraction of each class held out to validate.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_hyphen_values = true)]
     pub val_split: f64,
     /// Image folders: above this many MiB of decoded images, decode batches on background
     /// threads as training goes instead of holding the set in memory.
@@ -88,22 +88,22 @@ pub struct TrainArgs {
     #[arg(long, default_value = "adam")]
     pub optimizer: String,
     /// Learning rate [default: PyTorch's for the optimizer: 1e-3, RMSprop 1e-2].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_hyphen_values = true)]
     pub lr: Option<f32>,
     /// Momentum [default: 0.9 for momentum and nesterov, else 0].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_hyphen_values = true)]
     pub momentum: Option<f32>,
     /// Weight decay [default: 0.01 for adamw, else 0].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_hyphen_values = true)]
     pub weight_decay: Option<f32>,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_hyphen_values = true)]
     pub beta1: f32,
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, default_value_t = 0.999, allow_hyphen_values = true)]
     pub beta2: f32,
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, default_value_t = 1e-8, allow_hyphen_values = true)]
     pub eps: f32,
     /// RMSprop's smoothing constant.
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, default_value_t = 0.99, allow_hyphen_values = true)]
     pub alpha: f32,
     /// constant | step:EVERY_EPOCHS:GAMMA | cosine.
     #[arg(long, default_value = "constant")]

@@ -213,6 +213,19 @@ pub fn train<B: Backend>(
         return Err(Error::config("--limit-train", "the training set is empty"));
     }
     let shape = [data.channels, data.height, data.width];
+    // A shift as large as the image leaves nothing of it: all-black batches, not augmentation.
+    if cfg.augment.crop_pad >= data.height.max(data.width) {
+        return Err(Error::config(
+            "--augment",
+            format!(
+                "crop:{} pads by at least the image's size ({}x{}); expected a padding below {}",
+                cfg.augment.crop_pad,
+                data.height,
+                data.width,
+                data.height.max(data.width)
+            ),
+        ));
+    }
     let mut batches = Batcher::new(&data.train, data.sample_size(), cfg.batch_size, cfg.drop_last)
         .with_augment(cfg.augment, cfg.seed ^ 0xA06_3E47, shape);
     let steps_per_epoch = batches.steps_per_epoch();

@@ -557,3 +557,29 @@ fn metrics_file_has_one_line_per_epoch() {
         .collect();
     assert_eq!(epochs, [1, 2]);
 }
+
+/// Values that used to panic, abort or quietly mean something else are clear errors before any
+/// large allocation; a batch far larger than the data set just trains.
+#[test]
+fn oversized_and_out_of_range_values_are_clear_errors() {
+    let base =
+        ["train", "--device", "cpu", "--epochs", "1", "--limit-train", "256", "--limit-test", "64"];
+    let with = |extra: &[&str]| steepest(&[&base[..], extra].concat());
+    assert_clean_error(
+        &with(&["--model", "linear:18446744073709551615,linear"]),
+        &["--model", "more memory than can be counted"],
+    );
+    assert_clean_error(&with(&["--augment", "crop:1000000"]), &["--augment", "padding below 28"]);
+    assert_clean_error(
+        &with(&["--augment", "crop:18446744073709551615"]),
+        &["--augment", "padding below 28"],
+    );
+    assert_clean_error(&with(&["--lr", "-inf"]), &["--lr", "-inf is out of range"]);
+    let dir = temp("save-onto-folder");
+    assert_clean_error(
+        &with(&["--save", dir.to_str().unwrap()]),
+        &["--save", "not a regular file"],
+    );
+    assert!(dir.is_dir(), "the folder is still there");
+    run_ok(&[&base[..], &["--batch-size", "1000000000"]].concat());
+}

@@ -25,7 +25,17 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let spec: ModelSpec = args.model.parse()?;
     let cfg = config(args)?;
     if let Some(path) = &args.save {
-        // Fail now rather than after the training the checkpoint was meant to keep.
+        // Fail now rather than after the training the checkpoint was meant to keep: a folder, a
+        // device or a FIFO is never replaced by a checkpoint.
+        if let Ok(m) = std::fs::metadata(path) {
+            if !m.is_file() {
+                return Err(Error::file(
+                    path,
+                    "--save: exists and is not a regular file (a folder, device or FIFO); \
+                     give a file name",
+                ));
+            }
+        }
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if !dir.is_dir() {
             return Err(Error::file(

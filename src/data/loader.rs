@@ -140,8 +140,9 @@ impl<'a> Batcher<'a> {
             drop_last,
             order: (0..split.len).collect(),
             pos: 0,
-            pixels: Vec::with_capacity(batch_size * sample_size),
-            labels: Vec::with_capacity(batch_size),
+            // A batch never holds more than the split (--batch-size 1000000000 on 256 samples).
+            pixels: Vec::with_capacity(batch_size.min(split.len).saturating_mul(sample_size)),
+            labels: Vec::with_capacity(batch_size.min(split.len)),
             augment: None,
             plan: Vec::new(),
             prefetch: None,

@@ -74,7 +74,14 @@ pub struct Weights<B: Backend> {
 impl<B: Backend> Weights<B> {
     /// PyTorch's default init for Linear and Conv2d: uniform ±1/√fan_in for weight and bias.
     fn new(b: &mut B, rng: &mut fastrand::Rng, shape: Vec<usize>, bias: bool) -> Result<Self> {
-        let len: usize = shape.iter().product();
+        // Weight, gradient and two optimizer states, in f32, before anything is allocated.
+        let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        crate::device::check_memory(
+            len.and_then(|n| (n as u64).checked_mul(16)),
+            &format!("a layer with weights {shape:?} (weights, gradients, optimizer state)"),
+            "--model",
+        )?;
+        let len = len.unwrap_or(0);
         let fan_in = len / shape[0];
         let bound = 1.0 / (fan_in as f32).sqrt();
         let mut uniform =
@@ -859,6 +866,16 @@ pub struct Workspace<B: Backend> {
 
 impl<B: Backend> Workspace<B> {
     pub fn new(b: &mut B, model: &Model<B>, capacity: usize) -> Result<Self> {
+        // Activations and their gradients for `capacity` samples, f32, counted first.
+        let per_sample = model
+            .shapes
+            .iter()
+            .try_fold(model.input_size as u64, |a, s| a.checked_add(2 * s.len() as u64));
+        crate::device::check_memory(
+            per_sample.and_then(|p| p.checked_mul(4 * capacity as u64)),
+            &format!("a batch of {capacity} through this model (activations and gradients)"),
+            "--batch-size",
+        )?;
         let input = b.alloc(capacity * model.input_size)?;
         let mut activations: Vec<B::Buf> = Vec::new();
         let mut grads: Vec<B::Buf> = Vec::new();
