@@ -109,7 +109,7 @@ pub fn save(path: &Path, tensors: &HostTensors, meta: &CheckpointMeta) -> Result
 
 /// Reads a checkpoint: f32 tensors by name (file order) and whatever metadata it has.
 pub fn load(path: &Path) -> Result<Checkpoint> {
-    let data = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let data = crate::data::read_file(path)?;
     let st = SafeTensors::deserialize(&data)
         .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
     let mut tensors = Vec::new();
@@ -172,7 +172,24 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         Some(s) => {
             let dims: Vec<usize> = s.split(',').filter_map(|d| d.trim().parse().ok()).collect();
             match dims[..] {
-                [c, h, w] => Some([c, h, w]),
+                // The same bounds as --image-size (4096) and a photo's channels: anything else
+                // is a damaged file, and would divide by zero or allocate terabytes later.
+                [c, h, w]
+                    if (1..=4).contains(&c)
+                        && (1..=4096).contains(&h)
+                        && (1..=4096).contains(&w) =>
+                {
+                    Some([c, h, w])
+                }
+                [_, _, _] => {
+                    return Err(Error::file(
+                        path,
+                        format!(
+                            "metadata {KEY_INPUT} is {s:?}; expected 1 to 4 channels and a height \
+                             and width from 1 to 4096"
+                        ),
+                    ))
+                }
                 _ => {
                     return Err(Error::file(
                         path,

@@ -224,3 +224,17 @@ fn non_finite_tensors_are_refused_by_name() {
         "{err}"
     );
 }
+
+/// Metadata that would divide by zero or allocate terabytes later (an input of 4294967296²
+/// pixels) is refused when the file is read, naming the field.
+#[test]
+fn an_impossible_input_shape_in_metadata_is_refused() {
+    let path = temp("shape").join("w.safetensors");
+    let tensors = vec![("0.bias".to_string(), vec![2], vec![0.0f32, 1.0])];
+    for shape in [[1, 4_294_967_296, 4_294_967_296], [0, 28, 28], [3, 100_000, 100_000]] {
+        let meta = CheckpointMeta { input_shape: Some(shape), ..Default::default() };
+        checkpoint::save(&path, &tensors, &meta).unwrap();
+        let err = checkpoint::load(&path).err().expect("refused").to_string();
+        assert!(err.contains("steepest.input_shape") && err.contains("4096"), "{shape:?}: {err}");
+    }
+}

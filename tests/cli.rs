@@ -583,3 +583,13 @@ fn oversized_and_out_of_range_values_are_clear_errors() {
     assert!(dir.is_dir(), "the folder is still there");
     run_ok(&[&base[..], &["--batch-size", "1000000000"]].concat());
 }
+
+/// Special files are refused at once instead of being read forever (`/dev/zero`).
+#[cfg(unix)]
+#[test]
+fn a_device_as_a_checkpoint_is_refused() {
+    assert_clean_error(
+        &steepest(&["eval", "--weights", "/dev/zero", "--device", "cpu"]),
+        &["/dev/zero", "not a regular file"],
+    );
+}

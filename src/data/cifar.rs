@@ -58,7 +58,7 @@ pub fn load_dir(dir: &Path) -> Result<Dataset> {
 
 /// Reads one batch file: returns (images, labels), images `labels.len() * 3072` bytes in NCHW.
 pub fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let bytes = crate::data::read_file(path)?;
     if bytes.is_empty() {
         return Err(Error::file(
             path,
@@ -364,7 +364,20 @@ mod tests {
         // A folder with a batch's name cannot be read either (permissions would not stop root).
         std::fs::create_dir(dir.path().join("data_batch_1.bin")).expect("mkdir");
         dir.write("test_batch.bin", &batch(&[(0, 0)]));
-        assert_err(load_dir(dir.path()), "data_batch_1.bin", &["cannot read"]);
+        assert_err(load_dir(dir.path()), "data_batch_1.bin", &["not a regular file"]);
+    }
+
+    /// A FIFO named like a batch used to hang the reader forever (the IDX reader skipped it).
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_not_waited_on() {
+        let dir = TempDir::new("fifo");
+        let fifo = dir.path().join("data_batch_1.bin");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        dir.write("test_batch.bin", &batch(&[(0, 0)]));
+        assert_err(load_dir(dir.path()), "data_batch_1.bin", &["not a regular file"]);
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub fn decode(path: &Path, channels: usize, height: usize, width: usize) -> Resu
 }
 
 fn open(path: &Path) -> Result<DynamicImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let bytes = crate::data::read_file(path)?;
     let reader = ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
         .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;

@@ -74,7 +74,7 @@ pub fn load_dir(dir: &Path, name: &str, class_names: Option<Vec<String>>) -> Res
 
 /// Reads an IDX images file: returns (count, rows, cols, pixels), pixels sample-major.
 pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
-    let bytes = read_maybe_gzipped(path)?;
+    let bytes = read_maybe_gzipped(path, IdxKind::Images)?;
     let dims = parse_header(path, &bytes, IdxKind::Images)?;
     let (count, rows, cols) = (dims[0], dims[1], dims[2]);
     if rows == 0 || cols == 0 {
@@ -89,7 +89,7 @@ pub fn read_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
 
 /// Reads an IDX labels file: one u8 class index per sample.
 pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    let bytes = read_maybe_gzipped(path)?;
+    let bytes = read_maybe_gzipped(path, IdxKind::Labels)?;
     let dims = parse_header(path, &bytes, IdxKind::Labels)?;
     take_data(path, bytes, IdxKind::Labels, &dims)
 }
@@ -215,16 +215,32 @@ impl IdxKind {
     }
 }
 
-/// Reads the whole file, gunzipping it when it starts with the gzip magic bytes.
-fn read_maybe_gzipped(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+/// Reads the whole file, gunzipping it when it starts with the gzip magic bytes. A gzipped file
+/// is inflated only as far as its IDX header says the data goes (plus one byte, so that
+/// `take_data` can report extra data): a small file that inflates to gigabytes stops there.
+fn read_maybe_gzipped(path: &Path, kind: IdxKind) -> Result<Vec<u8>> {
+    let raw = crate::data::read_file(path)?;
     if !raw.starts_with(&GZIP_MAGIC) {
         return Ok(raw);
     }
-    let mut out = Vec::with_capacity(gzip_size_hint(&raw));
-    MultiGzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(|e| {
+    let gunzip = |e: std::io::Error| {
         Error::file(path, format!("cannot gunzip (it starts with the gzip magic bytes): {e}"))
-    })?;
+    };
+    let mut decoder = MultiGzDecoder::new(raw.as_slice());
+    let mut out = Vec::new();
+    (&mut decoder).take(kind.header_len() as u64).read_to_end(&mut out).map_err(gunzip)?;
+    if out.len() == kind.header_len() {
+        let declared = out[4..]
+            .chunks_exact(4)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]) as u64)
+            .try_fold(1u64, |a, d| a.checked_mul(d));
+        // An impossible header reads no further: take_data names the shape.
+        let limit = declared.unwrap_or(0);
+        crate::device::check_memory(Some(limit), "its declared data", "the file")
+            .map_err(|e| Error::file(path, e.to_string()))?;
+        out.reserve((limit as usize).min(gzip_size_hint(&raw)));
+        decoder.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(gunzip)?;
+    }
     Ok(out)
 }
 
@@ -611,5 +627,21 @@ mod tests {
         // Published MNIST class counts.
         assert_eq!(train, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]);
         assert_eq!(test, [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
+    }
+
+    /// A small gzip that inflates far past what its header declares (a "gzip bomb") is read only
+    /// as far as the header says, then refused for the extra data.
+    #[test]
+    fn gzip_past_the_declared_size_is_not_inflated() {
+        let mut bomb = header(IMAGES_MAGIC, &[2, 28, 28]);
+        bomb.resize(bomb.len() + (64 << 20), 0);
+        let packed = gzip(&bomb);
+        assert!(packed.len() < 1 << 20, "compresses well");
+        let dir = TempDir::new("gzip-bomb");
+        let path = dir.write("train-images-idx3-ubyte.gz", &packed);
+        let read = read_maybe_gzipped(&path, IdxKind::Images).unwrap();
+        assert_eq!(read.len(), 16 + 2 * 28 * 28 + 1, "inflated only to the header's size + 1");
+        let err = read_images(&path).unwrap_err().to_string();
+        assert!(err.contains("train-images-idx3-ubyte.gz"), "{err}");
     }
 }

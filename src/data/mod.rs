@@ -273,3 +273,16 @@ pub fn open_with(name: &str, opts: &OpenOptions, notes: &mut Vec<String>) -> Res
         )),
     }
 }
+
+/// Reads a whole data or checkpoint file, refusing what is not a regular file (a FIFO would hang
+/// the read, `/dev/zero` would never end) and what would not fit in memory.
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(Error::file(path, "is not a regular file (a folder, device or FIFO)"));
+    }
+    crate::device::check_memory(Some(meta.len()), "reading this file", "the file")
+        .map_err(|e| Error::file(path, e.to_string()))?;
+    std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))
+}
