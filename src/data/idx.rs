@@ -53,8 +53,39 @@ pub fn load_dir(dir: &Path, name: &str, class_names: Option<Vec<String>>) -> Res
         ));
     }
 
+    // MNIST has digits 0-9: a larger label is a damaged file, not an 11th class.
+    if name == "mnist" {
+        for (labels, path) in
+            [(&train.split.labels, &train_labels_path), (&test.split.labels, &test_labels_path)]
+        {
+            if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l >= 10) {
+                return Err(Error::file(
+                    path,
+                    format!("label {l} at index {i}; MNIST's labels are the digits 0 to 9"),
+                ));
+            }
+        }
+    }
     let max_label = train.split.labels.iter().chain(&test.split.labels).copied().max();
     let num_classes = num_classes_for(max_label);
+    // A class seen only in the test split is never trained: say so rather than report its
+    // test accuracy as the model's.
+    let mut in_train = [false; 256];
+    for &l in &train.split.labels {
+        in_train[l as usize] = true;
+    }
+    let mut test_only: Vec<u8> =
+        test.split.labels.iter().copied().filter(|&l| !in_train[l as usize]).collect();
+    test_only.sort_unstable();
+    test_only.dedup();
+    if !test_only.is_empty() {
+        eprintln!(
+            "warning: {}: label(s) {test_only:?} appear only in the test split, never in {}; \
+             the model cannot learn them",
+            test_labels_path.display(),
+            train_labels_path.display()
+        );
+    }
     let class_names = match class_names {
         Some(names) => check_class_names(names, num_classes, name, &train_labels_path)?,
         None => (0..num_classes).map(|c| c.to_string()).collect(),
@@ -643,5 +674,15 @@ mod tests {
         assert_eq!(read.len(), 16 + 2 * 28 * 28 + 1, "inflated only to the header's size + 1");
         let err = read_images(&path).unwrap_err().to_string();
         assert!(err.contains("train-images-idx3-ubyte.gz"), "{err}");
+    }
+
+    #[test]
+    fn mnist_labels_past_nine_are_an_error_naming_the_file() {
+        let dir = TempDir::new("mnist-200");
+        write_valid_set(&dir, &[0, 1, 200, 3, 4], &[5, 6, 7]);
+        let err = load_dir(dir.path(), "mnist", None);
+        assert_err(err, TRAIN_LABELS, &["label 200 at index 2", "0 to 9"]);
+        // Any other IDX set may have more classes (see load_dir_counts_classes_beyond_ten).
+        assert_eq!(load_dir(dir.path(), "idx", None).expect("idx").num_classes, 201);
     }
 }
