@@ -94,6 +94,7 @@ pub fn save(path: &Path, tensors: &HostTensors, meta: &CheckpointMeta) -> Result
 
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    remove_stale_temp_files(dir, &file_name);
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -105,6 +106,25 @@ pub fn save(path: &Path, tensors: &HostTensors, meta: &CheckpointMeta) -> Result
         let _ = std::fs::remove_file(&tmp);
         Error::file(path, format!("could not write the checkpoint: {e}"))
     })
+}
+
+/// Removes `.NAME.PID.tmp` files that a killed save left behind, when process PID is gone
+/// (Linux: no /proc/PID), so they do not pile up run after run.
+fn remove_stale_temp_files(dir: &Path, file_name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let prefix = format!(".{file_name}.");
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")) else {
+            continue;
+        };
+        let alive = pid
+            .parse::<u32>()
+            .map_or(true, |p| p == std::process::id() || Path::new(&format!("/proc/{p}")).exists());
+        if !alive && Path::new("/proc/self").exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Reads a checkpoint: f32 tensors by name (file order) and whatever metadata it has.

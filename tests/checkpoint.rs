@@ -238,3 +238,21 @@ fn an_impossible_input_shape_in_metadata_is_refused() {
         assert!(err.contains("steepest.input_shape") && err.contains("4096"), "{shape:?}: {err}");
     }
 }
+
+/// A save removes the temporary files that killed saves left behind (their process is gone).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_save_removes_stale_temp_files_of_dead_processes() {
+    let dir = temp("stale");
+    let path = dir.join("w.safetensors");
+    // Linux process ids stay below 2^22, so this one is never alive.
+    let stale = dir.join(".w.safetensors.999999999.tmp");
+    let other = dir.join(".other.safetensors.999999999.tmp");
+    std::fs::write(&stale, b"half a checkpoint").unwrap();
+    std::fs::write(&other, b"someone else's").unwrap();
+    let tensors = vec![("0.bias".to_string(), vec![2], vec![0.0f32, 1.0])];
+    checkpoint::save(&path, &tensors, &CheckpointMeta::default()).unwrap();
+    assert!(!stale.exists(), "the stale temp file is gone");
+    assert!(other.exists(), "another file's temp file is left alone");
+    assert!(checkpoint::load(&path).is_ok());
+}

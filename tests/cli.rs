@@ -593,3 +593,19 @@ fn a_device_as_a_checkpoint_is_refused() {
         &["/dev/zero", "not a regular file"],
     );
 }
+
+/// Fine-tuning from a checkpoint trained on normalised inputs keeps that normalisation and says
+/// so, instead of silently feeding raw pixels to weights that never saw them.
+#[test]
+fn init_from_takes_the_checkpoints_normalisation() {
+    let dir = temp("init-norm");
+    let first = dir.join("first.safetensors");
+    let base =
+        ["train", "--device", "cpu", "--epochs", "1", "--limit-train", "256", "--limit-test", "64"];
+    run_ok(&[&base[..], &["--normalize", "0.25,0.5", "--save", first.to_str().unwrap()]].concat());
+    let (_, err) = run_ok(&[&base[..], &["--init-from", first.to_str().unwrap()]].concat());
+    assert!(
+        err.contains("normalising inputs as it was trained") && err.contains("[0.25]"),
+        "{err}"
+    );
+}

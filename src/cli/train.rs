@@ -128,6 +128,27 @@ fn train_on<B: Backend>(
     if let Some(path) = &args.init_from {
         let ckpt = checkpoint::load(path)?;
         model.import(b, &ckpt.tensors, &path.display().to_string())?;
+        // The weights were trained on normalised inputs: fine-tuning them on raw pixels
+        // silently undoes the training. Without --normalize, take the checkpoint's.
+        if let Some((mean, std)) = &ckpt.meta.normalization {
+            if args.normalize == "none" {
+                model
+                    .set_normalization(b, mean, std)
+                    .map_err(|e| Error::file(path, format!("metadata normalization: {e}")))?;
+                eprintln!(
+                    "note: --init-from {}: normalising inputs as it was trained (mean {mean:?} \
+                     std {std:?}); pass --normalize to choose otherwise",
+                    path.display()
+                );
+            } else if model.normalization.as_ref().map(|(m, s, _)| (m, s)) != Some((mean, std)) {
+                eprintln!(
+                    "warning: --init-from {} was trained with normalisation mean {mean:?} std \
+                     {std:?}; this run uses --normalize {}",
+                    path.display(),
+                    args.normalize
+                );
+            }
+        }
     }
     let say = !args.quiet;
     if say {
