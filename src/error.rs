@@ -32,6 +32,10 @@ pub enum Error {
         restored: String,
     },
 
+    /// The user stopped the run (Ctrl-C) after the step it was on.
+    #[error("interrupted after step {step} (epoch {epoch})")]
+    Interrupted { epoch: usize, step: usize },
+
     /// Any other failure, with a sentence that says what went wrong.
     #[error("{0}")]
     Other(String),

@@ -210,13 +210,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices => cli::devices::run(),
-        Command::Train(args) => cli::train::run(&args),
+        Command::Train(args) => {
+            cli::interrupt::install();
+            cli::train::run(&args)
+        }
         Command::Eval(args) => cli::eval::run(&args),
         Command::Predict(args) => cli::predict::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(steepest::Error::Interrupted { .. }) => ExitCode::from(cli::interrupt::EXIT_CODE),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -96,6 +96,11 @@ pub trait Observer {
     fn keeps_last_finite(&self) -> bool {
         false
     }
+    /// Polled after every step: true stops the run there with `Error::Interrupted` (the
+    /// weights are those after that step).
+    fn should_stop(&self) -> bool {
+        false
+    }
 }
 
 /// An observer that ignores everything.
@@ -299,6 +304,10 @@ pub fn train<B: Backend>(
                 None
             };
             observer.step_done(in_epoch, running);
+            if observer.should_stop() {
+                backend.submit();
+                return Err(Error::Interrupted { epoch, step });
+            }
         }
         let train = Metrics::from_stats(&backend.read(&train_stats, 3)?);
         let train_seconds = started.elapsed().as_secs_f64();

@@ -609,3 +609,48 @@ fn init_from_takes_the_checkpoints_normalisation() {
         "{err}"
     );
 }
+
+/// The first Ctrl-C lets the step finish, keeps the finished epochs' metrics and saves the
+/// weights, and exits 130.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_after_the_step_and_saves() {
+    let dir = temp("sigint");
+    let save = dir.join("w.safetensors");
+    let metrics = dir.join("m.jsonl");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_steepest"))
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--epochs",
+            "100000",
+            "--limit-train",
+            "512",
+            "--limit-test",
+            "64",
+            "--quiet",
+            "--save",
+            save.to_str().unwrap(),
+            "--metrics",
+            metrics.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for a finished epoch (at most a minute), then press Ctrl-C once.
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).unwrap_or_default().lines().count() < 1 {
+        assert!(started.elapsed().as_secs() < 60, "no epoch finished");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted after step") && err.contains("saved the weights"), "{err}");
+    let ckpt = steepest::checkpoint::load(&save).unwrap();
+    assert!(ckpt.tensors.iter().all(|(_, _, v)| v.iter().all(|x| x.is_finite())));
+    assert!(std::fs::read_to_string(&metrics).unwrap().lines().count() >= 1);
+}

@@ -213,6 +213,19 @@ fn train_on<B: Backend>(
             }
             return Err(e);
         }
+        Err(e @ Error::Interrupted { .. }) => {
+            if let Some(bar) = obs.bar.take() {
+                bar.finish_and_clear();
+            }
+            // The finished epochs' metrics are already written; keep the weights too.
+            if let Some(path) = &args.save {
+                save(b, &model, data, path)?;
+                eprintln!("note: {e}; saved the weights to {}", path.display());
+            } else {
+                eprintln!("note: {e}; nothing saved (no --save)");
+            }
+            return Err(e);
+        }
         Err(e) => return Err(e),
     };
     if let Some(path) = &args.save {
@@ -334,6 +347,10 @@ impl Observer for Reporter {
 
     fn keeps_last_finite(&self) -> bool {
         self.saving
+    }
+
+    fn should_stop(&self) -> bool {
+        super::interrupt::requested()
     }
 
     fn epoch_done(&mut self, r: &EpochReport) {
