@@ -618,7 +618,7 @@ fn ctrl_c_stops_after_the_step_and_saves() {
     let dir = temp("sigint");
     let save = dir.join("w.safetensors");
     let metrics = dir.join("m.jsonl");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_steepest"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_steepest"))
         .args([
             "train",
             "--device",
