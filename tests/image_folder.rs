@@ -350,3 +350,22 @@ fn hymenoptera_trains_end_to_end() {
     assert!((p - 1.0).abs() < 1e-5, "probabilities sum to 1: {top}");
     assert!(["ants", "bees"].contains(&top[0]["class"].as_str().unwrap()));
 }
+
+/// A most-common image size past 4096 a side (huge scans, forged headers) is not taken as the
+/// default size: it would need terabytes. The error names --image-size.
+#[test]
+fn a_default_size_past_4096_is_refused() {
+    let dir = temp("huge-default");
+    for class in ["a", "b"] {
+        for i in 0..2 {
+            let path = dir.join(class).join(format!("{i}.png"));
+            save(&solid(5000, 1, [9, 9, 9]), &path, ImageFormat::Png);
+        }
+    }
+    let err = folder::load_dir(&dir, &FolderOptions::default(), &mut Vec::new())
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("--image-size") && err.contains("5000x1"), "{err}");
+    let opts = FolderOptions { size: Some((32, 32)), ..Default::default() };
+    assert!(folder::load_dir(&dir, &opts, &mut Vec::new()).is_ok(), "an explicit size works");
+}

@@ -145,8 +145,18 @@ fn find_batches(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
             ),
         ));
     }
-    // Numeric order (1, 2, ..., 10), with the name breaking ties such as `01` vs `1`.
+    // Numeric order (1, 2, ..., 10). Two names for one number (`data_batch_01.bin` and
+    // `data_batch_1.bin`) would read that batch twice: a copy, not more data.
     train.sort();
+    if let Some(w) = train.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(Error::file(
+            dir.join(&w[1].1),
+            format!(
+                "is training batch {} again (so is {}); keep one file per batch number",
+                w[1].0, w[0].1
+            ),
+        ));
+    }
     test.sort();
     if test.iter().any(|name| name == TEST_FILE) {
         test.retain(|name| name == TEST_FILE);
@@ -443,5 +453,18 @@ mod tests {
         let mut counts = [0usize; 10];
         ds.train.labels[..10000].iter().for_each(|&l| counts[l as usize] += 1);
         assert_eq!(counts, [1005, 974, 1032, 1016, 999, 937, 1030, 1001, 1025, 981]);
+    }
+
+    #[test]
+    fn two_files_for_one_batch_number_are_an_error() {
+        let dir = TempDir::new("dup-batch");
+        dir.write("data_batch_1.bin", &batch(&[(0, 0)]));
+        dir.write("data_batch_01.bin", &batch(&[(1, 1)]));
+        dir.write("test_batch.bin", &batch(&[(0, 2)]));
+        assert_err(
+            load_dir(dir.path()),
+            "data_batch_1.bin",
+            &["training batch 1 again", "data_batch_01.bin"],
+        );
     }
 }

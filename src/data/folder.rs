@@ -395,6 +395,18 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
                 .iter()
                 .max_by_key(|(&(w, h), &n)| (n, std::cmp::Reverse((w * h, w, h))))
                 .expect("at least two readable training images");
+            // The same bound as --image-size: a folder of huge scans (or a forged header) must
+            // not pick a size that needs terabytes.
+            if size.0 > 4096 || size.1 > 4096 {
+                return Err(Error::config(
+                    "--image-size",
+                    format!(
+                        "the most common training image size is {}x{}, larger than 4096 a side; \
+                         choose a size with --image-size (e.g. 224)",
+                        size.0, size.1
+                    ),
+                ));
+            }
             notes.push(format!(
                 "image size: {}x{} (the most common size, {n} of {} training images; set it with --image-size)",
                 size.0,
