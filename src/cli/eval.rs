@@ -42,6 +42,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         println!("{out}");
         return Ok(());
     }
+    // JSON escapes names itself; the terminal gets them with control characters escaped.
+    let names: Vec<String> = names.iter().map(|n| super::printable(n)).collect();
     println!(
         "{} on {} test ({} samples): loss {:.4}, accuracy {:.2}%",
         args.weights.display(),

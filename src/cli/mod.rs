@@ -90,3 +90,21 @@ impl FromStr for ImageSize {
         }
     }
 }
+
+/// A class name as the terminal should show it: control characters (escape sequences that
+/// would recolour or clear the screen, newlines) shown escaped, everything else as it is.
+pub fn printable(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(super::printable("\u{1b}[2Jcats"), "\\u{1b}[2Jcats");
+        assert_eq!(super::printable("a\nb"), "a\\nb");
+        assert_eq!(super::printable("chats é 猫"), "chats é 猫");
+    }
+}

@@ -75,7 +75,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         for (path, p) in decoded.iter().zip(&probs) {
             let line: Vec<String> = top(p)
                 .into_iter()
-                .map(|(i, pr)| format!("{} {:.1}%", names[i], 100.0 * pr))
+                .map(|(i, pr)| format!("{} {:.1}%", super::printable(&names[i]), 100.0 * pr))
                 .collect();
             println!("{}: {}", path.display(), line.join(", "));
         }
