@@ -369,3 +369,19 @@ fn a_default_size_past_4096_is_refused() {
     let opts = FolderOptions { size: Some((32, 32)), ..Default::default() };
     assert!(folder::load_dir(&dir, &opts, &mut Vec::new()).is_ok(), "an explicit size works");
 }
+
+/// A class folder whose name is not UTF-8 is an error naming it (two such names used to collapse
+/// into one class "�").
+#[cfg(target_os = "linux")]
+#[test]
+fn a_non_utf8_class_folder_is_an_error() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = temp("non-utf8");
+    save(&solid(8, 8, [1, 2, 3]), &dir.join("good").join("0.png"), ImageFormat::Png);
+    let bad = dir.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    save(&solid(8, 8, [3, 2, 1]), &bad.join("0.png"), ImageFormat::Png);
+    let err = folder::load_dir(&dir, &FolderOptions::default(), &mut Vec::new())
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("not valid UTF-8"), "{err}");
+}

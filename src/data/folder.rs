@@ -227,7 +227,15 @@ fn scan(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     };
     let mut classes = Vec::new();
     for sub in read(dir)?.into_iter().filter(|p| p.is_dir()) {
-        let name = sub.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        // Class names go into checkpoints as UTF-8: a name that is not would be stored lossily,
+        // and two such names could become one class.
+        let Some(name) = sub.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            return Err(Error::file(
+                &sub,
+                "class folder name is not valid UTF-8; rename it (class names are stored in \
+                 checkpoints as text)",
+            ));
+        };
         let files = read(&sub)?.into_iter().filter(|p| p.is_file()).collect();
         classes.push((name, files));
     }
