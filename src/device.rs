@@ -106,24 +106,19 @@ pub fn memory_available() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// An error unless `bytes` fit in the memory available (with a quarter kept back), naming what
-/// needs them and the flag that changes it: checked before allocating, so that a model or batch
-/// too large for the machine is a clear error, not an abort.
-pub fn check_memory(bytes: Option<u64>, what: &str, flag: &str) -> crate::Result<()> {
+/// Why `bytes` (`None`: more than can be counted) would not fit in the memory available, with
+/// a quarter kept back, or `None` when they fit (or availability is unknown). Callers check this
+/// before allocating and wrap it in an error naming their file or flag, so that a model, batch
+/// or file too large for the machine is a clear error, not an abort.
+pub fn memory_shortfall(bytes: Option<u64>, what: &str) -> Option<String> {
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    let available = memory_available();
-    match (bytes, available) {
-        (None, _) => {
-            Err(crate::Error::config(flag, format!("{what} needs more memory than can be counted")))
-        }
-        (Some(b), Some(a)) if b > a / 4 * 3 => Err(crate::Error::config(
-            flag,
-            format!(
-                "{what} needs {:.1} GiB, but this machine has {:.1} GiB available",
-                gib(b),
-                gib(a)
-            ),
+    match (bytes, memory_available()) {
+        (None, _) => Some(format!("{what} needs more memory than can be counted")),
+        (Some(b), Some(a)) if b > a / 4 * 3 => Some(format!(
+            "{what} needs {:.1} GiB, but this machine has {:.1} GiB available",
+            gib(b),
+            gib(a)
         )),
-        _ => Ok(()),
+        _ => None,
     }
 }

@@ -305,7 +305,6 @@ pub fn train<B: Backend>(
             };
             observer.step_done(in_epoch, running);
             if observer.should_stop() {
-                backend.submit();
                 return Err(Error::Interrupted { epoch, step });
             }
         }

@@ -654,3 +654,16 @@ fn ctrl_c_stops_after_the_step_and_saves() {
     assert!(ckpt.tensors.iter().all(|(_, _, v)| v.iter().all(|x| x.is_finite())));
     assert!(std::fs::read_to_string(&metrics).unwrap().lines().count() >= 1);
 }
+
+/// A mistyped kernel override is an error naming the variable, not silently ignored.
+#[test]
+fn an_unknown_steepest_matmul_is_an_error() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let o = steepest_env(
+        &["bench", "--device", "gpu", "--sizes", "64", "--models", "none"],
+        &[("STEEPEST_MATMUL", "fast")],
+    );
+    assert_clean_error(&o, &["STEEPEST_MATMUL", "tiled, register or wide"]);
+}

@@ -172,7 +172,15 @@ fn gather_batch_matches_cpu_exactly() {
     let Some(mut g) = gpu() else { return };
     let mut rng = fastrand::Rng::with_seed(9);
     // (samples, channels, height, width, rows)
-    for &(n, c, h, w, rows) in &[(50, 1, 28, 28, 16), (20, 3, 5, 7, 9), (3, 2, 1, 1, 3)] {
+    // MNIST-sized and CIFAR-sized batches of 128 and 256 (what training gathers), and odd ones.
+    let cases = [
+        (600, 1, 28, 28, 128),
+        (600, 3, 32, 32, 256),
+        (50, 1, 28, 28, 16),
+        (20, 3, 5, 7, 9),
+        (3, 2, 1, 1, 3),
+    ];
+    for &(n, c, h, w, rows) in &cases {
         let sample = c * h * w;
         let images: Vec<u8> = (0..n * sample).map(|_| rng.u8(..)).collect();
         let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();

@@ -267,8 +267,9 @@ fn read_maybe_gzipped(path: &Path, kind: IdxKind) -> Result<Vec<u8>> {
             .try_fold(1u64, |a, d| a.checked_mul(d));
         // An impossible header reads no further: take_data names the shape.
         let limit = declared.unwrap_or(0);
-        crate::device::check_memory(Some(limit), "its declared data", "the file")
-            .map_err(|e| Error::file(path, e.to_string()))?;
+        if let Some(why) = crate::device::memory_shortfall(Some(limit), "its declared data") {
+            return Err(Error::file(path, why));
+        }
         out.reserve((limit as usize).min(gzip_size_hint(&raw)));
         decoder.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(gunzip)?;
     }

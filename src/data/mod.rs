@@ -282,7 +282,8 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
     if !meta.is_file() {
         return Err(Error::file(path, "is not a regular file (a folder, device or FIFO)"));
     }
-    crate::device::check_memory(Some(meta.len()), "reading this file", "the file")
-        .map_err(|e| Error::file(path, e.to_string()))?;
+    if let Some(why) = crate::device::memory_shortfall(Some(meta.len()), "reading it") {
+        return Err(Error::file(path, why));
+    }
     std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))
 }

@@ -203,10 +203,6 @@ pub fn plan(
     MatmulPlan { variant, k_chunk, splits, ranges }
 }
 
-/// `bias_grad` rows per workgroup: 1,024 steps of each of its 4 lanes, far inside llvmpipe's
-/// loop budget; longer columns are summed in chunks and added by `sum_splits`.
-pub const BIAS_GRAD_CHUNK: usize = 4_096;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ pub mod params;
 pub mod profile;
 mod recorder;
 
-use recorder::{Command, MATMUL_TILE};
+use recorder::Command;
 pub use recorder::{GpuBackend, GpuBuf, GpuCounters};
 
 use crate::backend::{
@@ -25,7 +25,11 @@ use crate::backend::{
 };
 use crate::Result;
 use kernels::Kernel;
-use matmul::BIAS_GRAD_CHUNK;
+use matmul::MatmulVariant;
+
+/// `bias_grad` rows per workgroup: 1,024 steps of each of its 4 lanes, far inside llvmpipe's
+/// loop budget; longer columns are summed in chunks and added by `sum_splits`.
+const BIAS_GRAD_CHUNK: usize = 4_096;
 
 /// A `Window` as the WGSL struct lays it out, with the batch size and output size.
 fn window_params(rows: usize, w: &Window) -> params::WindowParams {
@@ -66,7 +70,8 @@ impl Backend for GpuBackend {
 
     /// 64 rows or columns per workgroup, at most max_compute_workgroups_per_dimension of them.
     fn max_matmul_dim(&self) -> usize {
-        self.limits.max_compute_workgroups_per_dimension as usize * MATMUL_TILE
+        let smallest_tile = MatmulVariant::ALL.iter().map(|v| v.tile()).min().unwrap_or(1);
+        self.limits.max_compute_workgroups_per_dimension as usize * smallest_tile
     }
 
     /// Software adapters only (see the trait): batchnorm_stats walks its share twice, plus a

@@ -19,7 +19,6 @@ const SLOT: usize = 256;
 /// Slots per submit before the list is flushed early (a step of a deep model still fits).
 const SLOTS: usize = 512;
 const WORKGROUP: usize = 256;
-pub(super) const MATMUL_TILE: usize = 64;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -101,6 +100,13 @@ impl GpuBackend {
         queue.write_buffer(&table, 0, bytemuck::cast_slice(&pixel_values));
         let pixel_values =
             GpuBuf { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), buffer: table, len: 256 };
+        // For comparing kernels on one's own adapter (`steepest bench` times each anyway).
+        let forced_matmul = match std::env::var("STEEPEST_MATMUL") {
+            Ok(v) => Some(MatmulVariant::parse(&v).ok_or_else(|| {
+                Error::config("STEEPEST_MATMUL", format!("{v:?}; expected tiled, register or wide"))
+            })?),
+            Err(_) => None,
+        };
         Ok(GpuBackend {
             pixel_values,
             device,
@@ -118,9 +124,7 @@ impl GpuBackend {
             conv_scratch: None,
             class,
             // For comparing kernels on one's own adapter (`steepest bench` times each anyway).
-            forced_matmul: std::env::var("STEEPEST_MATMUL")
-                .ok()
-                .and_then(|v| MatmulVariant::parse(&v)),
+            forced_matmul,
             profiler: None,
             counters: GpuCounters::default(),
         })

@@ -76,11 +76,11 @@ impl<B: Backend> Weights<B> {
     fn new(b: &mut B, rng: &mut fastrand::Rng, shape: Vec<usize>, bias: bool) -> Result<Self> {
         // Weight, gradient and two optimizer states, in f32, before anything is allocated.
         let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        crate::device::check_memory(
-            len.and_then(|n| (n as u64).checked_mul(16)),
-            &format!("a layer with weights {shape:?} (weights, gradients, optimizer state)"),
-            "--model",
-        )?;
+        let need = len.and_then(|n| (n as u64).checked_mul(16));
+        let what = format!("a layer with weights {shape:?} (weights, gradients, optimizer state)");
+        if let Some(why) = crate::device::memory_shortfall(need, &what) {
+            return Err(Error::config("--model", why));
+        }
         let len = len.unwrap_or(0);
         let fan_in = len / shape[0];
         let bound = 1.0 / (fan_in as f32).sqrt();
@@ -871,11 +871,11 @@ impl<B: Backend> Workspace<B> {
             .shapes
             .iter()
             .try_fold(model.input_size as u64, |a, s| a.checked_add(2 * s.len() as u64));
-        crate::device::check_memory(
-            per_sample.and_then(|p| p.checked_mul(4 * capacity as u64)),
-            &format!("a batch of {capacity} through this model (activations and gradients)"),
-            "--batch-size",
-        )?;
+        let need = per_sample.and_then(|p| p.checked_mul(4 * capacity as u64));
+        let what = format!("a batch of {capacity} through this model (activations and gradients)");
+        if let Some(why) = crate::device::memory_shortfall(need, &what) {
+            return Err(Error::config("--batch-size", why));
+        }
         let input = b.alloc(capacity * model.input_size)?;
         let mut activations: Vec<B::Buf> = Vec::new();
         let mut grads: Vec<B::Buf> = Vec::new();
