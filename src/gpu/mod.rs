@@ -59,6 +59,27 @@ fn batchnorm_params(rows: usize, channels: usize, pixels: usize) -> params::Batc
     }
 }
 
+impl GpuBackend {
+    /// `out (+)= Σ_s part[s·len..][..len]` over `slices` slices.
+    fn sum_splits(
+        &mut self,
+        part: &GpuBuf,
+        out: &GpuBuf,
+        len: usize,
+        slices: usize,
+        accumulate: bool,
+    ) {
+        let p = params::Reduce {
+            rows: 0,
+            cols: len as u32,
+            chunk: slices as u32,
+            accumulate: accumulate as u32,
+        };
+        let groups = self.groups_1d(len);
+        self.dispatch(Kernel::SumSplits, &[part, out], &p, groups);
+    }
+}
+
 impl Backend for GpuBackend {
     type Buf = GpuBuf;
     type Bytes = GpuBuf;

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::kernels::{Kernel, Pipelines};
 use super::matmul::{self, AdapterClass, MatmulVariant};
-use super::params;
 use super::{context, profile};
 use crate::backend::MatmulForm;
 use crate::{Error, Result};
@@ -233,25 +232,6 @@ impl GpuBackend {
         let s = GpuBuf { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), buffer, len: floats };
         *slot = Some(s.clone());
         s
-    }
-
-    /// `out (+)= Σ_s part[s·len..][..len]` over `slices` slices.
-    pub(super) fn sum_splits(
-        &mut self,
-        part: &GpuBuf,
-        out: &GpuBuf,
-        len: usize,
-        slices: usize,
-        accumulate: bool,
-    ) {
-        let p = params::Reduce {
-            rows: 0,
-            cols: len as u32,
-            chunk: slices as u32,
-            accumulate: accumulate as u32,
-        };
-        let groups = self.groups_1d(len);
-        self.dispatch(Kernel::SumSplits, &[part, out], &p, groups);
     }
 
     /// Waits until every submitted command has finished (for timing).

@@ -961,9 +961,7 @@ impl<B: Backend> Workspace<B> {
             rows,
             data.shape,
         );
-        if let Some((stats, channels, plane)) = &self.normalization {
-            b.normalize(&self.input, stats, rows, *channels, *plane);
-        }
+        self.normalize_input(b, rows);
     }
 
     /// Uploads a batch of u8 pixels and labels and converts the pixels to f32 on the device.
@@ -972,8 +970,13 @@ impl<B: Backend> Workspace<B> {
         b.write_bytes(&self.pixels, pixels);
         b.write_indices(&self.labels, labels);
         b.pixels_to_f32(&self.pixels, &self.input, pixels.len());
+        self.normalize_input(b, labels.len());
+    }
+
+    /// The model's input normalisation over the first `rows` samples of the input, if it has one.
+    fn normalize_input(&self, b: &mut B, rows: usize) {
         if let Some((stats, channels, plane)) = &self.normalization {
-            b.normalize(&self.input, stats, labels.len(), *channels, *plane);
+            b.normalize(&self.input, stats, rows, *channels, *plane);
         }
     }
 }
