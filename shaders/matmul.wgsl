@@ -2,8 +2,8 @@
 // computes a 64×64 tile of C, each thread a 4×4 block, walking its K range in steps of 16
 // through workgroup memory. Tiles that hang over the edge of A, B, C or the K range load zeros
 // and skip their stores. Three entry points, one per storage form (`MatmulForm` in
-// src/backend.rs). The host picks this variant or a faster one (`matmul_register.wgsl`,
-// `matmul_wide.wgsl`) per adapter and shape: src/gpu/matmul.rs.
+// src/backend.rs). The host picks the faster `matmul_register.wgsl` or `matmul_wide.wgsl`
+// (src/gpu/matmul.rs); this one runs only when forced, as the plain reference.
 // CPU twin: src/cpu/matmul.rs. Test: tests/cross_check_matmul.rs.
 
 @group(0) @binding(0) var<uniform> params: MatmulParams;

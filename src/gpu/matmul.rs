@@ -1,12 +1,14 @@
 //! Which matmul kernel runs, and how its K is cut: one `matmul` op, three WGSL variants.
 //!
-//! - `tiled` (shaders/matmul.wgsl): scalar loads through workgroup memory; any shape. The
-//!   fallback wherever the vec4 variants' alignment does not hold.
-//! - `register` (shaders/matmul_register.wgsl): no workgroup memory, no barriers, vec4 loads,
-//!   8×8 outputs per invocation. For software adapters (lavapipe, WARP, SwiftShader), where
-//!   barriers are expensive and scalar loads are fetched lane by lane.
+//! - `register` (shaders/matmul_register.wgsl): no workgroup memory, no barriers, vec4 loads
+//!   (scalar ones for an operand that is not aligned), 8×8 outputs per invocation; any shape.
+//!   For software adapters (lavapipe, WARP, SwiftShader), where barriers are expensive and
+//!   scalar loads are fetched lane by lane, and for misaligned shapes on real GPUs.
 //! - `wide` (shaders/matmul_wide.wgsl): 128×128 tiles through double-buffered workgroup memory,
-//!   vec4 loads, 8×8 outputs per invocation. For real GPUs.
+//!   vec4 loads, 8×8 outputs per invocation. For real GPUs, where both operands are aligned.
+//! - `tiled` (shaders/matmul.wgsl): the first kernel, scalar loads through workgroup memory.
+//!   Never picked any more (a fifth of the others' speed); kept as the plain reference that
+//!   `STEEPEST_MATMUL=tiled` and the benchmarks compare against.
 //!
 //! K is cut into ranges (split-K) when the output has too few tiles to fill the device (a conv
 //! weight gradient is one tile with K = batch × pixels), and always so that no invocation walks
