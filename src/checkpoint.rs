@@ -25,11 +25,17 @@ pub struct CheckpointMeta {
     pub version: Option<String>,
     /// Per-channel input `(mean, std)` the model was trained with.
     pub normalization: Option<(Vec<f32>, Vec<f32>)>,
+    /// The training run's resolved configuration (every `train` flag, as JSON).
+    pub config: Option<serde_json::Value>,
+    /// Resume files only: where the run stood when it was saved.
+    pub progress: Option<crate::train::Progress>,
 }
 
 pub struct Checkpoint {
     pub tensors: HostTensors,
     pub meta: CheckpointMeta,
+    /// A resume file's optimizer state (`optimizer.*` tensors); empty in a plain checkpoint.
+    pub optimizer: HostTensors,
 }
 
 const KEY_MODEL: &str = "steepest.model";
@@ -38,6 +44,20 @@ const KEY_CLASSES: &str = "steepest.class_names";
 const KEY_DATASET: &str = "steepest.dataset";
 const KEY_VERSION: &str = "steepest.version";
 const KEY_NORMALIZE: &str = "steepest.normalize";
+const KEY_CONFIG: &str = "steepest.config";
+const KEY_PROGRESS: &str = "steepest.progress";
+
+/// The prefix of the optimizer's state tensors in a resume file.
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+
+/// Where `--save FILE` keeps what `--resume` needs (the weights, the optimizer state, the
+/// run's position and configuration): `NAME.resume.safetensors` beside `NAME.safetensors`, so
+/// the checkpoint itself stays a plain PyTorch `state_dict` that loads with `strict=True`.
+pub fn resume_path(path: &Path) -> std::path::PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
+    path.with_file_name(format!("{stem}.resume.safetensors"))
+}
 
 /// Writes `tensors` to `path` atomically: into a temporary file beside it, then renamed, so an
 /// interrupted save never leaves a half-written checkpoint under the real name.
@@ -89,6 +109,12 @@ pub fn save(path: &Path, tensors: &HostTensors, meta: &CheckpointMeta) -> Result
     if let Some(d) = &meta.dataset {
         info.insert(KEY_DATASET.to_string(), d.clone());
     }
+    if let Some(c) = &meta.config {
+        info.insert(KEY_CONFIG.to_string(), c.to_string());
+    }
+    if let Some(p) = &meta.progress {
+        info.insert(KEY_PROGRESS.to_string(), serde_json::to_string(p).unwrap_or_default());
+    }
     let data = safetensors::tensor::serialize(views, Some(info))
         .map_err(|e| Error::file(path, format!("could not encode the checkpoint: {e}")))?;
 
@@ -132,7 +158,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let data = crate::data::read_file(path)?;
     let st = SafeTensors::deserialize(&data)
         .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
-    let mut tensors = Vec::new();
+    let mut tensors: HostTensors = Vec::new();
     for name in st.names() {
         let view = st.tensor(name).map_err(|e| Error::file(path, format!("{name}: {e}")))?;
         if name.ends_with(".num_batches_tracked")
@@ -240,7 +266,26 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         }
         None => None,
     };
+    let config = match field(KEY_CONFIG) {
+        Some(s) => Some(serde_json::from_str(&s).map_err(|e| {
+            Error::file(path, format!("metadata {KEY_CONFIG}: {e}; expected a JSON object"))
+        })?),
+        None => None,
+    };
+    let progress = match field(KEY_PROGRESS) {
+        Some(s) => Some(serde_json::from_str(&s).map_err(|e| {
+            Error::file(
+                path,
+                format!(
+                    "metadata {KEY_PROGRESS}: {e}; expected {{\"epoch\", \"in_epoch\", \"step\", \"stats\"}}"
+                ),
+            )
+        })?),
+        None => None,
+    };
     let meta = CheckpointMeta {
+        config,
+        progress,
         normalization,
         model,
         input_shape,
@@ -248,7 +293,16 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         dataset: field(KEY_DATASET),
         version: field(KEY_VERSION),
     };
-    Ok(Checkpoint { tensors, meta })
+    // A resume file carries the optimizer's state beside the weights; keep it apart, so the
+    // file also evaluates and fine-tunes like a plain checkpoint.
+    let mut optimizer = Vec::new();
+    if meta.progress.is_some() {
+        let (opt, model): (Vec<_>, Vec<_>) =
+            tensors.into_iter().partition(|(n, _, _)| n.starts_with(OPTIMIZER_PREFIX));
+        optimizer = opt;
+        tensors = model;
+    }
+    Ok(Checkpoint { tensors, meta, optimizer })
 }
 
 /// Recovers `(spec, input features, classes)` from the tensors of an MLP `nn.Sequential`

@@ -5,7 +5,9 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
 #[command(
@@ -33,7 +35,7 @@ enum Command {
 }
 
 /// Where the data comes from and which device runs the work.
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Serialize, Deserialize)]
 pub struct DataArgs {
     /// synthetic (built in, no download) | mnist | fashion-mnist | cifar10 | idx | folder (one
     /// subfolder of images per class, optionally inside train/ and val/).
@@ -73,9 +75,12 @@ pub struct DataArgs {
     pub limit_test: Option<usize>,
 }
 
-#[derive(Args)]
+/// Every `train` flag; as JSON (field names as keys) it is the run's configuration, stored in
+/// checkpoints and read back by `--resume`.
+#[derive(Args, Clone, Serialize, Deserialize)]
 pub struct TrainArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub data: DataArgs,
     /// linear | mlp:H1[,H2...] (input and output sizes come from the data).
     #[arg(long, default_value = "mlp:256")]
@@ -133,9 +138,20 @@ pub struct TrainArgs {
     /// Start from these weights (safetensors with PyTorch state_dict names).
     #[arg(long)]
     pub init_from: Option<PathBuf>,
-    /// Save the trained weights here (safetensors, PyTorch state_dict names).
+    /// Save the trained weights here (safetensors, PyTorch state_dict names), and beside it
+    /// NAME.resume.safetensors: what --resume needs to continue the run.
     #[arg(long)]
     pub save: Option<PathBuf>,
+    /// Also save every N epochs (the --save file and its resume file, and a copy of the
+    /// weights as NAME.epochE.safetensors), so a crash loses at most N epochs.
+    #[arg(long, value_name = "N")]
+    pub save_every: Option<usize>,
+    /// Continue the run saved in FILE (NAME.safetensors or NAME.resume.safetensors): its
+    /// weights, optimizer state, position, and every flag not given again (--epochs N to
+    /// train longer).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
     /// Append one JSON object per epoch to this file.
     #[arg(long)]
     pub metrics: Option<PathBuf>,
@@ -146,6 +162,10 @@ pub struct TrainArgs {
     /// the end (each submit then waits for its times, so the run itself is slower).
     #[arg(long)]
     pub profile: bool,
+    /// The flags given on the command line (not defaults): those win over a resumed run's.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub given: Vec<String>,
 }
 
 #[derive(Args)]
@@ -207,10 +227,18 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Devices => cli::devices::run(),
-        Command::Train(args) => {
+        Command::Train(mut args) => {
+            if let Some(sub) = matches.subcommand_matches("train") {
+                args.given = sub
+                    .ids()
+                    .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+                    .map(|id| id.to_string())
+                    .collect();
+            }
             cli::interrupt::install();
             cli::train::run(&args)
         }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::backend::{AdamHyper, Backend, RmspropHyper, SgdHyper};
-use crate::nn::Model;
+use crate::nn::{HostTensors, Model};
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +149,83 @@ impl<B: Backend> Optimizer<B> {
             state.push((first, second));
         }
         Ok(Optimizer { config, steps: 0, state })
+    }
+
+    /// The names of a parameter's state tensors, as `torch.optim` calls them (none for plain
+    /// SGD, which keeps no state).
+    fn slot_names(&self) -> [Option<&'static str>; 2] {
+        match self.config.kind {
+            OptimizerKind::Sgd if self.config.momentum == 0.0 => [None, None],
+            OptimizerKind::Sgd | OptimizerKind::Momentum | OptimizerKind::Nesterov => {
+                [Some("momentum_buffer"), None]
+            }
+            OptimizerKind::Adam | OptimizerKind::AdamW => [Some("exp_avg"), Some("exp_avg_sq")],
+            OptimizerKind::Rmsprop if self.config.momentum == 0.0 => [Some("square_avg"), None],
+            OptimizerKind::Rmsprop => [Some("square_avg"), Some("momentum_buffer")],
+        }
+    }
+
+    /// The state a resumed run needs, read back to the host: per parameter its state tensors
+    /// as `optimizer.PARAM.SLOT` (`optimizer.0.weight.exp_avg`, ...) with the parameter's shape.
+    /// The step count travels separately (`steps`).
+    pub fn export(&self, backend: &mut B, model: &Model<B>) -> Result<HostTensors> {
+        let mut out = Vec::new();
+        let slots = self.slot_names();
+        for (param, state) in model.params().iter().zip(&self.state) {
+            for (slot, buf) in slots.iter().zip([&state.0, &state.1]) {
+                if let Some(slot) = slot {
+                    let values = backend.read(buf, param.len())?;
+                    out.push((
+                        format!("optimizer.{}.{slot}", param.name),
+                        param.shape.clone(),
+                        values,
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Loads what [`Optimizer::export`] wrote (every state tensor must be there, with its
+    /// parameter's shape) and the step count; `source` names the file.
+    pub fn import(
+        &mut self,
+        backend: &mut B,
+        model: &Model<B>,
+        tensors: &HostTensors,
+        steps: u64,
+        source: &std::path::Path,
+    ) -> Result<()> {
+        let slots = self.slot_names();
+        for (param, state) in model.params().iter().zip(&self.state) {
+            for (slot, buf) in slots.iter().zip([&state.0, &state.1]) {
+                let Some(slot) = slot else { continue };
+                let name = format!("optimizer.{}.{slot}", param.name);
+                match tensors.iter().find(|(n, _, _)| *n == name) {
+                    Some((_, shape, values)) if *shape == param.shape => backend.write(buf, values),
+                    Some((_, shape, _)) => {
+                        return Err(Error::file(
+                            source,
+                            format!(
+                                "tensor {name:?} has shape {shape:?}; expected {:?}",
+                                param.shape
+                            ),
+                        ))
+                    }
+                    None => {
+                        return Err(Error::file(
+                            source,
+                            format!(
+                                "tensor {name:?} is missing: the file holds no {} state for {}",
+                                self.config.kind, param.name
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+        self.steps = steps;
+        Ok(())
     }
 
     /// One update of every parameter from its gradient, at learning rate `lr`.

@@ -6,12 +6,12 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::data::loader::{Augment, Batcher};
 use crate::data::{Dataset, Split};
-use crate::nn::{DeviceData, Mode, Model, Workspace};
+use crate::nn::{DeviceData, HostTensors, Mode, Model, Workspace};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::schedule::{LrSchedule, Schedule};
 use crate::{Error, Result};
@@ -30,6 +30,39 @@ pub struct TrainConfig {
     pub report_every: usize,
     /// Training-time augmentation of the batches.
     pub augment: Augment,
+    /// Continue a saved run (`--resume`): the model already holds its weights; this is the
+    /// rest of its state.
+    pub resume: Option<std::sync::Arc<Resume>>,
+}
+
+/// Where a run stands: with the weights and the optimizer state, enough to continue it exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Epochs finished.
+    pub epoch: usize,
+    /// Steps of the next epoch already taken (a run stopped inside an epoch).
+    pub in_epoch: usize,
+    /// Steps taken in all (the optimizer's step count, the schedule's position).
+    pub step: usize,
+    /// The unfinished epoch's running `[Σ loss, #correct, #samples]`.
+    pub stats: [f32; 3],
+}
+
+/// What a saved run continues from (besides the weights, which the caller imports).
+#[derive(Clone, Debug)]
+pub struct Resume {
+    pub progress: Progress,
+    /// The optimizer's state tensors ([`Optimizer::export`]).
+    pub optimizer: HostTensors,
+    /// The file it came from, for error messages.
+    pub source: std::path::PathBuf,
+}
+
+/// A run's whole state at one moment, read back for saving.
+pub struct Snapshot {
+    pub progress: Progress,
+    pub model: HostTensors,
+    pub optimizer: HostTensors,
 }
 
 impl TrainConfig {
@@ -45,6 +78,7 @@ impl TrainConfig {
             drop_last: false,
             report_every: 0,
             augment: Augment::default(),
+            resume: None,
         }
     }
 }
@@ -100,6 +134,15 @@ pub trait Observer {
     /// weights are those after that step).
     fn should_stop(&self) -> bool {
         false
+    }
+    /// Whether to read the run's state back and hand it to [`Observer::snapshot`] after
+    /// `epoch` (`last`: the final epoch, or a run stopping early by `should_stop`).
+    fn wants_snapshot(&self, _epoch: usize, _last: bool) -> bool {
+        false
+    }
+    /// The run's state, when `wants_snapshot` asked for it; an error ends the run.
+    fn snapshot(&mut self, _snapshot: Snapshot) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -257,6 +300,34 @@ pub fn train<B: Backend>(
     let train_stats = backend.alloc(3)?;
     let eval_stats = backend.alloc(3)?;
     let mut optimizer = Optimizer::new(backend, cfg.optimizer, model)?;
+    let start = match &cfg.resume {
+        Some(r) => {
+            let p = r.progress;
+            if p.epoch >= cfg.epochs && p.in_epoch == 0 {
+                return Err(Error::file(
+                    &r.source,
+                    format!(
+                        "the run already trained {} epochs; pass --epochs above {} to continue it",
+                        p.epoch, p.epoch
+                    ),
+                ));
+            }
+            if p.in_epoch > steps_per_epoch || p.step != p.epoch * steps_per_epoch + p.in_epoch {
+                return Err(Error::file(
+                    &r.source,
+                    format!(
+                        "its run stopped at step {} (epoch {}, {} steps into the next), which does \
+                         not fit {steps_per_epoch} steps per epoch: the data set, --batch-size or \
+                         --drop-last differ from the saved run's",
+                        p.step, p.epoch, p.in_epoch
+                    ),
+                ));
+            }
+            optimizer.import(backend, model, &r.optimizer, p.step as u64, &r.source)?;
+            p
+        }
+        None => Progress::default(),
+    };
     let schedule = LrSchedule {
         base_lr: cfg.optimizer.lr,
         schedule: cfg.schedule,
@@ -267,16 +338,26 @@ pub fn train<B: Backend>(
     // Init draws from `seed`; the shuffle from its own stream, so both backends see the same
     // batches whatever the model.
     let mut shuffle_rng = fastrand::Rng::with_seed(cfg.seed ^ 0x5EED_5AFF_1E00_0000);
+    // A resumed run makes the finished epochs' draws again (shuffles, augmentation), so that
+    // the epochs to come see the batches an uninterrupted run would.
+    for _ in 0..start.epoch {
+        batches.skip_epoch(cfg.shuffle.then_some(&mut shuffle_rng));
+    }
     let mut reports = Vec::new();
-    let mut step = 0;
-    let mut last_finite: Option<(usize, crate::nn::HostTensors)> = None;
-    for epoch in 1..=cfg.epochs {
+    let mut step = start.step;
+    let mut last_finite: Option<(usize, HostTensors)> = None;
+    for epoch in start.epoch + 1..=cfg.epochs {
         let started = Instant::now();
         observer.epoch_started(epoch, steps_per_epoch);
-        backend.fill_zero(&train_stats);
-        batches.start_epoch(cfg.shuffle.then_some(&mut shuffle_rng));
-        let mut lr = schedule.lr(step);
         let mut in_epoch = 0;
+        if epoch == start.epoch + 1 && start.in_epoch > 0 {
+            in_epoch = start.in_epoch;
+            backend.write(&train_stats, &start.stats);
+        } else {
+            backend.fill_zero(&train_stats);
+        }
+        batches.start_epoch_at(cfg.shuffle.then_some(&mut shuffle_rng), in_epoch);
+        let mut lr = schedule.lr(step);
         loop {
             let rows = match &resident {
                 Some(d) => match batches.next_codes() {
@@ -305,6 +386,20 @@ pub fn train<B: Backend>(
             };
             observer.step_done(in_epoch, running);
             if observer.should_stop() {
+                if observer.wants_snapshot(epoch - 1, true) {
+                    let stats = backend.read(&train_stats, 3)?;
+                    let progress = Progress {
+                        epoch: epoch - 1,
+                        in_epoch,
+                        step,
+                        stats: [stats[0], stats[1], stats[2]],
+                    };
+                    observer.snapshot(Snapshot {
+                        progress,
+                        model: model.export(backend)?,
+                        optimizer: optimizer.export(backend, model)?,
+                    })?;
+                }
                 return Err(Error::Interrupted { epoch, step });
             }
         }
@@ -350,6 +445,14 @@ pub fn train<B: Backend>(
         };
         observer.epoch_done(&report);
         reports.push(report);
+        if observer.wants_snapshot(epoch, epoch == cfg.epochs) {
+            let progress = Progress { epoch, in_epoch: 0, step, stats: [0.0; 3] };
+            observer.snapshot(Snapshot {
+                progress,
+                model: model.export(backend)?,
+                optimizer: optimizer.export(backend, model)?,
+            })?;
+        }
     }
     Ok(reports)
 }

@@ -44,6 +44,7 @@ fn save_then_load_gives_identical_predictions_and_pytorch_names() {
         dataset: Some("synthetic".into()),
         version: None,
         normalization: Some((vec![0.25], vec![0.5])),
+        ..Default::default()
     };
     checkpoint::save(&path, &model.export(&mut cpu).unwrap(), &meta).unwrap();
 

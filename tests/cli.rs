@@ -653,6 +653,18 @@ fn ctrl_c_stops_after_the_step_and_saves() {
     let ckpt = steepest::checkpoint::load(&save).unwrap();
     assert!(ckpt.tensors.iter().all(|(_, _, v)| v.iter().all(|x| x.is_finite())));
     assert!(std::fs::read_to_string(&metrics).unwrap().lines().count() >= 1);
+    // The optimizer state and the position went beside the weights, and the run continues.
+    let r = steepest::checkpoint::load(&dir.join("w.resume.safetensors")).unwrap();
+    let p = r.meta.progress.expect("progress in the resume file");
+    assert!(p.epoch >= 1 && p.step >= 4 * p.epoch, "{p:?}");
+    let (out, _) = run_ok(&[
+        "train",
+        "--resume",
+        save.to_str().unwrap(),
+        "--epochs",
+        &(p.epoch + 1).to_string(),
+    ]);
+    assert!(out.contains("resuming") && out.contains(&format!("epoch {}/", p.epoch + 1)), "{out}");
 }
 
 /// A mistyped kernel override is an error naming the variable, not silently ignored.

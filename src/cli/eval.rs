@@ -116,6 +116,7 @@ fn evaluate_on<B: Backend>(
             class_names: Some(data.class_names.clone()),
             ..ckpt.meta.clone()
         },
+        optimizer: Vec::new(),
     };
     let (model, _) = ckpt.restore(b, &args.weights)?;
     train::confusion(b, &model, &data.test, 1000)

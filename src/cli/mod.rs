@@ -75,6 +75,26 @@ pub fn open_device(device: &str, adapter: Option<&str>) -> Result<AnyBackend> {
 #[derive(Clone, Copy, Debug)]
 pub struct ImageSize(pub usize, pub usize);
 
+impl std::fmt::Display for ImageSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.0, self.1)
+    }
+}
+
+// As the flag writes it ("96x64"), in stored run configurations.
+impl serde::Serialize for ImageSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ImageSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for ImageSize {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {

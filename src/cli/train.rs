@@ -1,17 +1,18 @@
 //! `steepest train`.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use steepest::device::AnyBackend;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use steepest::backend::Backend;
-use steepest::checkpoint::{self, CheckpointMeta};
+use steepest::checkpoint::{self, Checkpoint, CheckpointMeta};
 use steepest::data::Dataset;
 use steepest::nn::{Model, ModelSpec};
 use steepest::optim::{OptimizerConfig, OptimizerKind};
 use steepest::schedule::Schedule;
-use steepest::train::{self, EpochReport, Metrics, Observer, TrainConfig};
+use steepest::train::{self, EpochReport, Metrics, Observer, Resume, Snapshot, TrainConfig};
 use steepest::{with_backend, Error, Result};
 
 use crate::TrainArgs;
@@ -20,6 +21,17 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if args.model == "help" {
         print_model_help();
         return Ok(());
+    }
+    let resumed = match &args.resume {
+        Some(path) => Some(open_resume(path, args)?),
+        None => None,
+    };
+    let args = resumed.as_ref().map_or(args, |r| &r.args);
+    if args.save_every == Some(0) {
+        return Err(Error::config("--save-every", "must be at least 1 (epochs)"));
+    }
+    if args.save_every.is_some() && args.save.is_none() {
+        return Err(Error::config("--save-every", "needs --save FILE to know where to save"));
     }
     // Check every flag before the slow parts (data, device) start.
     let spec: ModelSpec = args.model.parse()?;
@@ -64,7 +76,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             false
         }
     };
-    let steps = with_backend!(&mut backend, b => train_on(b, args, &spec, &cfg, &data))?;
+    let steps =
+        with_backend!(&mut backend, b => train_on(b, args, &spec, &cfg, &data, resumed.as_ref()))?;
     if let (true, AnyBackend::Gpu(g)) = (profiling, &mut backend) {
         let report = g.stop_profiling();
         super::bench::print_profile(
@@ -111,7 +124,100 @@ fn config(args: &TrainArgs) -> Result<TrainConfig> {
         drop_last: args.drop_last,
         report_every: 0,
         augment: args.augment.parse()?,
+        resume: None,
     })
+}
+
+/// A saved run to continue: its file and the flags it ran with, merged with this command's.
+struct Resumed {
+    args: TrainArgs,
+    ckpt: Checkpoint,
+    source: PathBuf,
+}
+
+/// Flags a resumed run never takes from the saved one: how this invocation prints and runs,
+/// and what only the first run's start read.
+const NOT_RESUMED: [&str; 4] = ["quiet", "profile", "init_from", "download"];
+
+/// Reads `--resume FILE` (a checkpoint, whose NAME.resume.safetensors is read, or that file
+/// itself) and takes every flag from the saved run that this command does not give again.
+fn open_resume(path: &Path, args: &TrainArgs) -> Result<Resumed> {
+    if args.init_from.is_some() {
+        return Err(Error::config(
+            "--init-from",
+            "--resume continues a run from its own weights; give one of the two",
+        ));
+    }
+    let is_resume_file = path.to_string_lossy().ends_with(".resume.safetensors");
+    let source = if is_resume_file { path.to_path_buf() } else { checkpoint::resume_path(path) };
+    if !source.exists() {
+        return Err(Error::file(
+            path,
+            format!(
+                "--resume: {} does not exist; `train --save {}` writes it beside the weights",
+                source.display(),
+                path.display()
+            ),
+        ));
+    }
+    let ckpt = checkpoint::load(&source)?;
+    let (Some(progress), Some(stored)) = (&ckpt.meta.progress, &ckpt.meta.config) else {
+        return Err(Error::file(
+            &source,
+            "--resume: no steepest.progress and steepest.config metadata; expected the \
+             NAME.resume.safetensors that `train --save NAME.safetensors` writes",
+        ));
+    };
+    let serde_json::Value::Object(stored) = stored else {
+        return Err(Error::file(&source, "metadata steepest.config: expected a JSON object"));
+    };
+    let mut merged = serde_json::to_value(args)
+        .map_err(|e| Error::config("--resume", format!("cannot encode the flags: {e}")))?;
+    let serde_json::Value::Object(map) = &mut merged else {
+        return Err(Error::config("--resume", "the flags did not encode as an object"));
+    };
+    for (key, saved) in stored {
+        if NOT_RESUMED.contains(&key.as_str()) || !map.contains_key(key) {
+            continue;
+        }
+        if args.given.contains(key) {
+            if map.get(key) != Some(saved) {
+                let now = map.get(key).map(|v| v.to_string()).unwrap_or_default();
+                eprintln!(
+                    "note: --resume: --{} {now} (the saved run had {saved})",
+                    key.replace('_', "-")
+                );
+            }
+        } else {
+            map.insert(key.clone(), saved.clone());
+        }
+    }
+    let mut merged: TrainArgs = serde_json::from_value(merged)
+        .map_err(|e| Error::file(&source, format!("metadata steepest.config: {e}")))?;
+    merged.given = args.given.clone();
+    merged.resume = args.resume.clone();
+    if merged.schedule == "cosine" && stored.get("epochs") != Some(&merged.epochs.into()) {
+        eprintln!(
+            "note: --resume: the cosine schedule now spans {} epochs, so the rates from here on \
+             differ from the saved run's plan",
+            merged.epochs
+        );
+    }
+    if !args.quiet {
+        println!(
+            "resuming {}: {} epochs{} and {} steps done; training to epoch {}",
+            source.display(),
+            progress.epoch,
+            if progress.in_epoch > 0 {
+                format!(" (+{} steps of the next)", progress.in_epoch)
+            } else {
+                String::new()
+            },
+            progress.step,
+            merged.epochs
+        );
+    }
+    Ok(Resumed { args: merged, ckpt, source })
 }
 
 fn train_on<B: Backend>(
@@ -120,10 +226,25 @@ fn train_on<B: Backend>(
     spec: &ModelSpec,
     cfg: &TrainConfig,
     data: &Dataset,
+    resumed: Option<&Resumed>,
 ) -> Result<usize> {
     let mut model = Model::new(b, spec, data.input_shape(), data.num_classes, cfg.seed)?;
     if let Some((mean, std)) = normalization(&args.normalize, data)? {
         model.set_normalization(b, &mean, &std)?;
+    }
+    let mut cfg = cfg.clone();
+    if let Some(r) = resumed {
+        model.import(b, &r.ckpt.tensors, &r.source.display().to_string())?;
+        if let Some((mean, std)) = &r.ckpt.meta.normalization {
+            model
+                .set_normalization(b, mean, std)
+                .map_err(|e| Error::file(&r.source, format!("metadata normalization: {e}")))?;
+        }
+        cfg.resume = Some(Arc::new(Resume {
+            progress: r.ckpt.meta.progress.unwrap_or_default(),
+            optimizer: r.ckpt.optimizer.clone(),
+            source: r.source.clone(),
+        }));
     }
     if let Some(path) = &args.init_from {
         let ckpt = checkpoint::load(path)?;
@@ -185,7 +306,6 @@ fn train_on<B: Backend>(
         None => None,
     };
     let show_bar = say && std::io::stderr().is_terminal();
-    let mut cfg = cfg.clone();
     if show_bar {
         cfg.report_every = 50;
     }
@@ -196,7 +316,12 @@ fn train_on<B: Backend>(
         epochs: cfg.epochs,
         metrics: metrics_file.zip(args.metrics.clone()),
         metrics_error: None,
-        saving: args.save.is_some(),
+        saver: args.save.as_ref().map(|path| Saver {
+            path: path.clone(),
+            every: args.save_every,
+            meta: checkpoint_meta(&model, data, args),
+            say,
+        }),
     };
     let reports = match train::train(b, &model, data, &cfg, &mut obs) {
         Ok(r) => r,
@@ -207,7 +332,11 @@ fn train_on<B: Backend>(
                 if restored.is_empty() {
                     eprintln!("note: not saved: no epoch finished with a finite loss");
                 } else {
-                    save(b, &model, data, path)?;
+                    checkpoint::save(
+                        path,
+                        &model.export(b)?,
+                        &checkpoint_meta(&model, data, args),
+                    )?;
                     eprintln!("note: saved the last finite weights to {}", path.display());
                 }
             }
@@ -217,10 +346,15 @@ fn train_on<B: Backend>(
             if let Some(bar) = obs.bar.take() {
                 bar.finish_and_clear();
             }
-            // The finished epochs' metrics are already written; keep the weights too.
+            // The finished epochs' metrics are already written, and the weights and the
+            // optimizer state were saved as the run stopped (`Reporter::snapshot`).
             if let Some(path) = &args.save {
-                save(b, &model, data, path)?;
-                eprintln!("note: {e}; saved the weights to {}", path.display());
+                eprintln!(
+                    "note: {e}; saved the weights to {}; `steepest train --resume {}` continues \
+                     the run",
+                    path.display(),
+                    path.display()
+                );
             } else {
                 eprintln!("note: {e}; nothing saved (no --save)");
             }
@@ -228,12 +362,6 @@ fn train_on<B: Backend>(
         }
         Err(e) => return Err(e),
     };
-    if let Some(path) = &args.save {
-        save(b, &model, data, path)?;
-        if say {
-            println!("saved {}", path.display());
-        }
-    }
     if let Some(e) = obs.metrics_error {
         return Err(e);
     }
@@ -293,17 +421,63 @@ fn print_summary<B: Backend>(model: &Model<B>) {
     println!("  total parameters: {}", model.num_params());
 }
 
-fn save<B: Backend>(b: &mut B, model: &Model<B>, data: &Dataset, path: &Path) -> Result<()> {
-    let tensors = model.export(b)?;
-    let meta = CheckpointMeta {
+/// What a checkpoint of this run says besides its tensors: the model, data and the run's
+/// resolved flags.
+fn checkpoint_meta<B: Backend>(
+    model: &Model<B>,
+    data: &Dataset,
+    args: &TrainArgs,
+) -> CheckpointMeta {
+    CheckpointMeta {
         model: Some(model.spec.clone()),
         input_shape: Some([data.channels, data.height, data.width]),
         class_names: Some(data.class_names.clone()),
         dataset: Some(data.name.clone()),
         version: None,
         normalization: model.normalization.as_ref().map(|(m, s, _)| (m.clone(), s.clone())),
-    };
-    checkpoint::save(path, &tensors, &meta)
+        config: serde_json::to_value(args).ok(),
+        progress: None,
+    }
+}
+
+/// `--save` (and `--save-every`): writes the weights and, beside them, the resume file.
+struct Saver {
+    path: PathBuf,
+    every: Option<usize>,
+    meta: CheckpointMeta,
+    say: bool,
+}
+
+impl Saver {
+    fn due(&self, epoch: usize, last: bool) -> bool {
+        last || self.every.is_some_and(|n| epoch.is_multiple_of(n))
+    }
+
+    /// The resume file first, then the weights: each is written atomically, and each alone is
+    /// whole (the resume file holds the weights too).
+    fn save(&mut self, snap: Snapshot) -> Result<()> {
+        let resume = checkpoint::resume_path(&self.path);
+        let mut all = snap.model.clone();
+        all.extend(snap.optimizer);
+        let meta = CheckpointMeta { progress: Some(snap.progress), ..self.meta.clone() };
+        checkpoint::save(&resume, &all, &meta)?;
+        checkpoint::save(&self.path, &snap.model, &self.meta)?;
+        let epoch = snap.progress.epoch;
+        let mut copy = None;
+        if snap.progress.in_epoch == 0 && self.every.is_some_and(|n| epoch.is_multiple_of(n)) {
+            let name = self.path.file_name().map(|n| n.to_string_lossy().to_string());
+            let name = name.unwrap_or_default();
+            let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
+            let path = self.path.with_file_name(format!("{stem}.epoch{epoch}.safetensors"));
+            checkpoint::save(&path, &snap.model, &self.meta)?;
+            copy = Some(path);
+        }
+        if self.say {
+            let copy = copy.map(|p| format!(", {}", p.display())).unwrap_or_default();
+            println!("saved {}{copy} (and {} for --resume)", self.path.display(), resume.display());
+        }
+        Ok(())
+    }
 }
 
 /// Prints a progress bar (on a terminal) and one summary line per epoch.
@@ -316,8 +490,8 @@ struct Reporter {
     /// (and training goes on, so that `--save` still keeps the model).
     metrics: Option<(std::fs::File, std::path::PathBuf)>,
     metrics_error: Option<Error>,
-    /// `--save` was given: keep the last finite weights in case the run diverges.
-    saving: bool,
+    /// `--save`: keeps the last finite weights in case the run diverges, and saves the run.
+    saver: Option<Saver>,
 }
 
 impl Observer for Reporter {
@@ -346,7 +520,21 @@ impl Observer for Reporter {
     }
 
     fn keeps_last_finite(&self) -> bool {
-        self.saving
+        self.saver.is_some()
+    }
+
+    fn wants_snapshot(&self, epoch: usize, last: bool) -> bool {
+        self.saver.as_ref().is_some_and(|s| s.due(epoch, last))
+    }
+
+    fn snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        match &mut self.saver {
+            Some(s) => s.save(snapshot),
+            None => Ok(()),
+        }
     }
 
     fn should_stop(&self) -> bool {

@@ -178,6 +178,35 @@ impl<'a> Batcher<'a> {
     /// epoch's augmentation up front, so decoding threads apply the same shifts as the
     /// in-memory path would.
     pub fn start_epoch(&mut self, rng: Option<&mut fastrand::Rng>) {
+        self.start_epoch_at(rng, 0);
+    }
+
+    /// [`Batcher::start_epoch`], then skips the epoch's first `done` batches without reading
+    /// them: where a resumed run left off inside an epoch.
+    pub fn start_epoch_at(&mut self, rng: Option<&mut fastrand::Rng>, done: usize) {
+        self.draw_epoch(rng);
+        let visits = self.samples_per_epoch();
+        self.pos = done.saturating_mul(self.batch_size).min(visits);
+        if let Some(files) = &self.split.files {
+            self.prefetch = Some(Prefetch::start(
+                files.clone(),
+                self.split.labels[..self.split.len].to_vec(),
+                self.order[self.pos..visits].to_vec(),
+                self.plan.get(self.pos..).unwrap_or_default().to_vec(),
+                self.batch_size,
+                self.augment.as_ref().map(|(_, _, s)| *s),
+            ));
+        }
+    }
+
+    /// Makes the draws of a whole epoch (its shuffle and augmentation) without visiting it, so
+    /// that a resumed run's later epochs see the same batches as an uninterrupted run.
+    pub fn skip_epoch(&mut self, rng: Option<&mut fastrand::Rng>) {
+        self.draw_epoch(rng);
+        self.pos = self.split.len;
+    }
+
+    fn draw_epoch(&mut self, rng: Option<&mut fastrand::Rng>) {
         self.prefetch = None;
         if let Some(rng) = rng {
             rng.shuffle(&mut self.order);
@@ -193,16 +222,6 @@ impl<'a> Batcher<'a> {
                 let flip = a.flip && rng.bool();
                 self.plan.push(Shift { dy, dx, flip });
             }
-        }
-        if let Some(files) = &self.split.files {
-            self.prefetch = Some(Prefetch::start(
-                files.clone(),
-                self.split.labels[..self.split.len].to_vec(),
-                self.order[..visits].to_vec(),
-                self.plan.clone(),
-                self.batch_size,
-                self.augment.as_ref().map(|(_, _, s)| *s),
-            ));
         }
     }
 
