@@ -121,7 +121,11 @@ pub fn save(path: &Path, tensors: &HostTensors, meta: &CheckpointMeta) -> Result
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     remove_stale_temp_files(dir, &file_name);
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    // PID (for the stale-file sweep) and a per-process count: two saves to one path from one
+    // process (threads) must not share a temporary file.
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{file_name}.{}.{n}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&data)?;
@@ -134,16 +138,18 @@ pub fn save(path: &Path, tensors: &HostTensors, meta: &CheckpointMeta) -> Result
     })
 }
 
-/// Removes `.NAME.PID.tmp` files that a killed save left behind, when process PID is gone
+/// Removes `.NAME.PID.N.tmp` files that a killed save left behind, when process PID is gone
 /// (Linux: no /proc/PID), so they do not pile up run after run.
 fn remove_stale_temp_files(dir: &Path, file_name: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let prefix = format!(".{file_name}.");
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some(pid) = name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")) else {
+        let Some(rest) = name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")) else {
             continue;
         };
+        // `PID.N` (`PID` from older versions).
+        let pid = rest.split('.').next().unwrap_or(rest);
         let alive = pid
             .parse::<u32>()
             .map_or(true, |p| p == std::process::id() || Path::new(&format!("/proc/{p}")).exists());
