@@ -152,9 +152,12 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
-    /// Append one JSON object per epoch to this file.
+    /// Append one JSON object per epoch to this file (and per --log-every steps).
     #[arg(long)]
     pub metrics: Option<PathBuf>,
+    /// Also append the running train loss and accuracy to --metrics every N steps.
+    #[arg(long, value_name = "STEPS")]
+    pub log_every: Option<usize>,
     /// Print only errors.
     #[arg(long)]
     pub quiet: bool,
@@ -166,6 +169,9 @@ pub struct TrainArgs {
     #[arg(skip)]
     #[serde(skip)]
     pub given: Vec<String>,
+    /// The run's id, written in every metrics line (kept by --resume: one run, one id).
+    #[arg(skip)]
+    pub run_id: Option<String>,
 }
 
 #[derive(Args)]

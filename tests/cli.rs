@@ -556,6 +556,43 @@ fn metrics_file_has_one_line_per_epoch() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"].as_u64().unwrap())
         .collect();
     assert_eq!(epochs, [1, 2]);
+
+    // --log-every adds the running loss every N steps; every line names its run, and a second
+    // run appended to the same file has another id.
+    run_ok(&[
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "256",
+        "--limit-test",
+        "64",
+        "--batch-size",
+        "32",
+        "--log-every",
+        "3",
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ]);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let runs: std::collections::BTreeSet<&str> =
+        lines.iter().map(|l| l["run"].as_str().unwrap()).collect();
+    assert_eq!(runs.len(), 2, "{lines:?}");
+    let second: Vec<&serde_json::Value> = lines[2..].iter().collect();
+    let steps: Vec<u64> = second
+        .iter()
+        .filter(|l| l["kind"] == "step")
+        .map(|l| l["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [3, 6], "8 steps, a line every 3");
+    assert!(second.iter().all(|l| l["train_loss"].as_f64().unwrap().is_finite()));
+    assert_eq!(second.last().unwrap()["kind"], "epoch");
 }
 
 /// Values that used to panic, abort or quietly mean something else are clear errors before any

@@ -208,6 +208,7 @@ fn cli_resume_matches_the_uninterrupted_run() {
         .collect();
     let epochs: Vec<u64> = lines.iter().map(|l| l["epoch"].as_u64().unwrap()).collect();
     assert_eq!(epochs, [1, 2, 3, 4], "metrics continue in the same file");
+    assert!(lines.iter().all(|l| l["run"] == lines[0]["run"]), "a resumed run keeps its id");
 
     // Nothing left to do is an error naming the flag to change.
     let o = steepest(&["train", "--resume", &s(&part)]);

@@ -26,7 +26,17 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         Some(path) => Some(open_resume(path, args)?),
         None => None,
     };
-    let args = resumed.as_ref().map_or(args, |r| &r.args);
+    let mut args = resumed.as_ref().map_or(args, |r| &r.args).clone();
+    if args.run_id.is_none() {
+        args.run_id = Some(new_run_id());
+    }
+    let args = &args;
+    if args.log_every == Some(0) {
+        return Err(Error::config("--log-every", "must be at least 1 (steps)"));
+    }
+    if args.log_every.is_some() && args.metrics.is_none() {
+        return Err(Error::config("--log-every", "needs --metrics FILE to write to"));
+    }
     if args.save_every == Some(0) {
         return Err(Error::config("--save-every", "must be at least 1 (epochs)"));
     }
@@ -306,7 +316,9 @@ fn train_on<B: Backend>(
         None => None,
     };
     let show_bar = say && std::io::stderr().is_terminal();
-    if show_bar {
+    if let Some(n) = args.log_every {
+        cfg.report_every = n;
+    } else if show_bar {
         cfg.report_every = 50;
     }
     let mut obs = Reporter {
@@ -315,6 +327,9 @@ fn train_on<B: Backend>(
         say,
         epochs: cfg.epochs,
         metrics: metrics_file.zip(args.metrics.clone()),
+        log_every: args.log_every,
+        run_id: args.run_id.clone().unwrap_or_default(),
+        epoch: 0,
         metrics_error: None,
         saver: args.save.as_ref().map(|path| Saver {
             path: path.clone(),
@@ -489,13 +504,61 @@ struct Reporter {
     /// `--metrics`: one line appended and flushed per epoch; the first write error is kept
     /// (and training goes on, so that `--save` still keeps the model).
     metrics: Option<(std::fs::File, std::path::PathBuf)>,
+    /// `--log-every`: also a line per this many steps.
+    log_every: Option<usize>,
+    /// In every metrics line, so that runs appended to one file stay apart.
+    run_id: String,
+    /// The epoch under way.
+    epoch: usize,
     metrics_error: Option<Error>,
     /// `--save`: keeps the last finite weights in case the run diverges, and saves the run.
     saver: Option<Saver>,
 }
 
+impl Reporter {
+    /// Appends and flushes one line; the first failure is kept and ends writing (training goes
+    /// on, so that `--save` still keeps the model).
+    fn write_metrics(&mut self, line: &serde_json::Value) {
+        if let (Some((file, path)), None) = (&mut self.metrics, &self.metrics_error) {
+            if let Err(e) = writeln!(file, "{line}").and_then(|_| file.flush()) {
+                eprintln!(
+                    "warning: --metrics {}: write failed ({e}); training goes on",
+                    path.display()
+                );
+                self.metrics_error = Some(Error::file(path.clone(), format!("write failed: {e}")));
+            }
+        }
+    }
+}
+
+/// A run's id: UTC start time and process id, e.g. `20261130-041522-4711`.
+fn new_run_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}-{}",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        std::process::id()
+    )
+}
+
 impl Observer for Reporter {
     fn epoch_started(&mut self, epoch: usize, steps: usize) {
+        self.epoch = epoch;
         if self.show_bar {
             let bar = ProgressBar::new(steps as u64);
             bar.set_style(
@@ -510,7 +573,21 @@ impl Observer for Reporter {
         }
     }
 
-    fn step_done(&mut self, _step: usize, running: Option<Metrics>) {
+    fn step_done(&mut self, step: usize, running: Option<Metrics>) {
+        if let (Some(m), Some(n)) = (running, self.log_every) {
+            if step.is_multiple_of(n) {
+                let line = serde_json::json!({
+                    "run": self.run_id,
+                    "kind": "step",
+                    "epoch": self.epoch,
+                    "step": step,
+                    "train_loss": m.loss,
+                    "train_acc": m.accuracy,
+                    "samples": m.samples,
+                });
+                self.write_metrics(&line);
+            }
+        }
         if let Some(bar) = &self.bar {
             bar.inc(1);
             if let Some(m) = running {
@@ -545,16 +622,13 @@ impl Observer for Reporter {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        if let (Some((file, path)), None) = (&mut self.metrics, &self.metrics_error) {
-            let line = serde_json::to_string(r).unwrap_or_default();
-            if let Err(e) = writeln!(file, "{line}").and_then(|_| file.flush()) {
-                eprintln!(
-                    "warning: --metrics {}: write failed ({e}); training goes on",
-                    path.display()
-                );
-                self.metrics_error = Some(Error::file(path.clone(), format!("write failed: {e}")));
-            }
+        let mut line = serde_json::json!({ "run": self.run_id, "kind": "epoch" });
+        if let (Some(map), Ok(serde_json::Value::Object(fields))) =
+            (line.as_object_mut(), serde_json::to_value(r))
+        {
+            map.extend(fields);
         }
+        self.write_metrics(&line);
         if self.say {
             let test = match (r.test_loss, r.test_acc) {
                 (Some(l), Some(a)) => format!("test loss {l:.4} acc {:.2}%", 100.0 * a),
