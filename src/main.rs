@@ -146,6 +146,21 @@ pub struct TrainArgs {
     /// weights as NAME.epochE.safetensors), so a crash loses at most N epochs.
     #[arg(long, value_name = "N")]
     pub save_every: Option<usize>,
+    /// Keep the best epoch's weights in --save (by --best-by), not the last epoch's; the
+    /// resume file still holds the latest state.
+    #[arg(long)]
+    pub save_best: bool,
+    /// What makes an epoch the best: accuracy (test accuracy, higher) | loss (test loss, lower);
+    /// the training set's when there is no test set.
+    #[arg(long, default_value = "accuracy")]
+    pub best_by: String,
+    /// Stop after N epochs in a row without a new best (by --best-by).
+    #[arg(long, value_name = "N")]
+    pub early_stop: Option<usize>,
+    /// Print the end-of-run summary as one JSON object on stdout (the report goes to stderr).
+    #[arg(long)]
+    #[serde(skip)]
+    pub json: bool,
     /// Continue the run saved in FILE (NAME.safetensors or NAME.resume.safetensors): its
     /// weights, optimizer state, position, and every flag not given again (--epochs N to
     /// train longer).

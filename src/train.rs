@@ -33,6 +33,44 @@ pub struct TrainConfig {
     /// Continue a saved run (`--resume`): the model already holds its weights; this is the
     /// rest of its state.
     pub resume: Option<std::sync::Arc<Resume>>,
+    /// What makes an epoch the best so far (`EpochReport::best`, `--save-best`).
+    pub best_by: BestBy,
+    /// Stop when this many epochs in a row were not the best (`--early-stop N`).
+    pub early_stop: Option<usize>,
+}
+
+/// How epochs are compared: the test split's accuracy (higher is better) or loss (lower is
+/// better); the training split's when there is no test split.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BestBy {
+    #[default]
+    Accuracy,
+    Loss,
+}
+
+impl std::str::FromStr for BestBy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "accuracy" | "acc" => Ok(BestBy::Accuracy),
+            "loss" => Ok(BestBy::Loss),
+            _ => Err(Error::config(
+                "--best-by",
+                format!("unknown value {s:?}; expected accuracy or loss"),
+            )),
+        }
+    }
+}
+
+impl BestBy {
+    /// The compared value of an epoch, as a score where higher is better.
+    pub fn score(self, r: &EpochReport) -> f32 {
+        match self {
+            BestBy::Accuracy => r.test_acc.unwrap_or(r.train_acc),
+            BestBy::Loss => -r.test_loss.unwrap_or(r.train_loss),
+        }
+    }
 }
 
 /// Where a run stands: with the weights and the optimizer state, enough to continue it exactly.
@@ -46,6 +84,11 @@ pub struct Progress {
     pub step: usize,
     /// The unfinished epoch's running `[Σ loss, #correct, #samples]`.
     pub stats: [f32; 3],
+    /// The best epoch so far and its score ([`BestBy::score`]); 0 before any.
+    #[serde(default)]
+    pub best_epoch: usize,
+    #[serde(default)]
+    pub best_score: f32,
 }
 
 /// What a saved run continues from (besides the weights, which the caller imports).
@@ -61,6 +104,10 @@ pub struct Resume {
 /// A run's whole state at one moment, read back for saving.
 pub struct Snapshot {
     pub progress: Progress,
+    /// The run ends with this snapshot (last epoch, early stop or interrupt).
+    pub last: bool,
+    /// Taken after the best epoch so far.
+    pub best: bool,
     pub model: HostTensors,
     pub optimizer: HostTensors,
 }
@@ -79,6 +126,8 @@ impl TrainConfig {
             report_every: 0,
             augment: Augment::default(),
             resume: None,
+            best_by: BestBy::Accuracy,
+            early_stop: None,
         }
     }
 }
@@ -116,6 +165,10 @@ pub struct EpochReport {
     pub samples_per_sec: f64,
     pub device: String,
     pub steps: usize,
+    /// The best epoch so far ([`TrainConfig::best_by`]).
+    pub best: bool,
+    /// Training stops after this epoch: `--early-stop` epochs passed without a best.
+    pub early_stop: bool,
 }
 
 /// What the CLI (or any caller) wants to hear during training.
@@ -136,8 +189,8 @@ pub trait Observer {
         false
     }
     /// Whether to read the run's state back and hand it to [`Observer::snapshot`] after
-    /// `epoch` (`last`: the final epoch, or a run stopping early by `should_stop`).
-    fn wants_snapshot(&self, _epoch: usize, _last: bool) -> bool {
+    /// `epoch` (`last`: the final epoch, or a run stopping early; `best`: the best epoch so far).
+    fn wants_snapshot(&self, _epoch: usize, _last: bool, _best: bool) -> bool {
         false
     }
     /// The run's state, when `wants_snapshot` asked for it; an error ends the run.
@@ -345,6 +398,11 @@ pub fn train<B: Backend>(
     }
     let mut reports = Vec::new();
     let mut step = start.step;
+    let mut best = Progress {
+        best_epoch: start.best_epoch,
+        best_score: start.best_score,
+        ..Progress::default()
+    };
     let mut last_finite: Option<(usize, HostTensors)> = None;
     for epoch in start.epoch + 1..=cfg.epochs {
         let started = Instant::now();
@@ -386,16 +444,19 @@ pub fn train<B: Backend>(
             };
             observer.step_done(in_epoch, running);
             if observer.should_stop() {
-                if observer.wants_snapshot(epoch - 1, true) {
+                if observer.wants_snapshot(epoch - 1, true, false) {
                     let stats = backend.read(&train_stats, 3)?;
                     let progress = Progress {
                         epoch: epoch - 1,
                         in_epoch,
                         step,
                         stats: [stats[0], stats[1], stats[2]],
+                        ..best
                     };
                     observer.snapshot(Snapshot {
                         progress,
+                        last: true,
+                        best: false,
                         model: model.export(backend)?,
                         optimizer: optimizer.export(backend, model)?,
                     })?;
@@ -442,16 +503,33 @@ pub fn train<B: Backend>(
             samples_per_sec: batches.samples_per_epoch() as f64 / train_seconds.max(1e-9),
             device: backend.device_name(),
             steps: steps_per_epoch,
+            best: false,
+            early_stop: false,
         };
+        let mut report = report;
+        let score = cfg.best_by.score(&report);
+        // NaN never wins (the loss was finite above; an empty test split gives 0 accuracy).
+        if best.best_epoch == 0 || score > best.best_score {
+            best.best_epoch = epoch;
+            best.best_score = score;
+            report.best = true;
+        }
+        report.early_stop = cfg.early_stop.is_some_and(|n| epoch - best.best_epoch >= n);
+        let last = epoch == cfg.epochs || report.early_stop;
         observer.epoch_done(&report);
         reports.push(report);
-        if observer.wants_snapshot(epoch, epoch == cfg.epochs) {
-            let progress = Progress { epoch, in_epoch: 0, step, stats: [0.0; 3] };
+        if observer.wants_snapshot(epoch, last, best.best_epoch == epoch) {
+            let progress = Progress { epoch, in_epoch: 0, step, stats: [0.0; 3], ..best };
             observer.snapshot(Snapshot {
                 progress,
+                last,
+                best: best.best_epoch == epoch,
                 model: model.export(backend)?,
                 optimizer: optimizer.export(backend, model)?,
             })?;
+        }
+        if last {
+            break;
         }
     }
     Ok(reports)

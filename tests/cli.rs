@@ -273,7 +273,7 @@ fn device_gpu_without_an_adapter_is_an_error() {
     assert_clean_error(&o, &["--device", "no adapter"]);
     // auto falls back to the CPU with a notice instead.
     let o = steepest_env(
-        &["train", "--device", "auto", "--epochs", "1", "--limit-train", "300", "--quiet"],
+        &["train", "--device", "auto", "--epochs", "1", "--limit-train", "300"],
         &[("WGPU_BACKEND", "metal")],
     );
     let (_, err) = text(&o);
@@ -715,4 +715,85 @@ fn an_unknown_steepest_matmul_is_an_error() {
         &[("STEEPEST_MATMUL", "fast")],
     );
     assert_clean_error(&o, &["STEEPEST_MATMUL", "tiled, register or wide"]);
+}
+
+/// `--save-best` keeps the best epoch's weights (those `--save-every 1` kept of that epoch, and
+/// `eval` reproduces its accuracy); `--early-stop` ends a run that stopped improving; both are
+/// in the metrics and in the `--json` summary.
+#[test]
+fn save_best_and_early_stop() {
+    let dir = temp("save-best");
+    let (w, m) = (dir.join("w.safetensors"), dir.join("m.jsonl"));
+    let base = ["train", "--device", "cpu", "--limit-train", "1000", "--limit-test", "200"];
+    let (out, _) = run_ok(
+        &[
+            &base[..],
+            &[
+                "--epochs",
+                "5",
+                "--optimizer",
+                "sgd",
+                "--lr",
+                "0.3",
+                "--save-best",
+                "--save-every",
+                "1",
+            ],
+            &["--save", w.to_str().unwrap(), "--metrics", m.to_str().unwrap(), "--json"],
+        ]
+        .concat(),
+    );
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&m)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let accs: Vec<f64> = lines.iter().map(|l| l["test_acc"].as_f64().unwrap()).collect();
+    let best = 1 + (0..accs.len()).fold(0, |b, i| if accs[i] > accs[b] { i } else { b });
+    assert_eq!(summary["best"]["epoch"].as_u64(), Some(best as u64), "{summary}");
+    assert_eq!(summary["weights"]["epoch"].as_u64(), Some(best as u64), "{summary}");
+    let flagged: Vec<usize> = lines
+        .iter()
+        .filter(|l| l["best"] == true)
+        .map(|l| l["epoch"].as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(flagged.last(), Some(&best), "{lines:?}");
+    let kept = steepest::checkpoint::load(&w).unwrap();
+    let of_best =
+        steepest::checkpoint::load(&dir.join(format!("w.epoch{best}.safetensors"))).unwrap();
+    assert_eq!(kept.tensors, of_best.tensors, "--save holds the best epoch's weights");
+    let (eval_out, _) = run_ok(&[
+        "eval",
+        "--weights",
+        w.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--limit-test",
+        "200",
+        "--json",
+    ]);
+    let eval: serde_json::Value = serde_json::from_str(eval_out.trim()).unwrap();
+    let got = eval["test_acc"].as_f64().unwrap();
+    assert!((got - accs[best - 1]).abs() < 1e-6, "eval {got} vs best epoch {}", accs[best - 1]);
+
+    // A learning rate of 0 never improves: the run stops after the patience runs out.
+    let (out, err) = run_ok(
+        &[&base[..], &["--epochs", "10", "--optimizer", "sgd", "--lr", "0", "--early-stop", "2"]]
+            .concat(),
+    );
+    assert!(out.contains("epoch 3/10") && !out.contains("epoch 4/10"), "{out}{err}");
+    assert!(out.contains("stopped early: 2 epochs without a better accuracy"), "{out}");
+    assert!(
+        out.contains("best  epoch   1") && out.contains("not saved (use --save FILE)"),
+        "{out}"
+    );
+
+    // --quiet prints nothing but errors.
+    let o = steepest(&[&base[..], &["--epochs", "1", "--quiet"]].concat());
+    let (out, err) = text(&o);
+    assert!(
+        o.status.success() && out.is_empty() && err.is_empty(),
+        "stdout {out:?} stderr {err:?}"
+    );
 }

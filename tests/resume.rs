@@ -33,7 +33,7 @@ impl Observer for StopAndKeep {
     fn should_stop(&self) -> bool {
         self.stop_after.is_some_and(|n| self.steps.get() >= n)
     }
-    fn wants_snapshot(&self, _epoch: usize, last: bool) -> bool {
+    fn wants_snapshot(&self, _epoch: usize, last: bool, _best: bool) -> bool {
         last
     }
     fn snapshot(&mut self, s: Snapshot) -> steepest::Result<()> {

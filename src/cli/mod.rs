@@ -9,6 +9,7 @@ pub mod train;
 
 use std::io::IsTerminal;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use steepest::data::folder::FolderOptions;
 use steepest::data::{self, Dataset, OpenOptions};
@@ -16,6 +17,60 @@ use steepest::device::{AnyBackend, DeviceChoice};
 use steepest::{Error, Result};
 
 use crate::DataArgs;
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+static REPORT_TO_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// `--quiet`: from now on only errors are printed.
+pub fn set_quiet(on: bool) {
+    QUIET.store(on, Ordering::Relaxed);
+}
+
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// `--json`: stdout carries the one JSON object; the human report moves to stderr.
+pub fn set_report_to_stderr(on: bool) {
+    REPORT_TO_STDERR.store(on, Ordering::Relaxed);
+}
+
+pub fn report_to_stderr() -> bool {
+    REPORT_TO_STDERR.load(Ordering::Relaxed)
+}
+
+/// A line of the human report (stdout, or stderr under `--json`); nothing under `--quiet`.
+macro_rules! say {
+    ($($t:tt)*) => {
+        if !$crate::cli::quiet() {
+            if $crate::cli::report_to_stderr() {
+                eprintln!($($t)*);
+            } else {
+                println!($($t)*);
+            }
+        }
+    };
+}
+
+/// `note: ...` on stderr, unless `--quiet`.
+macro_rules! note {
+    ($($t:tt)*) => {
+        if !$crate::cli::quiet() {
+            eprintln!("note: {}", format!($($t)*));
+        }
+    };
+}
+
+/// `warning: ...` on stderr, unless `--quiet`.
+macro_rules! warning {
+    ($($t:tt)*) => {
+        if !$crate::cli::quiet() {
+            eprintln!("warning: {}", format!($($t)*));
+        }
+    };
+}
+
+pub(crate) use {note, say, warning};
 
 /// Loads the data set the flags name and applies `--limit-test`. `shape` (from a checkpoint)
 /// fixes the size and channels an image folder is read at; `test_only` skips decoding an image
@@ -53,7 +108,7 @@ pub fn load_data(args: &DataArgs, shape: Option<[usize; 3]>, test_only: bool) ->
     let mut notes = Vec::new();
     let result = data::open_with(&args.dataset, &opts, &mut notes);
     for n in notes {
-        eprintln!("note: {n}");
+        note!("{n}");
     }
     let mut data = result?;
     if let Some(n) = args.limit_test {
@@ -66,8 +121,10 @@ pub fn load_data(args: &DataArgs, shape: Option<[usize; 3]>, test_only: bool) ->
 /// Opens the device the flags ask for and says which one it is (always, on stderr).
 pub fn open_device(device: &str, adapter: Option<&str>) -> Result<AnyBackend> {
     let choice: DeviceChoice = device.parse()?;
-    let backend = AnyBackend::open(choice, adapter, &mut |n| eprintln!("note: {n}"))?;
-    eprintln!("device: {}", backend.describe());
+    let backend = AnyBackend::open(choice, adapter, &mut |n| note!("{n}"))?;
+    if !quiet() {
+        eprintln!("device: {}", backend.describe());
+    }
     Ok(backend)
 }
 

@@ -15,6 +15,7 @@ use steepest::schedule::Schedule;
 use steepest::train::{self, EpochReport, Metrics, Observer, Resume, Snapshot, TrainConfig};
 use steepest::{with_backend, Error, Result};
 
+use super::{note, say, warning};
 use crate::TrainArgs;
 
 pub fn run(args: &TrainArgs) -> Result<()> {
@@ -31,6 +32,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         args.run_id = Some(new_run_id());
     }
     let args = &args;
+    super::set_quiet(args.quiet);
+    super::set_report_to_stderr(args.json);
+    if args.save_best && args.save.is_none() {
+        return Err(Error::config("--save-best", "needs --save FILE to know where to save"));
+    }
     if args.log_every == Some(0) {
         return Err(Error::config("--log-every", "must be at least 1 (steps)"));
     }
@@ -77,12 +83,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         (AnyBackend::Gpu(g), true) => {
             let on = g.start_profiling();
             if !on {
-                eprintln!("note: --profile: this adapter has no timestamp queries");
+                note!("--profile: this adapter has no timestamp queries");
             }
             on
         }
         (AnyBackend::Cpu(_), true) => {
-            eprintln!("note: --profile times GPU kernels; this run is on the CPU");
+            note!("--profile times GPU kernels; this run is on the CPU");
             false
         }
     };
@@ -135,6 +141,11 @@ fn config(args: &TrainArgs) -> Result<TrainConfig> {
         report_every: 0,
         augment: args.augment.parse()?,
         resume: None,
+        best_by: args.best_by.parse()?,
+        early_stop: match args.early_stop {
+            Some(0) => return Err(Error::config("--early-stop", "must be at least 1 (epochs)")),
+            n => n,
+        },
     })
 }
 
@@ -193,10 +204,7 @@ fn open_resume(path: &Path, args: &TrainArgs) -> Result<Resumed> {
         if args.given.contains(key) {
             if map.get(key) != Some(saved) {
                 let now = map.get(key).map(|v| v.to_string()).unwrap_or_default();
-                eprintln!(
-                    "note: --resume: --{} {now} (the saved run had {saved})",
-                    key.replace('_', "-")
-                );
+                note!("--resume: --{} {now} (the saved run had {saved})", key.replace('_', "-"));
             }
         } else {
             map.insert(key.clone(), saved.clone());
@@ -207,14 +215,14 @@ fn open_resume(path: &Path, args: &TrainArgs) -> Result<Resumed> {
     merged.given = args.given.clone();
     merged.resume = args.resume.clone();
     if merged.schedule == "cosine" && stored.get("epochs") != Some(&merged.epochs.into()) {
-        eprintln!(
-            "note: --resume: the cosine schedule now spans {} epochs, so the rates from here on \
+        note!(
+            "--resume: the cosine schedule now spans {} epochs, so the rates from here on \
              differ from the saved run's plan",
             merged.epochs
         );
     }
     if !args.quiet {
-        println!(
+        say!(
             "resuming {}: {} epochs{} and {} steps done; training to epoch {}",
             source.display(),
             progress.epoch,
@@ -238,6 +246,7 @@ fn train_on<B: Backend>(
     data: &Dataset,
     resumed: Option<&Resumed>,
 ) -> Result<usize> {
+    let started = std::time::Instant::now();
     let mut model = Model::new(b, spec, data.input_shape(), data.num_classes, cfg.seed)?;
     if let Some((mean, std)) = normalization(&args.normalize, data)? {
         model.set_normalization(b, &mean, &std)?;
@@ -266,14 +275,14 @@ fn train_on<B: Backend>(
                 model
                     .set_normalization(b, mean, std)
                     .map_err(|e| Error::file(path, format!("metadata normalization: {e}")))?;
-                eprintln!(
-                    "note: --init-from {}: normalising inputs as it was trained (mean {mean:?} \
+                note!(
+                    "--init-from {}: normalising inputs as it was trained (mean {mean:?} \
                      std {std:?}); pass --normalize to choose otherwise",
                     path.display()
                 );
             } else if model.normalization.as_ref().map(|(m, s, _)| (m, s)) != Some((mean, std)) {
-                eprintln!(
-                    "warning: --init-from {} was trained with normalisation mean {mean:?} std \
+                warning!(
+                    "--init-from {} was trained with normalisation mean {mean:?} std \
                      {std:?}; this run uses --normalize {}",
                     path.display(),
                     args.normalize
@@ -283,7 +292,7 @@ fn train_on<B: Backend>(
     }
     let say = !args.quiet;
     if say {
-        println!(
+        say!(
             "data: {} ({} train, {} test, {}x{}x{}, {} classes)",
             data.name,
             data.train.len,
@@ -295,14 +304,17 @@ fn train_on<B: Backend>(
         );
         print_summary(&model);
         if let Some((mean, std)) = &model.normalization.as_ref().map(|(m, s, _)| (m, s)) {
-            println!("normalize: mean {mean:?} std {std:?}");
+            say!("normalize: mean {mean:?} std {std:?}");
         }
         if cfg.augment != Default::default() {
-            println!("augment: {}", cfg.augment);
+            say!("augment: {}", cfg.augment);
         }
-        println!(
+        say!(
             "optimizer {} lr {}; batch {}; {} epochs",
-            cfg.optimizer.kind, cfg.optimizer.lr, cfg.batch_size, cfg.epochs
+            cfg.optimizer.kind,
+            cfg.optimizer.lr,
+            cfg.batch_size,
+            cfg.epochs
         );
     }
     let metrics_file = match &args.metrics {
@@ -334,6 +346,8 @@ fn train_on<B: Backend>(
         saver: args.save.as_ref().map(|path| Saver {
             path: path.clone(),
             every: args.save_every,
+            best_only: args.save_best,
+            best_saved: None,
             meta: checkpoint_meta(&model, data, args),
             say,
         }),
@@ -344,7 +358,12 @@ fn train_on<B: Backend>(
             // Keep what was finite: the model is back at the end of the last finite epoch
             // (if there was one), never NaN weights.
             if let (Some(path), Error::Diverged { restored, .. }) = (&args.save, &e) {
-                if restored.is_empty() {
+                if let Some(epoch) = obs.saver.as_ref().and_then(|s| s.best_saved) {
+                    eprintln!(
+                        "note: {} keeps the best epoch's weights (epoch {epoch})",
+                        path.display()
+                    );
+                } else if restored.is_empty() {
                     eprintln!("note: not saved: no epoch finished with a finite loss");
                 } else {
                     checkpoint::save(
@@ -365,8 +384,9 @@ fn train_on<B: Backend>(
             // optimizer state were saved as the run stopped (`Reporter::snapshot`).
             if let Some(path) = &args.save {
                 eprintln!(
-                    "note: {e}; saved the weights to {}; `steepest train --resume {}` continues \
-                     the run",
+                    "note: {e}; saved the {}weights to {}; `steepest train --resume {}` \
+                     continues the run",
+                    if args.save_best { "best epoch's " } else { "" },
                     path.display(),
                     path.display()
                 );
@@ -377,10 +397,98 @@ fn train_on<B: Backend>(
         }
         Err(e) => return Err(e),
     };
+    print_run_summary(args, &cfg, &reports, obs.saver.as_ref(), started.elapsed().as_secs_f64());
     if let Some(e) = obs.metrics_error {
         return Err(e);
     }
     Ok(reports.iter().map(|r| r.steps).sum())
+}
+
+/// The end of a run: best and final epoch, time and speed, where everything went; one JSON
+/// object on stdout with `--json`.
+fn print_run_summary(
+    args: &TrainArgs,
+    cfg: &TrainConfig,
+    reports: &[EpochReport],
+    saver: Option<&Saver>,
+    seconds: f64,
+) {
+    let (Some(last), Some(best)) = (reports.last(), reports.iter().rfind(|r| r.best)) else {
+        return;
+    };
+    let train_seconds: f64 = reports.iter().map(|r| r.train_seconds).sum();
+    let samples: f64 = reports.iter().map(|r| r.samples_per_sec * r.train_seconds).sum();
+    let samples_per_sec = samples / train_seconds.max(1e-9);
+    let best_by = match cfg.best_by {
+        train::BestBy::Accuracy => "accuracy",
+        train::BestBy::Loss => "loss",
+    };
+    let weights = saver.map(|s| {
+        let epoch = if args.save_best { s.best_saved } else { Some(last.epoch) };
+        serde_json::json!({
+            "path": s.path,
+            "epoch": epoch,
+            "resume": checkpoint::resume_path(&s.path),
+        })
+    });
+    if args.json {
+        let epoch = |r: &EpochReport| {
+            serde_json::json!({
+                "epoch": r.epoch, "train_loss": r.train_loss, "train_acc": r.train_acc,
+                "test_loss": r.test_loss, "test_acc": r.test_acc,
+            })
+        };
+        let summary = serde_json::json!({
+            "run": args.run_id,
+            "epochs": last.epoch,
+            "early_stop": last.early_stop,
+            "best_by": best_by,
+            "best": epoch(best),
+            "final": epoch(last),
+            "seconds": seconds,
+            "train_seconds": train_seconds,
+            "samples_per_sec": samples_per_sec,
+            "device": last.device,
+            "weights": weights,
+            "metrics": args.metrics,
+        });
+        println!("{summary}");
+        return;
+    }
+    let describe = |r: &EpochReport| match (r.test_acc, r.test_loss) {
+        (Some(a), Some(l)) => format!("test acc {:.2}% loss {l:.4}", 100.0 * a),
+        _ => {
+            format!("train acc {:.2}% loss {:.4} (no test set)", 100.0 * r.train_acc, r.train_loss)
+        }
+    };
+    let stopped = if last.early_stop {
+        format!(", stopped early: {} epochs without a better {best_by}", last.epoch - best.epoch)
+    } else {
+        String::new()
+    };
+    say!(
+        "done: {} epochs in {seconds:.1}s ({samples_per_sec:.0} samples/s while training){stopped}",
+        last.epoch
+    );
+    say!("  best  epoch {:>3}: {}", best.epoch, describe(best));
+    say!("  final epoch {:>3}: {}", last.epoch, describe(last));
+    match saver {
+        Some(s) => {
+            let which = match (args.save_best, s.best_saved) {
+                (true, Some(e)) => format!("best epoch's ({e})"),
+                _ => format!("final epoch's ({})", last.epoch),
+            };
+            say!(
+                "  weights: the {which} in {}; resume state in {}",
+                s.path.display(),
+                checkpoint::resume_path(&s.path).display()
+            );
+        }
+        None => say!("  weights: not saved (use --save FILE)"),
+    }
+    if let Some(m) = &args.metrics {
+        say!("  metrics: {}", m.display());
+    }
 }
 
 /// `--normalize none|auto|MEAN,STD...` for this data set.
@@ -412,20 +520,20 @@ fn normalization(flag: &str, data: &Dataset) -> Result<Option<(Vec<f32>, Vec<f32
 }
 
 fn print_model_help() {
-    println!("--model takes {}", steepest::nn::GRAMMAR);
-    println!();
+    say!("--model takes {}", steepest::nn::GRAMMAR);
+    say!();
     for (name, layers, what) in steepest::nn::PRESETS {
-        println!("{name}: {what}\n    {layers}");
+        say!("{name}: {what}\n    {layers}");
     }
 }
 
 /// Each layer with its output shape and parameter count, then the total.
 fn print_summary<B: Backend>(model: &Model<B>) {
-    println!("model: {}", model.spec);
-    println!("  {:>3}  {:<28} {:>12} {:>10}", "#", "layer", "output", "params");
-    println!("  {:>3}  {:<28} {:>12} {:>10}", "", "input", model.input.to_string(), "");
+    say!("model: {}", model.spec);
+    say!("  {:>3}  {:<28} {:>12} {:>10}", "#", "layer", "output", "params");
+    say!("  {:>3}  {:<28} {:>12} {:>10}", "", "input", model.input.to_string(), "");
     for row in model.summary() {
-        println!(
+        say!(
             "  {:>3}  {:<28} {:>12} {:>10}",
             row.position,
             row.layer,
@@ -433,7 +541,7 @@ fn print_summary<B: Backend>(model: &Model<B>) {
             row.params
         );
     }
-    println!("  total parameters: {}", model.num_params());
+    say!("  total parameters: {}", model.num_params());
 }
 
 /// What a checkpoint of this run says besides its tensors: the model, data and the run's
@@ -455,29 +563,46 @@ fn checkpoint_meta<B: Backend>(
     }
 }
 
-/// `--save` (and `--save-every`): writes the weights and, beside them, the resume file.
+/// `--save` (and `--save-every`, `--save-best`): writes the weights and, beside them, the
+/// resume file.
 struct Saver {
     path: PathBuf,
     every: Option<usize>,
+    /// `--save-best`: the weights file holds the best epoch's weights.
+    best_only: bool,
+    /// The epoch whose weights `--save-best` wrote last.
+    best_saved: Option<usize>,
     meta: CheckpointMeta,
     say: bool,
 }
 
 impl Saver {
-    fn due(&self, epoch: usize, last: bool) -> bool {
-        last || self.every.is_some_and(|n| epoch.is_multiple_of(n))
+    fn due(&self, epoch: usize, last: bool, best: bool) -> bool {
+        last || (best && self.best_only) || self.every.is_some_and(|n| epoch.is_multiple_of(n))
     }
 
     /// The resume file first, then the weights: each is written atomically, and each alone is
     /// whole (the resume file holds the weights too).
     fn save(&mut self, snap: Snapshot) -> Result<()> {
         let resume = checkpoint::resume_path(&self.path);
+        let epoch = snap.progress.epoch;
+        if self.best_only && snap.best {
+            checkpoint::save(&self.path, &snap.model, &self.meta)?;
+            self.best_saved = Some(epoch);
+            if self.say {
+                say!("saved {} (best so far)", self.path.display());
+            }
+            if !snap.last && !self.every.is_some_and(|n| epoch.is_multiple_of(n)) {
+                return Ok(());
+            }
+        }
         let mut all = snap.model.clone();
         all.extend(snap.optimizer);
         let meta = CheckpointMeta { progress: Some(snap.progress), ..self.meta.clone() };
         checkpoint::save(&resume, &all, &meta)?;
-        checkpoint::save(&self.path, &snap.model, &self.meta)?;
-        let epoch = snap.progress.epoch;
+        if !self.best_only {
+            checkpoint::save(&self.path, &snap.model, &self.meta)?;
+        }
         let mut copy = None;
         if snap.progress.in_epoch == 0 && self.every.is_some_and(|n| epoch.is_multiple_of(n)) {
             let name = self.path.file_name().map(|n| n.to_string_lossy().to_string());
@@ -489,7 +614,11 @@ impl Saver {
         }
         if self.say {
             let copy = copy.map(|p| format!(", {}", p.display())).unwrap_or_default();
-            println!("saved {}{copy} (and {} for --resume)", self.path.display(), resume.display());
+            if self.best_only {
+                say!("saved {}{copy} for --resume", resume.display());
+            } else {
+                say!("saved {}{copy} (and {} for --resume)", self.path.display(), resume.display());
+            }
         }
         Ok(())
     }
@@ -521,10 +650,7 @@ impl Reporter {
     fn write_metrics(&mut self, line: &serde_json::Value) {
         if let (Some((file, path)), None) = (&mut self.metrics, &self.metrics_error) {
             if let Err(e) = writeln!(file, "{line}").and_then(|_| file.flush()) {
-                eprintln!(
-                    "warning: --metrics {}: write failed ({e}); training goes on",
-                    path.display()
-                );
+                warning!("--metrics {}: write failed ({e}); training goes on", path.display());
                 self.metrics_error = Some(Error::file(path.clone(), format!("write failed: {e}")));
             }
         }
@@ -600,8 +726,8 @@ impl Observer for Reporter {
         self.saver.is_some()
     }
 
-    fn wants_snapshot(&self, epoch: usize, last: bool) -> bool {
-        self.saver.as_ref().is_some_and(|s| s.due(epoch, last))
+    fn wants_snapshot(&self, epoch: usize, last: bool, best: bool) -> bool {
+        self.saver.as_ref().is_some_and(|s| s.due(epoch, last, best))
     }
 
     fn snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
@@ -645,7 +771,7 @@ impl Observer for Reporter {
                 r.seconds,
                 r.samples_per_sec
             );
-            println!("{line}");
+            say!("{line}");
         }
     }
 }
