@@ -191,7 +191,8 @@ pub struct TrainArgs {
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// The checkpoint to evaluate.
+    /// The checkpoint to evaluate. The data set, its folder, image size and colour default to
+    /// those it was trained with.
     #[arg(long)]
     pub weights: PathBuf,
     #[command(flatten)]
@@ -199,6 +200,9 @@ pub struct EvalArgs {
     /// Print one JSON object with test_loss, test_acc and samples.
     #[arg(long)]
     pub json: bool,
+    /// The flags given on the command line: the others come from the checkpoint's run.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
 #[derive(Args)]
@@ -240,6 +244,15 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+/// The flags of `command` given on the command line (not defaults), by field name.
+fn given(matches: &clap::ArgMatches, command: &str) -> Vec<String> {
+    let Some(sub) = matches.subcommand_matches(command) else { return Vec::new() };
+    sub.ids()
+        .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.to_string())
+        .collect()
+}
+
 fn main() -> ExitCode {
     // Rust ignores SIGPIPE, which turns a closed pipe (`steepest train --model help | head`)
     // into a panic inside println!; the default action ends the process quietly instead.
@@ -253,17 +266,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices => cli::devices::run(),
         Command::Train(mut args) => {
-            if let Some(sub) = matches.subcommand_matches("train") {
-                args.given = sub
-                    .ids()
-                    .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine))
-                    .map(|id| id.to_string())
-                    .collect();
-            }
+            args.given = given(&matches, "train");
             cli::interrupt::install();
             cli::train::run(&args)
         }
-        Command::Eval(args) => cli::eval::run(&args),
+        Command::Eval(mut args) => {
+            args.given = given(&matches, "eval");
+            cli::eval::run(&args)
+        }
         Command::Predict(args) => cli::predict::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
     };

@@ -311,7 +311,7 @@ fn checkpoints_that_do_not_fit_are_named() {
         "--init-from",
         w.to_str().unwrap(),
     ]);
-    assert_clean_error(&o, &["small.safetensors", "0.weight", "[16, 784]"]);
+    assert_clean_error(&o, &["small.safetensors", "holds model mlp:16", "--model says mlp:32"]);
 
     // An IDX data set of 4×4 images does not fit a 28×28 checkpoint.
     let idx = temp("ckpt-idx");
@@ -796,4 +796,51 @@ fn save_best_and_early_stop() {
         o.status.success() && out.is_empty() && err.is_empty(),
         "stdout {out:?} stderr {err:?}"
     );
+}
+
+/// A checkpoint carries its run: `eval --weights` alone evaluates on the data it was trained
+/// on (from any working directory), and `--init-from` takes its model and says what it loaded.
+#[test]
+fn checkpoints_carry_their_run() {
+    let dir = temp("carry");
+    let data = dir.join("digits");
+    std::fs::create_dir_all(&data).unwrap();
+    write_idx(&data);
+    let w = dir.join("w.safetensors");
+    let train = |extra: &[&str]| {
+        let base = ["train", "--device", "cpu", "--dataset", "idx", "--epochs", "1"];
+        let data = ["--data-dir", data.to_str().unwrap()];
+        run_ok(&[&base[..], &data[..], extra].concat())
+    };
+    train(&["--model", "mlp:12", "--save", w.to_str().unwrap()]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_steepest"))
+        .args(["eval", "--weights", w.to_str().unwrap(), "--device", "cpu"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("--dataset idx --data-dir") && err.contains("(from "), "{err}");
+    assert!(out.contains("on idx test (10 samples)"), "{out}");
+    // The columns of the confusion matrix are the class names.
+    let header = out.lines().skip_while(|l| !l.starts_with("confusion")).nth(1).unwrap();
+    let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    assert!(header.split_whitespace().eq(names.iter().map(String::as_str)), "{header:?}");
+
+    let (_, err) = train(&["--init-from", w.to_str().unwrap()]);
+    assert!(err.contains("loaded 4 tensors") && err.contains("of model mlp:12"), "{err}");
+    let o = steepest(&[
+        "train",
+        "--device",
+        "cpu",
+        "--dataset",
+        "idx",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--init-from",
+        w.to_str().unwrap(),
+        "--model",
+        "mlp:64",
+    ]);
+    assert_clean_error(&o, &["w.safetensors", "holds model mlp:12", "--model says mlp:64"]);
 }

@@ -10,7 +10,9 @@ use crate::EvalArgs;
 
 pub fn run(args: &EvalArgs) -> Result<()> {
     let ckpt = checkpoint::load(&args.weights)?;
-    let data = super::load_data(&args.data, ckpt.meta.input_shape, true)?;
+    let data_args =
+        super::data_args_from_checkpoint(&args.data, &args.given, &ckpt, &args.weights)?;
+    let data = super::load_data(&data_args, ckpt.meta.input_shape, true)?;
     check_fits(&ckpt, &data, args)?;
     let mut backend = super::open_device(&args.data.device, args.data.adapter.as_deref())?;
     let (m, matrix) = with_backend!(&mut backend, b => evaluate_on(b, &ckpt, &data, args))?;
@@ -45,9 +47,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     // JSON escapes names itself; the terminal gets them with control characters escaped.
     let names: Vec<String> = names.iter().map(|n| super::printable(n)).collect();
     println!(
-        "{} on {} test ({} samples): loss {:.4}, accuracy {:.2}%",
+        "{} on {} {} ({} samples): loss {:.4}, accuracy {:.2}%",
         args.weights.display(),
         data.name,
+        data.held_out,
         m.samples,
         m.loss,
         100.0 * m.accuracy
@@ -59,11 +62,15 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         println!("  {name:>width$}  {acc:>8}");
     }
     println!("\nconfusion matrix (rows: true class, columns: predicted):");
-    let header: Vec<String> = (0..names.len()).map(|j| format!("{j:>6}")).collect();
+    // Columns as wide as the longest name (cut at 8 characters) or count.
+    let most = matrix.iter().flatten().max().copied().unwrap_or(0).to_string().len();
+    let col = names.iter().map(|n| n.chars().count().min(8)).max().unwrap_or(1).max(most) + 2;
+    let short = |n: &str| n.chars().take(8).collect::<String>();
+    let header: Vec<String> = names.iter().map(|n| format!("{:>col$}", short(n))).collect();
     println!("  {:>width$}  {}", "", header.join(""));
     for (i, row) in matrix.iter().enumerate() {
-        let cells: Vec<String> = row.iter().map(|v| format!("{v:>6}")).collect();
-        println!("  {:>width$}  {}   ({i})", names[i], cells.join(""));
+        let cells: Vec<String> = row.iter().map(|v| format!("{v:>col$}")).collect();
+        println!("  {:>width$}  {}", names[i], cells.join(""));
     }
     Ok(())
 }

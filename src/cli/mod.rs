@@ -118,6 +118,57 @@ pub fn load_data(args: &DataArgs, shape: Option<[usize; 3]>, test_only: bool) ->
     Ok(data)
 }
 
+/// The data flags a checkpoint's run used, for `eval`: each one not `given` on the command
+/// line is taken from the checkpoint's stored configuration (or, for files written before it
+/// was stored, its data set's name), and a note says which were.
+pub fn data_args_from_checkpoint(
+    args: &DataArgs,
+    given: &[String],
+    ckpt: &steepest::checkpoint::Checkpoint,
+    source: &std::path::Path,
+) -> Result<DataArgs> {
+    const TAKEN: [&str; 6] =
+        ["dataset", "data_dir", "image_size", "color", "val_split", "memory_limit"];
+    let mut stored = match &ckpt.meta.config {
+        Some(serde_json::Value::Object(map)) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    if !stored.contains_key("dataset") {
+        // Older checkpoints name the data set only; the built-in ones need no folder.
+        if let Some(name) = ckpt.meta.dataset.as_deref() {
+            if ["synthetic", "mnist", "fashion-mnist", "cifar10"].contains(&name) {
+                stored.insert("dataset".into(), name.into());
+            }
+        }
+    }
+    let mut merged = serde_json::to_value(args)
+        .map_err(|e| Error::config("--dataset", format!("cannot encode the flags: {e}")))?;
+    let mut taken = Vec::new();
+    if let serde_json::Value::Object(map) = &mut merged {
+        for key in TAKEN {
+            let (Some(saved), Some(now)) = (stored.get(key), map.get(key)) else { continue };
+            if saved.is_null() || saved == now {
+                continue;
+            }
+            let flag = format!("--{}", key.replace('_', "-"));
+            if given.iter().any(|g| g == key) {
+                if key == "dataset" {
+                    warning!("{flag} {now}, but {} was trained on {saved}", source.display());
+                }
+            } else {
+                let shown = saved.as_str().map_or(saved.to_string(), str::to_string);
+                taken.push(format!("{flag} {shown}"));
+                map.insert(key.to_string(), saved.clone());
+            }
+        }
+    }
+    if !taken.is_empty() {
+        note!("{} (from {})", taken.join(" "), source.display());
+    }
+    serde_json::from_value(merged)
+        .map_err(|e| Error::file(source, format!("metadata steepest.config: {e}")))
+}
+
 /// Opens the device the flags ask for and says which one it is (always, on stderr).
 pub fn open_device(device: &str, adapter: Option<&str>) -> Result<AnyBackend> {
     let choice: DeviceChoice = device.parse()?;

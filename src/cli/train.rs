@@ -31,6 +31,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if args.run_id.is_none() {
         args.run_id = Some(new_run_id());
     }
+    let init = match args.init_from.clone() {
+        Some(path) => Some(open_init(&path, &mut args)?),
+        None => None,
+    };
     let args = &args;
     super::set_quiet(args.quiet);
     super::set_report_to_stderr(args.json);
@@ -92,8 +96,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             false
         }
     };
-    let steps =
-        with_backend!(&mut backend, b => train_on(b, args, &spec, &cfg, &data, resumed.as_ref()))?;
+    let steps = with_backend!(&mut backend, b => train_on(b, args, &spec, &cfg, &data, resumed.as_ref(), init.as_ref()))?;
     if let (true, AnyBackend::Gpu(g)) = (profiling, &mut backend) {
         let report = g.stop_profiling();
         super::bench::print_profile(
@@ -147,6 +150,32 @@ fn config(args: &TrainArgs) -> Result<TrainConfig> {
             n => n,
         },
     })
+}
+
+/// Reads `--init-from FILE` and, unless `--model` is given, takes the model it holds (from its
+/// metadata, or the MLP its tensor shapes describe); a different `--model` is an error naming
+/// both.
+fn open_init(path: &Path, args: &mut TrainArgs) -> Result<Checkpoint> {
+    let ckpt = checkpoint::load(path)?;
+    let stored = match &ckpt.meta.model {
+        Some(spec) => Some(spec.clone()),
+        None => checkpoint::infer_mlp(&ckpt.tensors, path).ok().map(|(spec, _, _)| spec),
+    };
+    if let Some(stored) = stored {
+        if !args.given.iter().any(|g| g == "model") {
+            args.model = stored.to_string();
+        } else if args.model.parse::<ModelSpec>()? != stored {
+            return Err(Error::file(
+                path,
+                format!(
+                    "--init-from holds model {stored}, but --model says {}; leave out --model \
+                     to fine-tune the file's model",
+                    args.model
+                ),
+            ));
+        }
+    }
+    Ok(ckpt)
 }
 
 /// A saved run to continue: its file and the flags it ran with, merged with this command's.
@@ -245,6 +274,7 @@ fn train_on<B: Backend>(
     cfg: &TrainConfig,
     data: &Dataset,
     resumed: Option<&Resumed>,
+    init: Option<&Checkpoint>,
 ) -> Result<usize> {
     let started = std::time::Instant::now();
     let mut model = Model::new(b, spec, data.input_shape(), data.num_classes, cfg.seed)?;
@@ -265,9 +295,16 @@ fn train_on<B: Backend>(
             source: r.source.clone(),
         }));
     }
-    if let Some(path) = &args.init_from {
-        let ckpt = checkpoint::load(path)?;
+    if let (Some(path), Some(ckpt)) = (&args.init_from, init) {
         model.import(b, &ckpt.tensors, &path.display().to_string())?;
+        note!(
+            "--init-from {}: loaded {} tensors ({} parameters) of model {}{}",
+            path.display(),
+            ckpt.tensors.len(),
+            model.num_params(),
+            model.spec,
+            ckpt.meta.dataset.as_ref().map(|d| format!(", trained on {d}")).unwrap_or_default()
+        );
         // The weights were trained on normalised inputs: fine-tuning them on raw pixels
         // silently undoes the training. Without --normalize, take the checkpoint's.
         if let Some((mean, std)) = &ckpt.meta.normalization {
@@ -293,10 +330,11 @@ fn train_on<B: Backend>(
     let say = !args.quiet;
     if say {
         say!(
-            "data: {} ({} train, {} test, {}x{}x{}, {} classes)",
+            "data: {} ({} train, {} {}, {}x{}x{}, {} classes)",
             data.name,
             data.train.len,
             data.test.len,
+            data.held_out,
             data.channels,
             data.height,
             data.width,
@@ -341,6 +379,7 @@ fn train_on<B: Backend>(
         metrics: metrics_file.zip(args.metrics.clone()),
         log_every: args.log_every,
         run_id: args.run_id.clone().unwrap_or_default(),
+        held_out: data.held_out,
         epoch: 0,
         metrics_error: None,
         saver: args.save.as_ref().map(|path| Saver {
@@ -397,7 +436,14 @@ fn train_on<B: Backend>(
         }
         Err(e) => return Err(e),
     };
-    print_run_summary(args, &cfg, &reports, obs.saver.as_ref(), started.elapsed().as_secs_f64());
+    print_run_summary(
+        data.held_out,
+        args,
+        &cfg,
+        &reports,
+        obs.saver.as_ref(),
+        started.elapsed().as_secs_f64(),
+    );
     if let Some(e) = obs.metrics_error {
         return Err(e);
     }
@@ -407,6 +453,7 @@ fn train_on<B: Backend>(
 /// The end of a run: best and final epoch, time and speed, where everything went; one JSON
 /// object on stdout with `--json`.
 fn print_run_summary(
+    held_out: &str,
     args: &TrainArgs,
     cfg: &TrainConfig,
     reports: &[EpochReport],
@@ -456,7 +503,7 @@ fn print_run_summary(
         return;
     }
     let describe = |r: &EpochReport| match (r.test_acc, r.test_loss) {
-        (Some(a), Some(l)) => format!("test acc {:.2}% loss {l:.4}", 100.0 * a),
+        (Some(a), Some(l)) => format!("{held_out} acc {:.2}% loss {l:.4}", 100.0 * a),
         _ => {
             format!("train acc {:.2}% loss {:.4} (no test set)", 100.0 * r.train_acc, r.train_loss)
         }
@@ -558,9 +605,21 @@ fn checkpoint_meta<B: Backend>(
         dataset: Some(data.name.clone()),
         version: None,
         normalization: model.normalization.as_ref().map(|(m, s, _)| (m.clone(), s.clone())),
-        config: serde_json::to_value(args).ok(),
+        config: serde_json::to_value(stored_args(args)).ok(),
         progress: None,
     }
+}
+
+/// The flags as a checkpoint stores them: the data folder as an absolute path, so that `eval`
+/// and `--resume` find it from any working directory.
+fn stored_args(args: &TrainArgs) -> TrainArgs {
+    let mut args = args.clone();
+    if let Some(dir) = &args.data.data_dir {
+        if let Ok(abs) = std::fs::canonicalize(dir) {
+            args.data.data_dir = Some(abs);
+        }
+    }
+    args
 }
 
 /// `--save` (and `--save-every`, `--save-best`): writes the weights and, beside them, the
@@ -637,6 +696,8 @@ struct Reporter {
     log_every: Option<usize>,
     /// In every metrics line, so that runs appended to one file stay apart.
     run_id: String,
+    /// "test" or "val".
+    held_out: &'static str,
     /// The epoch under way.
     epoch: usize,
     metrics_error: Option<Error>,
@@ -757,8 +818,10 @@ impl Observer for Reporter {
         self.write_metrics(&line);
         if self.say {
             let test = match (r.test_loss, r.test_acc) {
-                (Some(l), Some(a)) => format!("test loss {l:.4} acc {:.2}%", 100.0 * a),
-                _ => "no test set".to_string(),
+                (Some(l), Some(a)) => {
+                    format!("{} loss {l:.4} acc {:.2}%", self.held_out, 100.0 * a)
+                }
+                _ => format!("no {} set", self.held_out),
             };
             let line = format!(
                 "epoch {}/{}  train loss {:.4} acc {:.2}%  {}  lr {:.3e}  {:.1}s  {:.0} samples/s",

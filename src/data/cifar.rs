@@ -45,6 +45,7 @@ pub fn load_dir(dir: &Path) -> Result<Dataset> {
     let train = read_split(&train_paths)?;
     let test = read_split(&test_paths)?;
     Ok(Dataset {
+        held_out: "test",
         name: "cifar10".to_string(),
         channels: CHANNELS,
         height: SIDE,

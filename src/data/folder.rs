@@ -464,6 +464,7 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
         ));
     }
     Ok(Dataset {
+        held_out: "val",
         name: "folder".into(),
         channels,
         height,

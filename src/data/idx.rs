@@ -92,6 +92,7 @@ pub fn load_dir(dir: &Path, name: &str, class_names: Option<Vec<String>>) -> Res
     };
     let (height, width) = train.shape;
     Ok(Dataset {
+        held_out: "test",
         name: name.to_string(),
         channels: 1,
         height,

@@ -80,6 +80,9 @@ pub struct Dataset {
     pub class_names: Vec<String>,
     pub train: Split,
     pub test: Split,
+    /// What the held-out split is called: "test", or "val" for an image folder's validation
+    /// images.
+    pub held_out: &'static str,
 }
 
 impl Dataset {

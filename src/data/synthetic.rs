@@ -40,6 +40,7 @@ const TEST_STREAM: u64 = 2;
 /// Generates `train_len` + `test_len` samples; the same seed always gives the same bytes.
 pub fn generate(seed: u64, train_len: usize, test_len: usize) -> Dataset {
     Dataset {
+        held_out: "test",
         name: "synthetic".to_string(),
         channels: 1,
         height: SIDE,
