@@ -32,6 +32,8 @@ enum Command {
     Predict(PredictArgs),
     /// Matmul GFLOP/s and MLP and CNN training samples/s, CPU beside GPU.
     Bench(BenchArgs),
+    /// What a checkpoint holds: model summary, metadata, the run's flags, tensor names and shapes.
+    Inspect(InspectArgs),
 }
 
 /// Where the data comes from and which device runs the work.
@@ -79,6 +81,11 @@ pub struct DataArgs {
 /// checkpoints and read back by `--resume`.
 #[derive(Args, Clone, Serialize, Deserialize)]
 pub struct TrainArgs {
+    /// Read flags from a TOML file (every flag as a key: `epochs = 10`, `batch-size = 64`,
+    /// `model = "lenet"`); flags on the command line win.
+    #[arg(long, value_name = "FILE.toml")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
     pub data: DataArgs,
@@ -227,6 +234,18 @@ pub struct PredictArgs {
 }
 
 #[derive(Args)]
+pub struct InspectArgs {
+    /// The checkpoint (or NAME.resume.safetensors).
+    pub file: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Print only the run's flags, as a TOML file for `train --config`.
+    #[arg(long)]
+    pub config: bool,
+}
+
+#[derive(Args)]
 pub struct BenchArgs {
     /// cpu | gpu | both.
     #[arg(long, default_value = "both")]
@@ -276,6 +295,7 @@ fn main() -> ExitCode {
         }
         Command::Predict(args) => cli::predict::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
+        Command::Inspect(args) => cli::inspect::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -844,3 +844,64 @@ fn checkpoints_carry_their_run() {
     ]);
     assert_clean_error(&o, &["w.safetensors", "holds model mlp:12", "--model says mlp:64"]);
 }
+
+/// `train --config run.toml`: every flag as a key (either spelling), the command line wins,
+/// mistakes name the file and key; `inspect` shows what a checkpoint holds and writes its flags
+/// back as a config that trains again.
+#[test]
+fn config_files_and_inspect() {
+    let dir = temp("config");
+    let (cfg, w) = (dir.join("run.toml"), dir.join("w.safetensors"));
+    std::fs::write(
+        &cfg,
+        "epochs = 2\nbatch-size = 64\nmodel = \"mlp:8\"\nlimit_train = 256\nlimit-test = 64\n\
+         device = \"cpu\"\nlr = 0.02\n",
+    )
+    .unwrap();
+    let (out, err) = run_ok(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--save",
+        w.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("model: mlp:8") && out.contains("batch 64") && out.contains("lr 0.02"),
+        "{out}"
+    );
+    assert!(out.contains("epoch 1/1") && err.contains("--epochs 1 (not 2 as in"), "{out}{err}");
+
+    let (out, _) = run_ok(&["inspect", w.to_str().unwrap()]);
+    assert!(
+        out.contains("model: mlp:8") && out.contains("0.weight") && out.contains("[8, 784]"),
+        "{out}"
+    );
+    assert!(out.contains("limit-train = 256"), "{out}");
+    let (json, _) = run_ok(&["inspect", "--json", w.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["config"]["batch_size"], 64);
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 4);
+    let (again, _) = run_ok(&["inspect", "--config", w.to_str().unwrap()]);
+    let again_path = dir.join("again.toml");
+    std::fs::write(&again_path, again).unwrap();
+    let (out, _) = run_ok(&[
+        "train",
+        "--config",
+        again_path.to_str().unwrap(),
+        "--save",
+        dir.join("w2.safetensors").to_str().unwrap(),
+    ]);
+    assert!(out.contains("model: mlp:8") && out.contains("epoch 1/1"), "{out}");
+
+    for (text, needles) in [
+        ("epoch = 3\n", &["bad.toml", "unknown key \"epoch\"", "epochs"][..]),
+        ("epochs = \"three\"\n", &["bad.toml", "epochs", "expected usize"][..]),
+        ("epochs = [\n", &["bad.toml", "not valid TOML"][..]),
+    ] {
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        assert_clean_error(&steepest(&["train", "--config", bad.to_str().unwrap()]), needles);
+    }
+}

@@ -193,7 +193,7 @@ fn cli_resume_matches_the_uninterrupted_run() {
     assert!(dir.join("part.resume.safetensors").is_file(), "the resume file is written");
     let (out, err) = run_ok(&["train", "--resume", &s(&part), "--epochs", "4"]);
     assert!(out.contains("resuming") && out.contains("2 epochs"), "{out}");
-    assert!(err.contains("--epochs 4 (the saved run had 2)"), "{err}");
+    assert!(err.contains("--epochs 4 (not 2 as in the saved run)"), "{err}");
     assert!(out.contains("epoch 3/4") && !out.contains("epoch 1/4"), "{out}");
 
     let a = steepest::checkpoint::load(&whole).unwrap();

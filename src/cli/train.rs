@@ -23,11 +23,16 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         print_model_help();
         return Ok(());
     }
+    super::set_quiet(args.quiet);
     let resumed = match &args.resume {
         Some(path) => Some(open_resume(path, args)?),
         None => None,
     };
     let mut args = resumed.as_ref().map_or(args, |r| &r.args).clone();
+    if let Some(path) = args.config.clone() {
+        args = read_config_file(&path, &args)?;
+        args.config = Some(path);
+    }
     if args.run_id.is_none() {
         args.run_id = Some(new_run_id());
     }
@@ -152,6 +157,84 @@ fn config(args: &TrainArgs) -> Result<TrainConfig> {
     })
 }
 
+/// `base` (the flags as parsed) with each of `layer`'s values whose flag was not given on the
+/// command line, except the `skip`ped ones. A given flag that differs from the layer's value
+/// gets a note naming both (`what` names the layer: "the saved run", "run.toml"). A value of
+/// the wrong type is an error naming `source` and its key.
+fn merge_flags(
+    base: &TrainArgs,
+    layer: &serde_json::Map<String, serde_json::Value>,
+    skip: &[&str],
+    source: &Path,
+    what: &str,
+) -> Result<TrainArgs> {
+    let mut merged = serde_json::to_value(base)
+        .map_err(|e| Error::config("--config", format!("cannot encode the flags: {e}")))?;
+    let serde_json::Value::Object(map) = &mut merged else {
+        return Err(Error::config("--config", "the flags did not encode as an object"));
+    };
+    for (key, value) in layer {
+        if skip.contains(&key.as_str()) || !map.contains_key(key) {
+            continue;
+        }
+        if base.given.contains(key) {
+            if map.get(key) != Some(value) {
+                let now = map.get(key).map(|v| v.to_string()).unwrap_or_default();
+                note!("--{} {now} (not {value} as in {what})", key.replace('_', "-"));
+            }
+            continue;
+        }
+        map.insert(key.clone(), value.clone());
+        // Each value on its own, so a wrong type names its key.
+        if let Err(e) = serde_json::from_value::<TrainArgs>(serde_json::Value::Object(map.clone()))
+        {
+            return Err(Error::file(source, format!("{key} = {value}: {e}")));
+        }
+    }
+    let mut out: TrainArgs =
+        serde_json::from_value(merged).map_err(|e| Error::file(source, format!("{e}")))?;
+    out.given = base.given.clone();
+    Ok(out)
+}
+
+/// Reads `--config FILE` (TOML; every train flag as a key, `batch-size` or `batch_size`) as a
+/// layer under the command line: an unknown key is an error that lists the known ones.
+fn read_config_file(path: &Path, args: &TrainArgs) -> Result<TrainArgs> {
+    let bytes = steepest::data::read_file(path)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::file(path, "is not UTF-8 text; expected a TOML file"))?;
+    let table: serde_json::Value =
+        toml::from_str(&text).map_err(|e| Error::file(path, format!("not valid TOML: {e}")))?;
+    let serde_json::Value::Object(table) = table else {
+        return Err(Error::file(path, "expected a TOML table of train flags"));
+    };
+    let known = serde_json::to_value(args).unwrap_or_default();
+    let known: Vec<String> =
+        known.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    let mut layer = serde_json::Map::new();
+    for (key, value) in table {
+        let field = key.replace('-', "_");
+        if !known.contains(&field) || CONFIG_NOT_ALLOWED.contains(&field.as_str()) {
+            let mut names: Vec<String> = known
+                .iter()
+                .filter(|k| !CONFIG_NOT_ALLOWED.contains(&k.as_str()))
+                .map(|k| k.replace('_', "-"))
+                .collect();
+            names.sort();
+            return Err(Error::file(
+                path,
+                format!("unknown key {key:?}; expected train flags: {}", names.join(", ")),
+            ));
+        }
+        layer.insert(field, value);
+    }
+    let name = path.display().to_string();
+    merge_flags(args, &layer, &[], path, &name)
+}
+
+/// Keys a config file cannot set: they belong to one invocation.
+const CONFIG_NOT_ALLOWED: [&str; 2] = ["run_id", "resume"];
+
 /// Reads `--init-from FILE` and, unless `--model` is given, takes the model it holds (from its
 /// metadata, or the MLP its tensor shapes describe); a different `--model` is an error naming
 /// both.
@@ -221,27 +304,7 @@ fn open_resume(path: &Path, args: &TrainArgs) -> Result<Resumed> {
     let serde_json::Value::Object(stored) = stored else {
         return Err(Error::file(&source, "metadata steepest.config: expected a JSON object"));
     };
-    let mut merged = serde_json::to_value(args)
-        .map_err(|e| Error::config("--resume", format!("cannot encode the flags: {e}")))?;
-    let serde_json::Value::Object(map) = &mut merged else {
-        return Err(Error::config("--resume", "the flags did not encode as an object"));
-    };
-    for (key, saved) in stored {
-        if NOT_RESUMED.contains(&key.as_str()) || !map.contains_key(key) {
-            continue;
-        }
-        if args.given.contains(key) {
-            if map.get(key) != Some(saved) {
-                let now = map.get(key).map(|v| v.to_string()).unwrap_or_default();
-                note!("--resume: --{} {now} (the saved run had {saved})", key.replace('_', "-"));
-            }
-        } else {
-            map.insert(key.clone(), saved.clone());
-        }
-    }
-    let mut merged: TrainArgs = serde_json::from_value(merged)
-        .map_err(|e| Error::file(&source, format!("metadata steepest.config: {e}")))?;
-    merged.given = args.given.clone();
+    let mut merged = merge_flags(args, stored, &NOT_RESUMED, &source, "the saved run")?;
     merged.resume = args.resume.clone();
     if merged.schedule == "cosine" && stored.get("epochs") != Some(&merged.epochs.into()) {
         note!(
@@ -575,7 +638,7 @@ fn print_model_help() {
 }
 
 /// Each layer with its output shape and parameter count, then the total.
-fn print_summary<B: Backend>(model: &Model<B>) {
+pub fn print_summary<B: Backend>(model: &Model<B>) {
     say!("model: {}", model.spec);
     say!("  {:>3}  {:<28} {:>12} {:>10}", "#", "layer", "output", "params");
     say!("  {:>3}  {:<28} {:>12} {:>10}", "", "input", model.input.to_string(), "");
@@ -605,7 +668,14 @@ fn checkpoint_meta<B: Backend>(
         dataset: Some(data.name.clone()),
         version: None,
         normalization: model.normalization.as_ref().map(|(m, s, _)| (m.clone(), s.clone())),
-        config: serde_json::to_value(stored_args(args)).ok(),
+        config: serde_json::to_value(stored_args(args)).ok().map(|mut v| {
+            // How that invocation printed is not part of the run.
+            if let Some(map) = v.as_object_mut() {
+                map.remove("quiet");
+                map.remove("profile");
+            }
+            v
+        }),
         progress: None,
     }
 }
