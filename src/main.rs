@@ -75,6 +75,10 @@ pub struct DataArgs {
     /// Use only the first N test samples.
     #[arg(long)]
     pub limit_test: Option<usize>,
+    /// Train and evaluate on these classes only (names or indices, e.g. cat,dog or 3,5),
+    /// relabelled in the order given.
+    #[arg(long, value_name = "A,B,...")]
+    pub classes: Option<String>,
 }
 
 /// Every `train` flag; as JSON (field names as keys) it is the run's configuration, stored in

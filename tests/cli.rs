@@ -905,3 +905,34 @@ fn config_files_and_inspect() {
         assert_clean_error(&steepest(&["train", "--config", bad.to_str().unwrap()]), needles);
     }
 }
+
+/// `--classes` keeps a subset of the classes (names or indices), relabelled in the order given;
+/// eval of such a checkpoint evaluates on the same subset.
+#[test]
+fn classes_subset() {
+    let dir = temp("classes");
+    let data = dir.join("d");
+    std::fs::create_dir_all(&data).unwrap();
+    write_idx(&data);
+    let w = dir.join("w.safetensors");
+    let base =
+        ["train", "--device", "cpu", "--dataset", "idx", "--data-dir", data.to_str().unwrap()];
+    let (out, _) = run_ok(
+        &[&base[..], &["--classes", "2,0", "--epochs", "1", "--save", w.to_str().unwrap()]]
+            .concat(),
+    );
+    // write_idx labels i % 3: 20 train samples → 7 of class 0 and 6 of class 2; 10 test → 4 + 3.
+    assert!(out.contains("(13 train, 7 test, 1x4x4, 2 classes)"), "{out}");
+    let ckpt = steepest::checkpoint::load(&w).unwrap();
+    assert_eq!(ckpt.meta.class_names.unwrap(), ["2", "0"]);
+    let (out, err) = run_ok(&["eval", "--weights", w.to_str().unwrap(), "--device", "cpu"]);
+    assert!(err.contains("--classes 2,0") && out.contains("(7 samples)"), "{out}{err}");
+    for (list, needles) in [
+        ("2,zebra", &["--classes", "\"zebra\" is not a class", "0, 1, 2"][..]),
+        ("1,1", &["--classes", "listed twice"][..]),
+        ("1", &["--classes", "at least 2"][..]),
+    ] {
+        let o = steepest(&[&base[..], &["--classes", list]].concat());
+        assert_clean_error(&o, needles);
+    }
+}

@@ -112,6 +112,9 @@ pub fn load_data(args: &DataArgs, shape: Option<[usize; 3]>, test_only: bool) ->
         note!("{n}");
     }
     let mut data = result?;
+    if let Some(list) = &args.classes {
+        data.select_classes(list)?;
+    }
     if let Some(n) = args.limit_test {
         let size = data.sample_size();
         data.test.truncate(n, size);
@@ -128,8 +131,8 @@ pub fn data_args_from_checkpoint(
     ckpt: &steepest::checkpoint::Checkpoint,
     source: &std::path::Path,
 ) -> Result<DataArgs> {
-    const TAKEN: [&str; 6] =
-        ["dataset", "data_dir", "image_size", "color", "val_split", "memory_limit"];
+    const TAKEN: [&str; 7] =
+        ["dataset", "data_dir", "image_size", "color", "val_split", "memory_limit", "classes"];
     let mut stored = match &ckpt.meta.config {
         Some(serde_json::Value::Object(map)) => map.clone(),
         _ => serde_json::Map::new(),

@@ -58,6 +58,33 @@ pub struct Split {
 }
 
 impl Split {
+    /// The samples whose label `relabel` maps to `Some(new label)`, relabelled, in order.
+    pub fn select(&self, sample_bytes: usize, relabel: impl Fn(u8) -> Option<u8>) -> Split {
+        let mut images = Vec::new();
+        let mut labels = Vec::new();
+        let mut paths = Vec::new();
+        for (i, &label) in self.labels[..self.len].iter().enumerate() {
+            let Some(new) = relabel(label) else { continue };
+            labels.push(new);
+            match &self.files {
+                Some(files) => paths.push(files.paths[i].clone()),
+                None => {
+                    images.extend_from_slice(&self.images[i * sample_bytes..(i + 1) * sample_bytes])
+                }
+            }
+        }
+        let files = self.files.as_ref().map(|f| {
+            std::sync::Arc::new(folder::ImageFiles {
+                paths,
+                channels: f.channels,
+                height: f.height,
+                width: f.width,
+                failed: Default::default(),
+            })
+        });
+        Split { len: labels.len(), images, labels, files }
+    }
+
     /// Keeps the first `n` samples (for `--limit-train` / `--limit-test`).
     pub fn truncate(&mut self, n: usize, sample_bytes: usize) {
         if n < self.len {
@@ -86,6 +113,52 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// `--classes a,b,...`: keeps only these classes (names, or indices into the class list),
+    /// relabelled 0, 1, ... in the order given, in both splits.
+    pub fn select_classes(&mut self, list: &str) -> Result<()> {
+        let mut chosen: Vec<usize> = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let by_name = self
+                .class_names
+                .iter()
+                .position(|n| n == item)
+                .or_else(|| self.class_names.iter().position(|n| n.eq_ignore_ascii_case(item)));
+            let index =
+                by_name.or_else(|| item.parse::<usize>().ok().filter(|&i| i < self.num_classes));
+            let Some(index) = index else {
+                return Err(Error::config(
+                    "--classes",
+                    format!(
+                        "{item:?} is not a class of {}; its classes are {} (or 0 to {})",
+                        self.name,
+                        self.class_names.join(", "),
+                        self.num_classes.saturating_sub(1)
+                    ),
+                ));
+            };
+            if chosen.contains(&index) {
+                return Err(Error::config(
+                    "--classes",
+                    format!("{item:?} ({}) is listed twice", self.class_names[index]),
+                ));
+            }
+            chosen.push(index);
+        }
+        if chosen.len() < 2 {
+            return Err(Error::config(
+                "--classes",
+                format!("{list:?} names {} class(es); a classifier needs at least 2", chosen.len()),
+            ));
+        }
+        let relabel = |l: u8| chosen.iter().position(|&c| c == l as usize).map(|p| p as u8);
+        let size = self.sample_size();
+        self.train = self.train.select(size, relabel);
+        self.test = self.test.select(size, relabel);
+        self.class_names = chosen.iter().map(|&c| self.class_names[c].clone()).collect();
+        self.num_classes = chosen.len();
+        Ok(())
+    }
+
     /// Bytes (and f32 inputs) per sample.
     pub fn sample_size(&self) -> usize {
         self.channels * self.height * self.width
