@@ -221,13 +221,15 @@ pub struct PredictArgs {
     /// The checkpoint (its metadata gives the input size, class names and normalisation).
     #[arg(long)]
     pub weights: PathBuf,
-    /// Image files to classify.
-    #[arg(value_name = "IMAGE")]
+    /// Image files, and folders (walked for .png, .jpg, .jpeg, .gif and .bmp files), to
+    /// classify.
+    #[arg(value_name = "IMAGE|DIR")]
     pub images: Vec<PathBuf>,
     /// How many classes to show per image, most likely first.
     #[arg(long, default_value_t = 3)]
     pub top_k: usize,
-    /// Print one JSON array: per image, its file and top classes with probabilities.
+    /// One JSON object per line and image: its file and top classes with probabilities (or
+    /// the error that kept it from being read).
     #[arg(long)]
     pub json: bool,
     /// auto | gpu | cpu.

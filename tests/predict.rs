@@ -54,7 +54,10 @@ fn predict_matches_the_model_and_names_bad_files() {
     ];
     args.extend(files.iter().map(|s| s.as_str()));
     let (out, _) = run_ok(&args);
-    let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    // One JSON object per line and image.
+    let got: Vec<serde_json::Value> =
+        out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(got.len(), n);
 
     // The same pixels through the library on the same backend.
     let loaded = checkpoint::load(&ckpt).unwrap();
@@ -131,4 +134,33 @@ fn predict_matches_the_model_and_names_bad_files() {
     assert_clean_error(&o, &["missing.safetensors"]);
     let o = steepest(&["predict", "--weights", ckpt.to_str().unwrap()]);
     assert_clean_error(&o, &["at least one image"]);
+
+    // A folder: its image files (nested ones too, sorted), one line each; other files skipped.
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(photos.join("more")).unwrap();
+    std::fs::copy(&files[1], photos.join("b.png")).unwrap();
+    std::fs::copy(&files[2], photos.join("more").join("c.PNG")).unwrap();
+    std::fs::copy(&files[0], photos.join("a.png")).unwrap();
+    std::fs::write(photos.join("notes.txt"), "not an image").unwrap();
+    let (out, _) = run_ok(&[
+        "predict",
+        "--weights",
+        ckpt.to_str().unwrap(),
+        "--device",
+        "cpu",
+        photos.to_str().unwrap(),
+        &files[3],
+    ]);
+    let named: Vec<&str> = out.lines().map(|l| l.split(": ").next().unwrap()).collect();
+    let want = [
+        photos.join("a.png"),
+        photos.join("b.png"),
+        photos.join("more").join("c.PNG"),
+        std::path::PathBuf::from(&files[3]),
+    ];
+    assert_eq!(named, want.iter().map(|p| p.to_str().unwrap()).collect::<Vec<_>>(), "{out}");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = steepest(&["predict", "--weights", ckpt.to_str().unwrap(), empty.to_str().unwrap()]);
+    assert_clean_error(&o, &["no image files"]);
 }
