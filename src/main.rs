@@ -34,6 +34,8 @@ enum Command {
     Bench(BenchArgs),
     /// What a checkpoint holds: model summary, metadata, the run's flags, tensor names and shapes.
     Inspect(InspectArgs),
+    /// Loss and accuracy curves (train and test, one colour per run) from a --metrics file, as SVG.
+    Plot(PlotArgs),
 }
 
 /// Where the data comes from and which device runs the work.
@@ -168,6 +170,10 @@ pub struct TrainArgs {
     /// Stop after N epochs in a row without a new best (by --best-by).
     #[arg(long, value_name = "N")]
     pub early_stop: Option<usize>,
+    /// Draw loss and accuracy curves into this SVG at the end (every run in --metrics when
+    /// given, else this run).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
     /// Print the end-of-run summary as one JSON object on stdout (the report goes to stderr).
     #[arg(long)]
     #[serde(skip)]
@@ -240,6 +246,15 @@ pub struct PredictArgs {
 }
 
 #[derive(Args)]
+pub struct PlotArgs {
+    /// The JSON lines `train --metrics` wrote.
+    pub metrics: PathBuf,
+    /// Where to write the SVG [default: the metrics file's name with .svg].
+    #[arg(short, long, value_name = "FILE.svg")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args)]
 pub struct InspectArgs {
     /// The checkpoint (or NAME.resume.safetensors).
     pub file: PathBuf,
@@ -302,6 +317,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => cli::predict::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
         Command::Inspect(args) => cli::inspect::run(&args),
+        Command::Plot(args) => cli::plot::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

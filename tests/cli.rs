@@ -936,3 +936,51 @@ fn classes_subset() {
         assert_clean_error(&o, needles);
     }
 }
+
+/// `steepest plot` draws every run of a metrics file (one colour each, named in the legend);
+/// `train --plot` draws at the end; lines from before run ids split where the epochs restart.
+#[test]
+fn plot_draws_each_run() {
+    let dir = temp("plot");
+    let (m, svg) = (dir.join("m.jsonl"), dir.join("curves.svg"));
+    let base =
+        ["train", "--device", "cpu", "--epochs", "3", "--limit-train", "300", "--limit-test", "60"];
+    run_ok(&[&base[..], &["--metrics", m.to_str().unwrap(), "--quiet"]].concat());
+    let (out, _) = run_ok(
+        &[&base[..], &["--metrics", m.to_str().unwrap(), "--plot", svg.to_str().unwrap()]].concat(),
+    );
+    assert!(out.contains(&format!("plot: {}", svg.display())), "{out}");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    let runs: std::collections::BTreeSet<String> = std::fs::read_to_string(&m)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["run"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(runs.len(), 2);
+    for id in &runs {
+        // Each run is in both panels' legends, train and test.
+        assert_eq!(drawn.matches(&format!("{id} train")).count(), 2, "{id}");
+        assert_eq!(drawn.matches(&format!("{id} test")).count(), 2, "{id}");
+    }
+
+    // Old lines without run ids; the default output name.
+    let old = dir.join("old.jsonl");
+    let line = |e: u32| format!("{{\"epoch\":{e},\"train_loss\":1.0,\"train_acc\":0.5}}\n");
+    std::fs::write(&old, [line(1), line(2), line(1), line(2), line(3)].concat()).unwrap();
+    let (out, _) = run_ok(&["plot", old.to_str().unwrap()]);
+    assert!(out.contains("old.svg (2 runs)"), "{out}");
+    assert!(std::fs::read_to_string(dir.join("old.svg")).unwrap().contains("run 2 train"));
+
+    std::fs::write(&old, "{\"epoch\":1,\"train_loss\":1.0,\"train_acc\":0.5}\nnot json\n").unwrap();
+    assert_clean_error(&steepest(&["plot", old.to_str().unwrap()]), &["old.jsonl", "line 2"]);
+    let png = dir.join("c.png");
+    assert_clean_error(
+        &steepest(&["plot", m.to_str().unwrap(), "-o", png.to_str().unwrap()]),
+        &["c.png", ".svg"],
+    );
+}

@@ -5,6 +5,7 @@ pub mod devices;
 pub mod eval;
 pub mod inspect;
 pub mod interrupt;
+pub mod plot;
 pub mod predict;
 pub mod train;
 

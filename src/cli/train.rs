@@ -52,6 +52,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if args.log_every.is_some() && args.metrics.is_none() {
         return Err(Error::config("--log-every", "needs --metrics FILE to write to"));
     }
+    if let Some(p) = &args.plot {
+        if p.extension().and_then(|e| e.to_str()) != Some("svg") {
+            return Err(Error::file(p, "--plot: plots are SVG; give a name ending in .svg"));
+        }
+    }
     if args.save_every == Some(0) {
         return Err(Error::config("--save-every", "must be at least 1 (epochs)"));
     }
@@ -499,6 +504,22 @@ fn train_on<B: Backend>(
         }
         Err(e) => return Err(e),
     };
+    if let Some(out) = &args.plot {
+        let this_run = super::plot::Run {
+            id: args.run_id.clone().unwrap_or_default(),
+            points: reports
+                .iter()
+                .map(|r| super::plot::Point {
+                    epoch: r.epoch as f64,
+                    train_loss: r.train_loss as f64,
+                    train_acc: r.train_acc as f64,
+                    test_loss: r.test_loss.map(f64::from),
+                    test_acc: r.test_acc.map(f64::from),
+                })
+                .collect(),
+        };
+        super::plot::after_training(out, args.metrics.as_ref(), this_run)?;
+    }
     print_run_summary(
         data.held_out,
         args,
@@ -561,6 +582,7 @@ fn print_run_summary(
             "device": last.device,
             "weights": weights,
             "metrics": args.metrics,
+            "plot": args.plot,
         });
         println!("{summary}");
         return;
@@ -598,6 +620,9 @@ fn print_run_summary(
     }
     if let Some(m) = &args.metrics {
         say!("  metrics: {}", m.display());
+    }
+    if let Some(p) = &args.plot {
+        say!("  plot: {}", p.display());
     }
 }
 
