@@ -163,7 +163,7 @@ fn panel(
                 .label(format!("{label}test"))
                 .legend(move |(x, y)| {
                     plotters::element::DashedPathElement::new(
-                        [(x, y), (x + 20, y)].into_iter(),
+                        [(x, y), (x + 20, y)],
                         4,
                         3,
                         color.stroke_width(2),
