@@ -24,6 +24,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod gpu;
+pub mod lr_find;
 pub mod nn;
 pub mod optim;
 pub mod schedule;

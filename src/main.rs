@@ -36,6 +36,9 @@ enum Command {
     Inspect(InspectArgs),
     /// Loss and accuracy curves (train and test, one colour per run) from a --metrics file, as SVG.
     Plot(PlotArgs),
+    /// The learning-rate range test: a short run with the rate rising exponentially; prints the
+    /// suggested rate and plots loss against rate. Takes train's data, model and optimizer flags.
+    LrFind(Box<LrFindArgs>),
 }
 
 /// Where the data comes from and which device runs the work.
@@ -105,9 +108,10 @@ pub struct TrainArgs {
     /// sgd | momentum | nesterov | adam | adamw | rmsprop.
     #[arg(long, default_value = "adam")]
     pub optimizer: String,
-    /// Learning rate [default: PyTorch's for the optimizer: 1e-3, RMSprop 1e-2].
-    #[arg(long, allow_hyphen_values = true)]
-    pub lr: Option<f32>,
+    /// Learning rate, or auto: a learning-rate range test (`steepest lr-find`) picks it first
+    /// [default: PyTorch's for the optimizer: 1e-3, RMSprop 1e-2].
+    #[arg(long, allow_hyphen_values = true, value_name = "F|auto")]
+    pub lr: Option<cli::LrFlag>,
     /// Momentum [default: 0.9 for momentum and nesterov, else 0].
     #[arg(long, allow_hyphen_values = true)]
     pub momentum: Option<f32>,
@@ -246,6 +250,21 @@ pub struct PredictArgs {
 }
 
 #[derive(Args)]
+pub struct LrFindArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// The first step's learning rate.
+    #[arg(long, default_value_t = 1e-7)]
+    pub start_lr: f32,
+    /// The last step's learning rate (the test stops earlier if the loss blows up).
+    #[arg(long, default_value_t = 10.0)]
+    pub end_lr: f32,
+    /// Steps from the first rate to the last.
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+}
+
+#[derive(Args)]
 pub struct PlotArgs {
     /// The JSON lines `train --metrics` wrote.
     pub metrics: PathBuf,
@@ -318,6 +337,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(&args),
         Command::Inspect(args) => cli::inspect::run(&args),
         Command::Plot(args) => cli::plot::run(&args),
+        Command::LrFind(mut args) => {
+            args.train.given = given(&matches, "lr-find");
+            cli::lr_find::run(&args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -984,3 +984,49 @@ fn plot_draws_each_run() {
         &["c.png", ".svg"],
     );
 }
+
+/// The learning-rate range test: rates rise exponentially, the suggestion is a tenth of the
+/// rate with the lowest (smoothed) loss, which is below where the curve started; `--lr auto`
+/// trains with that rate and stores it as a number.
+#[test]
+fn lr_find_and_lr_auto() {
+    let dir = temp("lr-find");
+    let svg = dir.join("lr.svg");
+    let base = ["--device", "cpu", "--limit-train", "2000", "--limit-test", "200"];
+    let (out, _) = run_ok(
+        &[&["lr-find"][..], &base[..], &["--json", "--plot", svg.to_str().unwrap()]].concat(),
+    );
+    let f: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let lrs: Vec<f64> = f["lrs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let smoothed: Vec<f64> =
+        f["smoothed"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(lrs.len() >= 10 && lrs.len() <= 100 && (lrs[0] - 1e-7).abs() < 1e-12, "{lrs:?}");
+    let ratio = lrs[1] / lrs[0];
+    assert!(
+        lrs.windows(2).all(|w| (w[1] / w[0] / ratio - 1.0).abs() < 1e-3),
+        "exponential: {lrs:?}"
+    );
+    let at_min = (0..smoothed.len()).fold(0, |b, i| if smoothed[i] < smoothed[b] { i } else { b });
+    assert_eq!(f["min_loss_lr"].as_f64(), Some(lrs[at_min]));
+    assert!((f["suggested"].as_f64().unwrap() - lrs[at_min] / 10.0).abs() < 1e-9 * lrs[at_min]);
+    assert!(smoothed[at_min] < 0.95 * smoothed[0], "the loss fell: {smoothed:?}");
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("suggested"));
+
+    let w = dir.join("w.safetensors");
+    let (out, _) = run_ok(
+        &[
+            &["train"][..],
+            &base[..],
+            &["--epochs", "1", "--lr", "auto", "--save", w.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert!(out.contains("--lr auto: training with lr"), "{out}");
+    let cfg = steepest::checkpoint::load(&w).unwrap().meta.config.unwrap();
+    assert!(cfg["lr"].as_f64().is_some_and(|lr| lr > 0.0), "{cfg}");
+
+    let o = steepest(&["lr-find", "--device", "cpu", "--start-lr", "1", "--end-lr", "0.1"]);
+    assert_clean_error(&o, &["--start-lr", "expected 0 < start < end"]);
+    let o = steepest(&["train", "--lr", "fast"]);
+    assert!(!o.status.success() && text(&o).1.contains("not a number or auto"));
+}

@@ -5,6 +5,7 @@ pub mod devices;
 pub mod eval;
 pub mod inspect;
 pub mod interrupt;
+pub mod lr_find;
 pub mod plot;
 pub mod predict;
 pub mod train;
@@ -187,6 +188,50 @@ pub fn open_device(device: &str, adapter: Option<&str>) -> Result<AnyBackend> {
 /// `--image-size N` (square) or `WxH`.
 #[derive(Clone, Copy, Debug)]
 pub struct ImageSize(pub usize, pub usize);
+
+/// `--lr F` or `--lr auto` (a learning-rate range test picks it first).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LrFlag {
+    Value(f32),
+    Auto,
+}
+
+impl FromStr for LrFlag {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "auto" => Ok(LrFlag::Auto),
+            v => v.parse::<f32>().map(LrFlag::Value).map_err(|_| {
+                format!("{v:?} is not a number or auto; expected e.g. 1e-3, 0.05 or auto")
+            }),
+        }
+    }
+}
+
+// A number, or the string "auto", in stored run configurations and config files.
+impl serde::Serialize for LrFlag {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            LrFlag::Value(v) => s.serialize_f32(*v),
+            LrFlag::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LrFlag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f32),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(v) => Ok(LrFlag::Value(v)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
 
 impl std::fmt::Display for ImageSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

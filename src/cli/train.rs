@@ -40,7 +40,6 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         Some(path) => Some(open_init(&path, &mut args)?),
         None => None,
     };
-    let args = &args;
     super::set_quiet(args.quiet);
     super::set_report_to_stderr(args.json);
     if args.save_best && args.save.is_none() {
@@ -65,7 +64,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     }
     // Check every flag before the slow parts (data, device) start.
     let spec: ModelSpec = args.model.parse()?;
-    let cfg = config(args)?;
+    let mut cfg = config(&args)?;
     if let Some(path) = &args.save {
         // Fail now rather than after the training the checkpoint was meant to keep: a folder, a
         // device or a FIFO is never replaced by a checkpoint.
@@ -92,6 +91,23 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         data.train.truncate(n, size);
     }
     let mut backend = super::open_device(&args.data.device, args.data.adapter.as_deref())?;
+    if args.lr == Some(super::LrFlag::Auto) {
+        if resumed.is_some() {
+            return Err(Error::config(
+                "--lr",
+                "auto picks the rate of a new run, not a resumed one",
+            ));
+        }
+        let (start, end, steps) = (1e-7, 10.0, 100);
+        let found = with_backend!(&mut backend, b => super::lr_find::search(b, &args, &spec, &cfg, &data, start, end, steps))?;
+        super::lr_find::report(&found, &cfg);
+        cfg.optimizer.lr = found.suggested;
+        cfg.optimizer.validate()?;
+        // Stored as the number it became, so a resumed run keeps it.
+        args.lr = Some(super::LrFlag::Value(found.suggested));
+        say!("--lr auto: training with lr {:.2e}", found.suggested);
+    }
+    let args = &args;
     let profiling = match (&mut backend, args.profile) {
         (_, false) => false,
         (AnyBackend::Gpu(g), true) => {
@@ -118,10 +134,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn config(args: &TrainArgs) -> Result<TrainConfig> {
+pub fn config(args: &TrainArgs) -> Result<TrainConfig> {
     let kind: OptimizerKind = args.optimizer.parse()?;
     let mut opt = OptimizerConfig::new(kind);
-    if let Some(lr) = args.lr {
+    // `auto`: the default until the range test has run (`run`).
+    if let Some(super::LrFlag::Value(lr)) = args.lr {
         opt.lr = lr;
     }
     if let Some(m) = args.momentum {
@@ -627,7 +644,7 @@ fn print_run_summary(
 }
 
 /// `--normalize none|auto|MEAN,STD...` for this data set.
-fn normalization(flag: &str, data: &Dataset) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+pub fn normalization(flag: &str, data: &Dataset) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
     match flag {
         "none" => Ok(None),
         "auto" => Ok(Some(data.channel_stats())),
