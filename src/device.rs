@@ -40,7 +40,7 @@ pub enum AnyBackend {
 
 impl AnyBackend {
     /// Opens the device `choice` asks for. `notice` receives the line `auto` prints when it falls
-    /// back to the CPU.
+    /// back to the CPU, and the warning that `gpu` took a software adapter.
     pub fn open(
         choice: DeviceChoice,
         adapter: Option<&str>,
@@ -49,7 +49,16 @@ impl AnyBackend {
         match choice {
             DeviceChoice::Cpu => Ok(AnyBackend::Cpu(CpuBackend::new())),
             DeviceChoice::Gpu => match GpuBackend::open(Choice::AnyAdapter, adapter)? {
-                Some(gpu) => Ok(AnyBackend::Gpu(Box::new(gpu))),
+                Some(gpu) => {
+                    if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
+                        notice(&format!(
+                            "{} is a software adapter (the CPU emulating a GPU): training runs \
+                             correctly but several times slower than --device cpu",
+                            gpu.adapter_info().name
+                        ));
+                    }
+                    Ok(AnyBackend::Gpu(Box::new(gpu)))
+                }
                 None => Err(Error::config(
                     "--device",
                     "gpu was asked for but wgpu found no adapter with compute shaders \

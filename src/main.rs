@@ -320,6 +320,14 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Headless Linux: without a display, Mesa's EGL (probed for wgpu's GL backend) tries
+    // Wayland and prints "error: XDG_RUNTIME_DIR is invalid or not set"; the surfaceless
+    // platform needs no display and prints nothing. Set before any thread starts.
+    #[cfg(target_os = "linux")]
+    if ["EGL_PLATFORM", "WAYLAND_DISPLAY", "DISPLAY"].iter().all(|v| std::env::var_os(v).is_none())
+    {
+        std::env::set_var("EGL_PLATFORM", "surfaceless");
+    }
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {

@@ -174,8 +174,42 @@ fn a_model_too_big_for_the_gpu_names_the_limit() {
 
 #[test]
 fn devices_lists_or_says_none() {
-    let (out, _) = run_ok(&["devices"]);
+    // Probing every backend (GL through EGL included) prints nothing that looks like an error,
+    // even without a display or XDG_RUNTIME_DIR.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_steepest"))
+        .arg("devices")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("DISPLAY")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
     assert!(out.contains("backend") || out.contains("no GPU adapter"), "{out}");
+    assert!(!err.contains("error"), "stderr: {err}");
+}
+
+/// `--device gpu` on a software adapter warns that the CPU is the faster choice.
+#[test]
+fn a_software_adapter_is_named_slower_than_the_cpu() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let o = steepest(&[
+        "train",
+        "--device",
+        "gpu",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "256",
+        "--limit-test",
+        "64",
+    ]);
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let software = err.contains("(Vulkan, Cpu)") || err.contains("(Gl, Cpu)");
+    assert_eq!(software, err.contains("slower than --device cpu"), "{err}");
 }
 
 #[test]

@@ -178,7 +178,13 @@ pub fn data_args_from_checkpoint(
 /// Opens the device the flags ask for and says which one it is (always, on stderr).
 pub fn open_device(device: &str, adapter: Option<&str>) -> Result<AnyBackend> {
     let choice: DeviceChoice = device.parse()?;
-    let backend = AnyBackend::open(choice, adapter, &mut |n| note!("{n}"))?;
+    let backend = AnyBackend::open(choice, adapter, &mut |n| {
+        if n.contains("software adapter") {
+            warning!("{n}");
+        } else {
+            note!("{n}");
+        }
+    })?;
     if !quiet() {
         eprintln!("device: {}", backend.describe());
     }

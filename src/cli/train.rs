@@ -862,7 +862,7 @@ impl Observer for Reporter {
             let bar = ProgressBar::new(steps as u64);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} ({eta})",
+                    "epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} (ETA {eta})",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
@@ -890,7 +890,12 @@ impl Observer for Reporter {
         if let Some(bar) = &self.bar {
             bar.inc(1);
             if let Some(m) = running {
-                bar.set_message(format!("loss {:.4} acc {:.2}%", m.loss, 100.0 * m.accuracy));
+                let rate = m.samples as f64 / bar.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.2}% {rate:.0} samples/s",
+                    m.loss,
+                    100.0 * m.accuracy
+                ));
             }
         }
     }
