@@ -282,11 +282,7 @@ fn cli_reports_bad_folders_and_skipped_files() {
 /// evaluated and predicted with the saved checkpoint.
 #[test]
 fn hymenoptera_trains_end_to_end() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/hymenoptera");
-    if !data.is_dir() {
-        eprintln!("skipping: {} is absent (the shared data sets are not here)", data.display());
-        return;
-    }
+    let Some(data) = steepest::data::shared_data_dir("hymenoptera") else { return };
     let out_dir = temp("hymenoptera");
     let ckpt = out_dir.join("ants-bees.safetensors");
     let (out, _) = run_ok(&[

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 
 use steepest::backend::Backend;
 use steepest::cpu::CpuBackend;
@@ -20,14 +19,7 @@ use steepest::optim::{OptimizerConfig, OptimizerKind};
 use steepest::train::{self, TrainConfig};
 
 fn mnist() -> Option<Dataset> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist");
-    if !dir.exists() {
-        eprintln!(
-            "skipping: {} is absent (real MNIST lives there on the project's machines)",
-            dir.display()
-        );
-        return None;
-    }
+    let dir = steepest::data::shared_data_dir("mnist")?;
     Some(steepest::data::open("mnist", Some(&dir)).unwrap())
 }
 

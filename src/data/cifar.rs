@@ -427,11 +427,7 @@ mod tests {
     /// The real files under `shared/data/cifar10` (batches 1..3 and the first 1000 test images).
     #[test]
     fn shared_cifar10_when_present() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar10");
-        if !dir.is_dir() {
-            println!("skipping: no CIFAR-10 files at {}", dir.display());
-            return;
-        }
+        let Some(dir) = crate::data::shared_data_dir("cifar10") else { return };
         let ds = load_dir(&dir).expect("load shared CIFAR-10");
         assert_eq!((ds.channels, ds.height, ds.width, ds.num_classes), (3, 32, 32, 10));
         assert_eq!(ds.train.len, 30000);

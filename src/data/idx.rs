@@ -636,11 +636,7 @@ mod tests {
 
     #[test]
     fn real_mnist_loads_when_present() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist");
-        if !dir.is_dir() {
-            println!("skipped the MNIST part: {} does not exist", dir.display());
-            return;
-        }
+        let Some(dir) = crate::data::shared_data_dir("mnist") else { return };
         let ds = load_dir(&dir, "mnist", None).expect("MNIST should load");
         assert_eq!((ds.train.len, ds.test.len), (60_000, 10_000));
         assert_eq!((ds.channels, ds.height, ds.width, ds.num_classes), (1, 28, 28, 10));

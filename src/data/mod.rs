@@ -95,6 +95,31 @@ impl Split {
     }
 }
 
+/// For tests and benchmarks: the folder of a shared data set (`mnist`, `cifar10`,
+/// `hymenoptera`), under `STEEPEST_DATA_DIR` or else `../shared/data` beside the crate. When it is
+/// absent this says so on the terminal (past the test harness's capture, so a skipped test is
+/// never a silent `ok`) and returns `None`, unless `STEEPEST_REQUIRE_DATA=1`, where a missing
+/// data set is a failure (a panic naming the folder).
+pub fn shared_data_dir(name: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("STEEPEST_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let dir = root.join(name);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("STEEPEST_REQUIRE_DATA").is_ok_and(|v| v == "1") {
+        panic!("STEEPEST_REQUIRE_DATA=1 but the {name} data set is not at {}", dir.display());
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: the {name} data set is not at {} (set STEEPEST_DATA_DIR to its parent folder)",
+        dir.display()
+    );
+    None
+}
+
 /// A whole data set: train and test splits and the shape of one sample.
 #[derive(Clone, Debug)]
 pub struct Dataset {
