@@ -262,6 +262,23 @@ fn cli_download_checks_the_published_sums() {
         ],
     );
     assert_only(&cache, &[]);
+    // Offline (nothing answers), into folders that do not exist yet: none is left behind.
+    let fresh = temp("dl-cli-offline").join("new").join("mnist");
+    let o = steepest_env(
+        &[
+            "train",
+            "--dataset",
+            "mnist",
+            "--download",
+            "--data-dir",
+            fresh.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        &[(download::MIRROR_ENV, "http://127.0.0.1:9")],
+    );
+    assert!(!o.status.success());
+    assert!(!fresh.parent().unwrap().exists(), "the folders the download made are gone");
     // Without --download and without the files, the error says how to get them.
     let empty = temp("dl-cli-empty");
     let o = steepest_env(

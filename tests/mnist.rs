@@ -10,7 +10,6 @@
 
 mod common;
 
-
 use steepest::backend::Backend;
 use steepest::cpu::CpuBackend;
 use steepest::data::Dataset;

@@ -179,7 +179,7 @@ pub fn data_args_from_checkpoint(
 pub fn open_device(device: &str, adapter: Option<&str>) -> Result<AnyBackend> {
     let choice: DeviceChoice = device.parse()?;
     let backend = AnyBackend::open(choice, adapter, &mut |n| {
-        if n.contains("software adapter") {
+        if n.contains("slower than --device cpu") {
             warning!("{n}");
         } else {
             note!("{n}");

@@ -153,8 +153,29 @@ pub fn ensure(dataset: &str, dir: &Path, progress: bool) -> Result<()> {
 
 /// [`ensure`] from a given list of files (another mirror with its own sums, or a test's).
 pub fn ensure_from(dataset: &str, list: &[Resource], dir: &Path, progress: bool) -> Result<()> {
+    // The folders this call creates are removed again if nothing lands in them (offline, a
+    // bad mirror): a failed download leaves nothing behind.
+    let mut created = Vec::new();
+    let mut missing = Some(dir);
+    while let Some(d) = missing.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        created.push(d.to_path_buf());
+        missing = d.parent();
+    }
     fs::create_dir_all(dir)
         .map_err(|e| Error::file(dir, format!("cannot create the download folder: {e}")))?;
+    let result = fill(dataset, list, dir, progress);
+    if result.is_err() {
+        // Deepest first; `remove_dir` only removes an empty folder.
+        for d in &created {
+            if fs::remove_dir(d).is_err() {
+                break;
+            }
+        }
+    }
+    result
+}
+
+fn fill(dataset: &str, list: &[Resource], dir: &Path, progress: bool) -> Result<()> {
     if dataset == "cifar10" {
         // The archive is unpacked and then deleted; the unpacked batches stand for it.
         if CIFAR_MEMBERS.iter().all(|m| dir.join(m).is_file()) {
