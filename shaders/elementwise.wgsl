@@ -70,6 +70,21 @@ fn relu_backward(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroup
     }
 }
 
+// add: out = a + b (a residual block's sum; its input gradient from two paths).
+@group(0) @binding(1) var<storage, read> add_a: array<f32>;
+@group(0) @binding(2) var<storage, read> add_b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> add_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn add(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+       @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    if i >= params.len {
+        return;
+    }
+    add_out[i] = add_a[i] + add_b[i];
+}
+
 // relu: x = max(x, 0) in place, for a ReLU that no bias op before it could absorb.
 @compute @workgroup_size(256)
 fn relu(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,

@@ -209,6 +209,9 @@ pub trait Backend {
     );
     /// `x = max(x, 0)` in place, for a ReLU that no bias op before it could absorb.
     fn relu(&mut self, x: &Self::Buf, len: usize);
+    /// `out = a + b` element-wise over `len` values (a residual block's sum, and its input
+    /// gradient from two paths); `out` is a third buffer, aliasing neither.
+    fn add(&mut self, a: &Self::Buf, b: &Self::Buf, out: &Self::Buf, len: usize);
     /// `grad[i] = 0` where `activation[i] <= 0` (ReLU's backward, given its output).
     fn relu_backward(&mut self, grad: &Self::Buf, activation: &Self::Buf, len: usize);
     /// `out[c] = Σ_r grad[r, c]`: the bias gradient.

@@ -233,7 +233,7 @@ impl<B: Backend> Optimizer<B> {
         self.steps += 1;
         let c = &self.config;
         let t = self.steps as i32;
-        for ((value, grad, len), (s1, s2)) in model.param_buffers().zip(&self.state) {
+        for ((value, grad, len), (s1, s2)) in model.param_buffers().into_iter().zip(&self.state) {
             match c.kind {
                 OptimizerKind::Sgd | OptimizerKind::Momentum | OptimizerKind::Nesterov => {
                     let h = SgdHyper {

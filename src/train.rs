@@ -272,7 +272,7 @@ pub fn confusion<B: Backend>(
         ws.load_batch(backend, pixels, labels);
         model.forward(backend, &ws, rows, Mode::Eval);
         model.loss(backend, &ws, &stats, rows);
-        let logits = backend.read(&ws.activations[model.layers.len() - 1], rows * classes)?;
+        let logits = backend.read(ws.logits(), rows * classes)?;
         for (row, &label) in logits.chunks_exact(classes).zip(labels) {
             // The first largest logit, as the loss kernel's accuracy counts it.
             let pred = row
@@ -556,7 +556,7 @@ pub fn predict<B: Backend>(
         ws.load_batch(backend, chunk, &vec![0; n]);
         model.forward(backend, &ws, n, Mode::Eval);
         backend.submit();
-        let logits = backend.read(&ws.activations[model.layers.len() - 1], n * classes)?;
+        let logits = backend.read(ws.logits(), n * classes)?;
         for row in logits.chunks_exact(classes) {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
             let exp: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();

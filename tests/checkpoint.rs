@@ -23,7 +23,7 @@ fn logits(cpu: &mut CpuBackend, model: &Model<CpuBackend>, pixels: &[u8], rows: 
     let ws = Workspace::new(cpu, model, rows).unwrap();
     ws.load_batch(cpu, pixels, &vec![0; rows]);
     model.forward(cpu, &ws, rows, steepest::nn::Mode::Eval);
-    cpu.read(ws.activations.last().unwrap(), rows * model.num_classes).unwrap()
+    cpu.read(ws.logits(), rows * model.num_classes).unwrap()
 }
 
 #[test]

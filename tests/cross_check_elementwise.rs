@@ -1,4 +1,4 @@
-//! `pixels_to_f32`, `add_bias` / `add_bias_relu`, `relu_backward`, `normalize`, `copy_rows`
+//! `pixels_to_f32`, `add_bias` / `add_bias_relu`, `add`, `relu_backward`, `normalize`, `copy_rows`
 //! (shaders/elementwise.wgsl) and
 //! `bias_grad` (shaders/reduce.wgsl) against their CPU twins (src/cpu/elementwise.rs, reduce.rs).
 //!
@@ -29,6 +29,25 @@ fn pixels_to_f32_matches_cpu_exactly() {
         g.write_bytes(&src, &bytes);
         g.pixels_to_f32(&src, &dst, len);
         assert_eq!(g.read(&dst, len).unwrap(), want, "pixels_to_f32 len {len}");
+    }
+}
+
+/// `add` (residual blocks): one correctly rounded addition per element. Lengths up to a
+/// resnet block's output at batch 256 (256 × 16 × 32 × 32 = 4,194,304 values, past the 65,535
+/// workgroups of a 1D dispatch).
+#[test]
+fn add_matches_cpu_exactly() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(9);
+    for len in [1, 3, 256, 257, 100_003, 256 * 16 * 32 * 32] {
+        let (a, b) = (random(&mut rng, len), random(&mut rng, len));
+        let mut want = vec![0.0; len];
+        elementwise::add(&a, &b, &mut want);
+        let (ga, gb, out) = (g.alloc(len).unwrap(), g.alloc(len).unwrap(), g.alloc(len).unwrap());
+        g.write(&ga, &a);
+        g.write(&gb, &b);
+        g.add(&ga, &gb, &out, len);
+        assert_eq!(g.read(&out, len).unwrap(), want, "add len {len}");
     }
 }
 

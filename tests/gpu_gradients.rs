@@ -70,11 +70,11 @@ fn step<B: Backend>(
     let params = model.params();
     let grad_of = |name: &str| params.iter().find(|p| p.name == name).expect(name);
     let mut out = Vec::new();
-    for (i, layer) in model.layers.iter().enumerate() {
-        let in_shape = if i == 0 { model.input } else { model.shapes[i - 1] };
-        let x_buf = if i == 0 { &ws.input } else { &ws.activations[i - 1] };
+    for (i, layer) in model.chain.layers.iter().enumerate() {
+        let in_shape = if i == 0 { model.input } else { model.chain.shapes[i - 1] };
+        let x_buf = if i == 0 { &ws.input } else { &ws.bufs.activations[i - 1] };
         let x = read(b, x_buf, rows * in_shape.len());
-        let dy = read(b, &ws.grads[i], rows * model.shapes[i].len());
+        let dy = read(b, &ws.bufs.grads[i], rows * model.chain.shapes[i].len());
         match layer {
             Layer::Linear { inputs, outputs, .. } => {
                 let (ni, no) = (*inputs, *outputs);
@@ -176,9 +176,9 @@ fn step<B: Backend>(
                     });
                 }
             }
-            Layer::BatchNorm { channels, pixels: plane, .. } => {
-                let (nc, np) = (*channels, *plane);
-                let saved = read(b, ws.scratch[i].saved.as_ref().unwrap(), 2 * nc);
+            Layer::BatchNorm(bn) => {
+                let (nc, np) = (bn.channels, bn.pixels);
+                let saved = read(b, ws.bufs.scratch[i].saved.as_ref().unwrap(), 2 * nc);
                 let (mut eg, mut ag, mut eb, mut ab) =
                     (vec![0.0; nc], vec![0.0; nc], vec![0.0; nc], vec![0.0; nc]);
                 for n in 0..rows {
@@ -225,11 +225,12 @@ fn step<B: Backend>(
 fn step_budget(model: &Model<CpuBackend>, rows: usize) -> f64 {
     let matmuls: f64 = model.matmul_shapes(rows).iter().map(|&(_, _, k, _, _)| gamma(k + 1)).sum();
     let batch_norms: f64 = model
+        .chain
         .layers
         .iter()
         .map(|layer| match layer {
             // Mean, variance, and the two backward sums.
-            Layer::BatchNorm { pixels, .. } => 4.0 * gamma(rows * pixels + 3),
+            Layer::BatchNorm(bn) => 4.0 * gamma(rows * bn.pixels + 3),
             _ => 0.0,
         })
         .sum();

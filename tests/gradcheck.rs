@@ -24,15 +24,17 @@ fn loss_and_pattern(
     model.forward(cpu, ws, rows, Mode::Train { step: 0 });
     model.loss(cpu, ws, &stats, rows);
     let s = stats.to_vec();
-    let mut pattern: Vec<u32> = ws.activations[..ws.activations.len() - 1]
-        .iter()
+    // Every layer's output but the logits, blocks' layers included.
+    let logits = ws.logits() as *const _;
+    let mut pattern: Vec<u32> = ws
+        .all_activations()
+        .into_iter()
+        .filter(|a| !std::ptr::eq(*a, logits))
         .flat_map(|a| a.to_vec())
         .map(|v| (v > 0.0) as u32)
         .collect();
-    for s in &ws.scratch {
-        if let Some(idx) = &s.argmax {
-            pattern.extend(idx.borrow().iter());
-        }
+    for idx in ws.all_argmax() {
+        pattern.extend(idx.borrow().iter());
     }
     (s[0] / s[2], pattern)
 }

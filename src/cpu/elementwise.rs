@@ -33,6 +33,13 @@ pub fn relu_backward(grad: &mut [f32], activation: &[f32]) {
     }
 }
 
+/// `out = a + b`.
+pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = x + y;
+    }
+}
+
 /// `x = max(x, 0)` in place.
 pub fn relu(x: &mut [f32]) {
     for v in x {

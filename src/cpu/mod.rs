@@ -125,6 +125,11 @@ impl Backend for CpuBackend {
         elementwise::relu(&mut x.0.borrow_mut()[..len]);
     }
 
+    fn add(&mut self, a: &CpuBuf, b: &CpuBuf, out: &CpuBuf, len: usize) {
+        let (a, b) = (a.0.borrow(), b.0.borrow());
+        elementwise::add(&a[..len], &b[..len], &mut out.0.borrow_mut()[..len]);
+    }
+
     fn gather_batch(
         &mut self,
         images: &Self::Bytes,

@@ -225,6 +225,12 @@ impl Backend for GpuBackend {
         self.dispatch(Kernel::Relu, &[x], &p, groups);
     }
 
+    fn add(&mut self, a: &GpuBuf, b: &GpuBuf, out: &GpuBuf, len: usize) {
+        let groups = self.groups_1d(len);
+        let p = params::Elementwise { len: len as u32, ..Default::default() };
+        self.dispatch(Kernel::Add, &[a, b, out], &p, groups);
+    }
+
     fn gather_batch(
         &mut self,
         images: &GpuBuf,

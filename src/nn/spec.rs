@@ -41,6 +41,19 @@ pub enum LayerSpec {
     Dropout {
         p: f32,
     },
+    /// `res(BODY)` or `res(BODY;SHORTCUT)`: `y = body(x) + shortcut(x)` (identity when no
+    /// shortcut is given).
+    Residual {
+        body: Vec<LayerSpec>,
+        shortcut: Option<Vec<LayerSpec>>,
+    },
+}
+
+impl LayerSpec {
+    /// Works in place on the buffers of the layer before it.
+    pub fn in_place(&self) -> bool {
+        matches!(self, LayerSpec::Relu | LayerSpec::Flatten | LayerSpec::Dropout { .. })
+    }
 }
 
 /// A model: layers in `nn.Sequential` order.
@@ -62,11 +75,46 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
          conv:128:3:p=1:nobias,bn,relu,maxpool:2,flatten,dropout:0.25,linear:256,relu,linear",
         "small VGG-style CNN with batch norm for 32x32 RGB images (CIFAR-10)",
     ),
+    (
+        "resnet8",
+        "conv:16:3:p=1:nobias,bn,relu,\
+         res(conv:16:3:p=1:nobias,bn,relu,conv:16:3:p=1:nobias,bn),relu,\
+         res(conv:32:3:s=2:p=1:nobias,bn,relu,conv:32:3:p=1:nobias,bn;conv:32:1:s=2:nobias,bn),relu,\
+         res(conv:64:3:s=2:p=1:nobias,bn,relu,conv:64:3:p=1:nobias,bn;conv:64:1:s=2:nobias,bn),relu,\
+         gap,flatten,linear",
+        "ResNet for 32x32 images (He et al. 2016, CIFAR variant): 3 stages of 1 basic block, 16-32-64 channels, 78k parameters",
+    ),
+    (
+        "resnet20",
+        "conv:16:3:p=1:nobias,bn,relu,\
+         res(conv:16:3:p=1:nobias,bn,relu,conv:16:3:p=1:nobias,bn),relu,\
+         res(conv:16:3:p=1:nobias,bn,relu,conv:16:3:p=1:nobias,bn),relu,\
+         res(conv:16:3:p=1:nobias,bn,relu,conv:16:3:p=1:nobias,bn),relu,\
+         res(conv:32:3:s=2:p=1:nobias,bn,relu,conv:32:3:p=1:nobias,bn;conv:32:1:s=2:nobias,bn),relu,\
+         res(conv:32:3:p=1:nobias,bn,relu,conv:32:3:p=1:nobias,bn),relu,\
+         res(conv:32:3:p=1:nobias,bn,relu,conv:32:3:p=1:nobias,bn),relu,\
+         res(conv:64:3:s=2:p=1:nobias,bn,relu,conv:64:3:p=1:nobias,bn;conv:64:1:s=2:nobias,bn),relu,\
+         res(conv:64:3:p=1:nobias,bn,relu,conv:64:3:p=1:nobias,bn),relu,\
+         res(conv:64:3:p=1:nobias,bn,relu,conv:64:3:p=1:nobias,bn),relu,\
+         gap,flatten,linear",
+        "ResNet-20 for 32x32 images (He et al. 2016): 3 stages of 3 basic blocks, 16-32-64 channels, 0.27M parameters",
+    ),
+    (
+        "cifar-fast",
+        "conv:32:3:p=1:nobias,bn,relu,\
+         conv:64:3:p=1:nobias,bn,relu,maxpool:2,\
+         res(conv:64:3:p=1:nobias,bn,relu,conv:64:3:p=1:nobias,bn,relu),\
+         conv:128:3:p=1:nobias,bn,relu,maxpool:2,\
+         conv:256:3:p=1:nobias,bn,relu,maxpool:2,\
+         res(conv:256:3:p=1:nobias,bn,relu,conv:256:3:p=1:nobias,bn,relu),\
+         gap,flatten,linear",
+        "fast CIFAR net in the spirit of the DAWNBench ResNet-9 at half width: conv-bn-relu blocks, pooling, 2 residual blocks, 1.6M parameters",
+    ),
 ];
 
 pub const GRAMMAR: &str = "\
 a preset, a shorthand or a comma-separated layer list:
-  presets:    lenet, cifar-cnn
+  presets:    lenet, cifar-cnn, resnet8, resnet20, cifar-fast
   shorthands: linear            one Linear layer (softmax regression)
               mlp:H1[,H2...]    Linear(H1), ReLU, ..., Linear(classes)
   layers:     linear[:N]        fully connected, N outputs (the last one: number of classes)
@@ -77,6 +125,9 @@ a preset, a shorthand or a comma-separated layer list:
               bn                batch normalization over channels (BatchNorm2d)
               dropout:P         drop values with probability P while training
               relu, flatten
+              res(BODY)         residual block: BODY(x) + x (BODY: layers separated by commas)
+              res(BODY;SHORT)   residual block with its own shortcut: BODY(x) + SHORT(x),
+                                e.g. res(conv:32:3:s=2:p=1,bn,relu,conv:32:3:p=1,bn;conv:32:1:s=2,bn)
   example:    conv:32:5,relu,maxpool:2,conv:64:5,relu,maxpool:2,flatten,linear:256,relu,linear";
 
 impl ModelSpec {
@@ -141,8 +192,20 @@ impl fmt::Display for LayerSpec {
             LayerSpec::GlobalAvgPool => write!(f, "gap"),
             LayerSpec::BatchNorm => write!(f, "bn"),
             LayerSpec::Dropout { p } => write!(f, "dropout:{p}"),
+            LayerSpec::Residual { body, shortcut } => {
+                write!(f, "res({}", list(body))?;
+                if let Some(s) = shortcut {
+                    write!(f, ";{}", list(s))?;
+                }
+                write!(f, ")")
+            }
         }
     }
+}
+
+/// Layers as the grammar writes them: comma-separated.
+fn list(layers: &[LayerSpec]) -> String {
+    layers.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",")
 }
 
 impl fmt::Display for ModelSpec {
@@ -154,8 +217,7 @@ impl fmt::Display for ModelSpec {
             let widths: Vec<String> = hidden.iter().map(|h| h.to_string()).collect();
             return write!(f, "mlp:{}", widths.join(","));
         }
-        let layers: Vec<String> = self.layers.iter().map(|l| l.to_string()).collect();
-        write!(f, "{}", layers.join(","))
+        write!(f, "{}", list(&self.layers))
     }
 }
 
@@ -179,7 +241,72 @@ fn number(text: &str, position: usize, field: &str, what: &str) -> Result<usize>
     }
 }
 
+/// Splits `text` at each `sep` outside parentheses; `None` when the parentheses do not match.
+fn split_top(text: &str, sep: char) -> Option<Vec<&str>> {
+    let (mut depth, mut start, mut out) = (0i32, 0, Vec::new());
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return None;
+                }
+            }
+            c if c == sep && depth == 0 => {
+                out.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&text[start..]);
+    (depth == 0).then_some(out)
+}
+
+/// A comma-separated layer list (a model's, or a block's body or shortcut).
+fn parse_list(text: &str, list: &str, first_position: usize) -> Result<Vec<LayerSpec>> {
+    let items =
+        split_top(list, ',').ok_or_else(|| bad(text, None, "unbalanced parentheses".into()))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse_layer(text, first_position + i, item.trim()))
+        .collect()
+}
+
 fn parse_layer(text: &str, position: usize, item: &str) -> Result<LayerSpec> {
+    if let Some(inner) = item.strip_prefix("res(").and_then(|r| r.strip_suffix(')')) {
+        let halves = split_top(inner, ';').ok_or_else(|| {
+            bad(text, Some(position), format!("unbalanced parentheses in {item:?}"))
+        })?;
+        let (body, shortcut) =
+            match halves[..] {
+                [body] => (body, None),
+                [body, shortcut] => (body, Some(shortcut)),
+                _ => return Err(bad(
+                    text,
+                    Some(position),
+                    format!(
+                        "{item:?} has more than one ';'; expected res(BODY) or res(BODY;SHORTCUT)"
+                    ),
+                )),
+            };
+        let parse = |list: &str, what: &str| -> Result<Vec<LayerSpec>> {
+            if list.trim().is_empty() {
+                return Err(bad(
+                    text,
+                    Some(position),
+                    format!("the residual block's {what} is empty"),
+                ));
+            }
+            parse_list(text, list, position)
+        };
+        return Ok(LayerSpec::Residual {
+            body: parse(body, "body")?,
+            shortcut: shortcut.map(|s| parse(s, "shortcut")).transpose()?,
+        });
+    }
     let parts: Vec<&str> = item.split(':').map(str::trim).collect();
     let args = &parts[1..];
     let want_args = |lo: usize, hi: usize| {
@@ -290,11 +417,7 @@ impl FromStr for ModelSpec {
         if text.is_empty() {
             return Err(bad(text, None, "empty model".into()));
         }
-        let layers = text
-            .split(',')
-            .enumerate()
-            .map(|(i, item)| parse_layer(text, i + 1, item.trim()))
-            .collect::<Result<Vec<_>>>()?;
+        let layers = parse_list(text, text, 1)?;
         if !matches!(layers.last(), Some(LayerSpec::Linear { .. })) {
             return Err(bad(
                 text,
@@ -327,6 +450,9 @@ mod tests {
             "mlp:512,128",
             "conv:32:5,relu,maxpool:2,flatten,linear:10,relu,linear",
             "conv:8:3:s=2:p=1:nobias,avgpool:2:1,gap,flatten,linear",
+            "conv:8:3:p=1,res(conv:8:3:p=1,bn,relu,conv:8:3:p=1,bn),relu,gap,flatten,linear",
+            "res(conv:8:3:s=2:p=1,bn;conv:8:1:s=2,bn),flatten,linear",
+            "res(conv:4:1,res(conv:4:1;conv:4:1)),flatten,linear",
         ] {
             let spec: ModelSpec = s.parse().unwrap();
             assert_eq!(spec.to_string(), s);
@@ -364,6 +490,12 @@ mod tests {
             "linear,relu",
             "linear,linear:3",
             "maxpool:0,linear",
+            "res(),linear",
+            "res(conv:4:1;),linear",
+            "res(conv:4:1;conv:4:1;conv:4:1),linear",
+            "res(conv:4:1,linear",
+            "res(conv:4:1)),linear",
+            "res(conv:4:1,relu;bogus),linear",
         ] {
             let err = bad.parse::<ModelSpec>().unwrap_err().to_string();
             assert!(err.contains("--model"), "{bad}: {err}");

@@ -1,0 +1,40 @@
+//! `linear[:N]`: `nn.Linear`, weight `[out, in]`; a ReLU right after it is applied with the bias.
+
+use crate::backend::{Backend, MatmulForm};
+use crate::nn::Weights;
+
+/// `y = x · Wᵀ + b` (then ReLU when fused).
+pub fn forward<B: Backend>(
+    b: &mut B,
+    weights: &Weights<B>,
+    [inputs, outputs]: [usize; 2],
+    relu: bool,
+    x: &B::Buf,
+    y: &B::Buf,
+    rows: usize,
+) {
+    b.matmul(MatmulForm::ABt, x, &weights.weight, y, rows, inputs, outputs);
+    if let Some(bias) = &weights.bias {
+        b.add_bias(y, bias, rows, outputs, relu);
+    }
+}
+
+/// `db = Σ dY`, `dW[out, in] = dYᵀ · X`, `dX[rows, in] = dY · W` (when asked for).
+#[allow(clippy::too_many_arguments)]
+pub fn backward<B: Backend>(
+    b: &mut B,
+    weights: &Weights<B>,
+    [inputs, outputs]: [usize; 2],
+    x: &B::Buf,
+    g: &B::Buf,
+    dx: Option<&B::Buf>,
+    rows: usize,
+) {
+    if let Some(gb) = &weights.grad_bias {
+        b.bias_grad(g, gb, rows, outputs);
+    }
+    b.matmul(MatmulForm::AtB, g, x, &weights.grad_weight, outputs, rows, inputs);
+    if let Some(dx) = dx {
+        b.matmul(MatmulForm::AB, g, &weights.weight, dx, rows, outputs, inputs);
+    }
+}

@@ -1,0 +1,298 @@
+//! The buffers one training step needs, created once per run: each layer's output and its
+//! gradient (in-place layers share the buffers of the layer before), and each layer's own
+//! scratch (typed by kind), blocks included.
+
+use crate::backend::Backend;
+use crate::nn::conv::ConvScratch;
+use crate::nn::layer::{Chain, Layer};
+use crate::nn::residual::ResidualBuffers;
+use crate::nn::Model;
+use crate::{Error, Result};
+
+/// Extra buffers a layer needs besides its output and gradient.
+pub struct Scratch<B: Backend> {
+    /// Conv: the im2col matrix `[rows·pixels, C·K·K]` and the matmul's rows `[rows·pixels, O]`
+    /// (each reused for its gradient); on the CPU, one chunk's worth per thread
+    /// (`Backend::conv_scratch_len`).
+    pub conv: Option<ConvScratch<B>>,
+    /// MaxPool: where each output came from.
+    pub argmax: Option<B::Indices>,
+    /// BatchNorm: the statistics forward used, `[mean; C]` then `[1/√(var+eps); C]`.
+    pub saved: Option<B::Buf>,
+    /// Residual block: its chains' buffers.
+    pub residual: Option<Box<ResidualBuffers<B>>>,
+}
+
+/// A chain's buffers, one entry per layer.
+pub struct Buffers<B: Backend> {
+    /// Each layer's output (ReLU, Flatten and Dropout share the buffer of the layer before).
+    pub activations: Vec<B::Buf>,
+    /// The loss gradient with respect to each layer's output (shared likewise).
+    pub grads: Vec<B::Buf>,
+    pub scratch: Vec<Scratch<B>>,
+}
+
+impl<B: Backend> Buffers<B> {
+    /// For `chain` over `capacity` samples; `input` is what a first in-place layer would share,
+    /// `out_grad` the buffer the last layer's gradient arrives in, if the caller has it (a
+    /// block's output gradient). `path` names the chain's layers in errors.
+    pub fn new(
+        b: &mut B,
+        chain: &Chain<B>,
+        capacity: usize,
+        input: &B::Buf,
+        out_grad: Option<&B::Buf>,
+        path: &str,
+    ) -> Result<Self> {
+        let mut activations: Vec<B::Buf> = Vec::new();
+        let mut grads: Vec<B::Buf> = Vec::new();
+        let mut scratch = Vec::new();
+        let last = chain.layers.len().saturating_sub(1);
+        for (i, layer) in chain.layers.iter().enumerate() {
+            let len = capacity * chain.shapes[i].len();
+            let shares = layer.in_place();
+            if shares && i > 0 {
+                activations.push(activations[i - 1].clone());
+                grads.push(grads[i - 1].clone());
+            } else if shares {
+                activations.push(input.clone());
+                grads.push(b.alloc(len)?);
+            } else {
+                activations.push(b.alloc(len)?);
+                grads.push(match out_grad {
+                    Some(g) if i == last => g.clone(),
+                    _ => b.alloc(len)?,
+                });
+            }
+            // Matmul rows: the batch for a Linear, one per output pixel for a Conv.
+            let matmul_rows = match layer {
+                Layer::Linear { .. } => capacity,
+                Layer::Conv { window, .. } => capacity * window.out_pixels(),
+                _ => 0,
+            };
+            if matmul_rows > b.max_matmul_dim() {
+                return Err(Error::Gpu(format!(
+                    "layer {path}{i} needs a matmul over {matmul_rows} rows, but this device runs at most {} \
+                     (max_compute_workgroups_per_dimension); use a smaller --batch-size",
+                    b.max_matmul_dim()
+                )));
+            }
+            let mut s = Scratch { conv: None, argmax: None, saved: None, residual: None };
+            match layer {
+                Layer::Conv { window, outputs, .. } => {
+                    s.conv = Some(ConvScratch::new(b, capacity, window, *outputs)?)
+                }
+                Layer::MaxPool { .. } => s.argmax = Some(b.alloc_indices(len)?),
+                Layer::BatchNorm(bn) => {
+                    let per_channel = capacity * bn.pixels;
+                    if per_channel > b.max_batchnorm_len() {
+                        return Err(Error::Gpu(format!(
+                            "layer {path}{i} (batch norm) sums {per_channel} values per channel, but \
+                             this adapter's reductions take at most {} (lavapipe ends long \
+                             loops early); use a smaller --batch-size or --image-size",
+                            b.max_batchnorm_len()
+                        )));
+                    }
+                    s.saved = Some(b.alloc(2 * bn.channels)?);
+                }
+                Layer::Residual(r) => {
+                    let g = grads[i].clone();
+                    let sub = |b: &mut B, c: &Chain<B>, name: &str| -> Result<(Buffers<B>, bool)> {
+                        let copies = c.layers.last().is_some_and(Layer::in_place);
+                        let shared = (!copies).then_some(&g);
+                        let bufs = Buffers::new(
+                            b,
+                            c,
+                            capacity,
+                            input,
+                            shared,
+                            &format!("{path}{i}.{name}."),
+                        )?;
+                        Ok((bufs, copies))
+                    };
+                    let (body, body_copies_grad) = sub(b, &r.body, "body")?;
+                    let (shortcut, shortcut_copies_grad) = match &r.shortcut {
+                        Some(c) => {
+                            let (bufs, copies) = sub(b, c, "shortcut")?;
+                            (Some(bufs), copies)
+                        }
+                        None => (None, false),
+                    };
+                    let in_len = capacity * r.input.len();
+                    s.residual = Some(Box::new(ResidualBuffers {
+                        body,
+                        shortcut_dx: if shortcut.is_some() { Some(b.alloc(in_len)?) } else { None },
+                        shortcut,
+                        body_dx: b.alloc(in_len)?,
+                        body_copies_grad,
+                        shortcut_copies_grad,
+                    }));
+                }
+                _ => {}
+            }
+            scratch.push(s);
+        }
+        Ok(Buffers { activations, grads, scratch })
+    }
+}
+
+/// f32 values one sample takes in a chain's buffers (outputs, gradients, a block's extra
+/// input gradients), for the memory check before allocating.
+fn floats_per_sample<B: Backend>(chain: &Chain<B>) -> Option<u64> {
+    let mut total = 0u64;
+    for (layer, shape) in chain.layers.iter().zip(&chain.shapes) {
+        total = total.checked_add(2 * shape.len() as u64)?;
+        if let Layer::Residual(r) = layer {
+            total = total.checked_add(floats_per_sample(&r.body)?)?;
+            if let Some(s) = &r.shortcut {
+                total =
+                    total.checked_add(floats_per_sample(s)?)?.checked_add(r.input.len() as u64)?;
+            }
+            total = total.checked_add(r.input.len() as u64)?;
+        }
+    }
+    Some(total)
+}
+
+/// An in-memory split held on the device, uploaded once (see `Backend::holds_data`), and room
+/// for one batch's codes.
+pub struct DeviceData<B: Backend> {
+    pub images: B::Bytes,
+    pub labels: B::Indices,
+    pub batch: B::Indices,
+    /// (channels, height, width)
+    pub shape: [usize; 3],
+}
+
+impl<B: Backend> DeviceData<B> {
+    /// Uploads `split`; an error when it does not fit one of the device's buffers.
+    pub fn new(
+        b: &mut B,
+        split: &crate::data::Split,
+        shape: [usize; 3],
+        capacity: usize,
+    ) -> Result<Self> {
+        let sample: usize = shape.iter().product();
+        let images = b.alloc_bytes(split.len * sample)?;
+        b.write_bytes(&images, &split.images[..split.len * sample]);
+        let labels = b.alloc_indices(split.len)?;
+        let l: Vec<u32> = split.labels[..split.len].iter().map(|&v| v as u32).collect();
+        b.write_indices(&labels, &l);
+        let batch = b.alloc_indices(2 * capacity)?;
+        Ok(DeviceData { images, labels, batch, shape })
+    }
+}
+
+/// Buffers one step needs, sized for `capacity` samples and created once per run.
+pub struct Workspace<B: Backend> {
+    pub capacity: usize,
+    pub pixels: B::Bytes,
+    pub labels: B::Indices,
+    pub input: B::Buf,
+    /// The model's layers' buffers; the last activation holds the logits.
+    pub bufs: Buffers<B>,
+    /// The model's input normalisation: `[mean; C][1/std; C]`, channels, pixels.
+    normalization: Option<(B::Buf, usize, usize)>,
+}
+
+impl<B: Backend> Workspace<B> {
+    pub fn new(b: &mut B, model: &Model<B>, capacity: usize) -> Result<Self> {
+        // Activations and their gradients for `capacity` samples, f32, counted first.
+        let per_sample =
+            floats_per_sample(&model.chain).and_then(|f| f.checked_add(model.input_size as u64));
+        let need = per_sample.and_then(|p| p.checked_mul(4 * capacity as u64));
+        let what = format!("a batch of {capacity} through this model (activations and gradients)");
+        if let Some(why) = crate::device::memory_shortfall(need, &what) {
+            return Err(Error::config("--batch-size", why));
+        }
+        let input = b.alloc(capacity * model.input_size)?;
+        let bufs = Buffers::new(b, &model.chain, capacity, &input, None, "")?;
+        let normalization = model.normalization.as_ref().map(|(_, _, buf)| {
+            (buf.clone(), model.input.channels, model.input.height * model.input.width)
+        });
+        Ok(Workspace {
+            capacity,
+            pixels: b.alloc_bytes(capacity * model.input_size)?,
+            labels: b.alloc_indices(capacity)?,
+            input,
+            bufs,
+            normalization,
+        })
+    }
+
+    /// The logits of the last forward pass.
+    pub fn logits(&self) -> &B::Buf {
+        self.bufs.activations.last().expect("a model has layers")
+    }
+
+    /// Every layer's output buffer, blocks' layers included (for tests that look inside).
+    pub fn all_activations(&self) -> Vec<&B::Buf> {
+        fn walk<'a, B: Backend>(bufs: &'a Buffers<B>, out: &mut Vec<&'a B::Buf>) {
+            for (a, s) in bufs.activations.iter().zip(&bufs.scratch) {
+                out.push(a);
+                if let Some(r) = &s.residual {
+                    walk(&r.body, out);
+                    if let Some(sc) = &r.shortcut {
+                        walk(sc, out);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.bufs, &mut out);
+        out
+    }
+
+    /// Every max pool's argmax buffer, blocks' included.
+    pub fn all_argmax(&self) -> Vec<&B::Indices> {
+        fn walk<'a, B: Backend>(bufs: &'a Buffers<B>, out: &mut Vec<&'a B::Indices>) {
+            for s in &bufs.scratch {
+                out.extend(s.argmax.as_ref());
+                if let Some(r) = &s.residual {
+                    walk(&r.body, out);
+                    if let Some(sc) = &r.shortcut {
+                        walk(sc, out);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.bufs, &mut out);
+        out
+    }
+
+    /// Assembles a batch on the device from a data set it holds: uploads only `codes` (each
+    /// sample's index and augmentation, from `Batcher::next_codes`), then gathers, converts and
+    /// normalises there.
+    pub fn load_codes(&self, b: &mut B, data: &DeviceData<B>, codes: &[u32]) {
+        let rows = codes.len() / 2;
+        debug_assert!(rows <= self.capacity);
+        b.write_indices(&data.batch, codes);
+        b.gather_batch(
+            &data.images,
+            &data.labels,
+            &data.batch,
+            &self.input,
+            &self.labels,
+            rows,
+            data.shape,
+        );
+        self.normalize_input(b, rows);
+    }
+
+    /// Uploads a batch of u8 pixels and labels and converts the pixels to f32 on the device.
+    pub fn load_batch(&self, b: &mut B, pixels: &[u8], labels: &[u32]) {
+        debug_assert!(labels.len() <= self.capacity);
+        b.write_bytes(&self.pixels, pixels);
+        b.write_indices(&self.labels, labels);
+        b.pixels_to_f32(&self.pixels, &self.input, pixels.len());
+        self.normalize_input(b, labels.len());
+    }
+
+    /// The model's input normalisation over the first `rows` samples of the input, if it has one.
+    fn normalize_input(&self, b: &mut B, rows: usize) {
+        if let Some((stats, channels, plane)) = &self.normalization {
+            b.normalize(&self.input, stats, rows, *channels, *plane);
+        }
+    }
+}
