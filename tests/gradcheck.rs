@@ -128,3 +128,24 @@ fn batchnorm_and_dropout_backward_match_finite_differences() {
         4,
     );
 }
+
+/// Residual blocks: an identity shortcut, a 1×1 conv + batch norm shortcut that halves the
+/// size, a body that ends with its own ReLU (the block copies the output gradient for it), a
+/// block nested in a block, and a block as the first layer (no input gradient needed).
+#[test]
+fn residual_backward_matches_finite_differences() {
+    gradcheck(
+        "conv:3:3:p=1,res(conv:3:3:p=1,relu,conv:3:3:p=1),relu,\
+         res(conv:4:3:s=2:p=1:nobias,bn,relu,conv:4:3:p=1;conv:4:1:s=2:nobias,bn),flatten,linear",
+        Shape::new(2, 6, 6),
+        3,
+        3,
+    );
+    gradcheck(
+        "res(conv:3:3:p=1,relu,conv:3:3:p=1,relu),res(conv:3:1,res(conv:3:3:p=1);conv:3:1),\
+         gap,flatten,linear",
+        Shape::new(3, 5, 5),
+        3,
+        3,
+    );
+}

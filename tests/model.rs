@@ -56,3 +56,77 @@ fn shape_errors_name_the_layer() {
     let e = err("conv:2:3", Shape::new(1, 1, 1));
     assert!(e.contains("--model"), "{e}");
 }
+
+/// Residual blocks take the names of the PyTorch module README gives (`N.body.J`,
+/// `N.shortcut.J`), in `state_dict` order; the presets have the sizes their docs say; a save
+/// and load round trip restores every tensor.
+#[test]
+fn residual_names_presets_and_round_trip() {
+    let model = build("resnet8", Shape::new(3, 32, 32), 10).unwrap();
+    let mut cpu = CpuBackend::new();
+    let tensors = model.export(&mut cpu).unwrap();
+    let names: Vec<&str> = tensors.iter().map(|(n, _, _)| n.as_str()).collect();
+    let want_prefix = [
+        "0.weight",
+        "1.weight",
+        "1.bias",
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+        "3.body.0.weight",
+        "3.body.1.weight",
+        "3.body.1.bias",
+        "3.body.1.running_mean",
+        "3.body.1.running_var",
+        "3.body.1.num_batches_tracked",
+        "3.body.3.weight",
+        "3.body.4.weight",
+    ];
+    assert_eq!(&names[..want_prefix.len()], &want_prefix[..], "{names:?}");
+    for n in [
+        "5.body.0.weight",
+        "5.shortcut.0.weight",
+        "5.shortcut.1.running_var",
+        "11.weight",
+        "11.bias",
+    ] {
+        assert!(names.contains(&n), "{n} in {names:?}");
+    }
+    let shape = |n: &str| &tensors.iter().find(|t| t.0 == n).unwrap().1;
+    assert_eq!(shape("5.body.0.weight"), &vec![32, 16, 3, 3]);
+    assert_eq!(shape("5.shortcut.0.weight"), &vec![32, 16, 1, 1]);
+    assert_eq!(shape("11.weight"), &vec![10, 64]);
+    // Option-B ResNets (1x1 conv shortcuts), counted by hand: resnet8 78,042, resnet20 272,474.
+    assert_eq!(model.num_params(), 78_042);
+    assert_eq!(build("resnet20", Shape::new(3, 32, 32), 10).unwrap().num_params(), 272_474);
+    let fast = build("cifar-fast", Shape::new(3, 32, 32), 10).unwrap().num_params();
+    assert!((1_500_000..1_800_000).contains(&fast), "cifar-fast has {fast}");
+
+    // Import into a model with other initial values: every tensor comes back.
+    let other =
+        Model::new(&mut cpu, &"resnet8".parse().unwrap(), Shape::new(3, 32, 32), 10, 99).unwrap();
+    other.import(&mut cpu, &tensors, "test").unwrap();
+    assert_eq!(other.export(&mut cpu).unwrap(), tensors);
+}
+
+/// A block whose paths do not meet, or that would overwrite its own input, is a clear error
+/// naming the layer.
+#[test]
+fn residual_build_errors() {
+    let input = Shape::new(3, 8, 8);
+    let err = |spec: &str| build(spec, input, 2).err().expect(spec).to_string();
+    let e = err("res(conv:8:3:s=2:p=1),flatten,linear");
+    assert!(
+        e.contains("layer 0")
+            && e.contains("8x4x4")
+            && e.contains("3x8x8")
+            && e.contains("conv:8:1:s=2"),
+        "{e}"
+    );
+    let e = err("conv:4:1,res(relu,conv:4:1),flatten,linear");
+    assert!(e.contains("layer 1") && e.contains("starts with relu"), "{e}");
+    let e = err("res(conv:4:3:p=1;conv:5:1),flatten,linear");
+    assert!(e.contains("its shortcut gives 5x8x8"), "{e}");
+    let e = err("res(conv:4:3:p=1,res(conv:4:9)),flatten,linear");
+    assert!(e.contains("layer 0.body.1.body.0"), "{e}");
+}

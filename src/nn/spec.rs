@@ -280,18 +280,19 @@ fn parse_layer(text: &str, position: usize, item: &str) -> Result<LayerSpec> {
         let halves = split_top(inner, ';').ok_or_else(|| {
             bad(text, Some(position), format!("unbalanced parentheses in {item:?}"))
         })?;
-        let (body, shortcut) =
-            match halves[..] {
-                [body] => (body, None),
-                [body, shortcut] => (body, Some(shortcut)),
-                _ => return Err(bad(
+        let (body, shortcut) = match halves[..] {
+            [body] => (body, None),
+            [body, shortcut] => (body, Some(shortcut)),
+            _ => {
+                return Err(bad(
                     text,
                     Some(position),
                     format!(
                         "{item:?} has more than one ';'; expected res(BODY) or res(BODY;SHORTCUT)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let parse = |list: &str, what: &str| -> Result<Vec<LayerSpec>> {
             if list.trim().is_empty() {
                 return Err(bad(
