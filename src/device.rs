@@ -87,10 +87,8 @@ impl AnyBackend {
     }
 }
 
-/// Threads the CPU path uses: rayon's pool, sized by `RAYON_NUM_THREADS`, else the core count.
-pub fn cpu_threads() -> usize {
-    rayon::current_num_threads()
-}
+/// Threads the CPU path uses (it lives with the CPU backend; named here for the CLI).
+pub use crate::cpu::parallel::threads as cpu_threads;
 
 /// Runs `$body` with `$b` bound to the concrete backend inside an [`AnyBackend`].
 #[macro_export]

@@ -36,6 +36,11 @@ enum Command {
     Inspect(InspectArgs),
     /// Loss and accuracy curves (train and test, one colour per run) from a --metrics file, as SVG.
     Plot(PlotArgs),
+    /// Write a PyTorch training script (train.py, with the checkpoint beside it) that continues
+    /// this checkpoint's run: the same model, data, normalisation, optimizer, schedule and
+    /// augmentation; `python train.py` on one device, `torchrun --nproc-per-node N train.py`
+    /// under DistributedDataParallel.
+    Export(ExportArgs),
     /// The learning-rate range test: a short run with the rate rising exponentially; prints the
     /// suggested rate and plots loss against rate. Takes train's data, model and optimizer flags.
     LrFind(Box<LrFindArgs>),
@@ -98,7 +103,9 @@ pub struct TrainArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub data: DataArgs,
-    /// linear | mlp:H1[,H2...] (input and output sizes come from the data).
+    /// A preset (lenet, cifar-cnn, resnet8, resnet20, cifar-fast), linear, mlp:H1[,H2...] or a
+    /// layer list with residual blocks; `--model help` explains (input and output sizes come
+    /// from the data).
     #[arg(long, default_value = "mlp:256")]
     pub model: String,
     #[arg(long, default_value_t = 3)]
@@ -265,6 +272,16 @@ pub struct LrFindArgs {
 }
 
 #[derive(Args)]
+pub struct ExportArgs {
+    /// The checkpoint to continue from (its metadata gives the model, data and run flags).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// The folder to write train.py and model.safetensors into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub pytorch: PathBuf,
+}
+
+#[derive(Args)]
 pub struct PlotArgs {
     /// The JSON lines `train --metrics` wrote.
     pub metrics: PathBuf,
@@ -345,6 +362,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(&args),
         Command::Inspect(args) => cli::inspect::run(&args),
         Command::Plot(args) => cli::plot::run(&args),
+        Command::Export(args) => cli::export::run(&args),
         Command::LrFind(mut args) => {
             args.train.given = given(&matches, "lr-find");
             cli::lr_find::run(&args)

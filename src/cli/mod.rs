@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod devices;
 pub mod eval;
+pub mod export;
 pub mod inspect;
 pub mod interrupt;
 pub mod lr_find;

@@ -9,6 +9,8 @@
 //! (`W · colᵀ`), so nothing is transposed, and backward redoes the cheap im2col rather than
 //! keeping it. Same sums as the GPU's, in another order.
 
+use rayon::prelude::*;
+
 use super::matmul::matmul_serial;
 use super::parallel::{for_samples, ranges};
 use crate::backend::{MatmulForm, Window};
@@ -237,7 +239,7 @@ fn chunk_samples(w: &Window) -> usize {
 /// batch-sized buffers of the GPU's method.
 pub fn scratch_len(rows: usize, w: &Window, outputs: usize) -> (usize, usize) {
     let per_thread = chunk_samples(w).min(rows.max(1));
-    let threads = crate::device::cpu_threads().min(rows.max(1));
+    let threads = super::parallel::threads().min(rows.max(1));
     (per_thread * threads * w.out_pixels() * w.patch_len(), threads * partial_len(w, outputs))
 }
 
@@ -246,22 +248,15 @@ fn partial_len(w: &Window, outputs: usize) -> usize {
     outputs * w.patch_len() + outputs
 }
 
-/// Raw pointer that may cross into the pool's threads; each thread touches only its own
-/// samples' part of the buffer behind it.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    /// `len` floats from `start`.
-    ///
-    /// # Safety
-    /// The caller's ranges must not overlap between threads and must lie inside the buffer.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+/// `buf` cut into consecutive parts of `lens[t]` floats, one per thread's job.
+fn split_parts<'a>(mut buf: &'a mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&'a mut [f32]> {
+    let mut out = Vec::new();
+    for len in lens {
+        let (part, rest) = std::mem::take(&mut buf).split_at_mut(len);
+        out.push(part);
+        buf = rest;
     }
+    out
 }
 
 /// Conv2d forward on the CPU: per thread, per chunk of samples, im2col, then per sample
@@ -287,31 +282,27 @@ pub fn conv2d_forward(
     let parts = ranges(rows);
     let chunk_col = chunk.min(rows) * pixels * patch;
     assert!(col.len() >= parts.len() * chunk_col, "conv col scratch");
-    let (ys, cols) = (Shared(y.as_mut_ptr()), Shared(col.as_mut_ptr()));
-    rayon::scope(|s| {
-        for (t, range) in parts.into_iter().enumerate() {
-            s.spawn(move |_| {
-                // SAFETY: thread `t` owns scratch part `t` and the outputs of its own samples.
-                let col = unsafe { cols.slice(t * chunk_col, chunk_col) };
-                let mut n0 = range.start;
-                while n0 < range.end {
-                    let g = chunk.min(range.end - n0);
-                    let col = &mut col[..g * pixels * patch];
-                    im2col_serial(&x[n0 * x_len..][..g * x_len], col, w);
-                    let y = unsafe { ys.slice(n0 * y_len, g * y_len) };
-                    for (yn, cn) in y.chunks_exact_mut(y_len).zip(col.chunks_exact(pixels * patch))
-                    {
-                        matmul_serial(MatmulForm::ABt, weight, cn, 0.0, yn, outputs, patch, pixels);
-                        for (o, row) in yn.chunks_exact_mut(pixels).enumerate() {
-                            let b = bias.map_or(0.0, |b| b[o]);
-                            for v in row {
-                                *v = if relu { (*v + b).max(0.0) } else { *v + b };
-                            }
-                        }
+    // Each thread gets its samples' outputs and its own part of the scratch.
+    let ys = split_parts(&mut y[..rows * y_len], parts.iter().map(|r| r.len() * y_len));
+    let cols = split_parts(col, parts.iter().map(|_| chunk_col));
+    let jobs: Vec<_> = parts.into_iter().zip(ys).zip(cols).collect();
+    jobs.into_par_iter().for_each(|((range, y), col)| {
+        let mut n0 = range.start;
+        while n0 < range.end {
+            let g = chunk.min(range.end - n0);
+            let col = &mut col[..g * pixels * patch];
+            im2col_serial(&x[n0 * x_len..][..g * x_len], col, w);
+            let y = &mut y[(n0 - range.start) * y_len..][..g * y_len];
+            for (yn, cn) in y.chunks_exact_mut(y_len).zip(col.chunks_exact(pixels * patch)) {
+                matmul_serial(MatmulForm::ABt, weight, cn, 0.0, yn, outputs, patch, pixels);
+                for (o, row) in yn.chunks_exact_mut(pixels).enumerate() {
+                    let b = bias.map_or(0.0, |b| b[o]);
+                    for v in row {
+                        *v = if relu { (*v + b).max(0.0) } else { *v + b };
                     }
-                    n0 += g;
                 }
-            });
+            }
+            n0 += g;
         }
     });
 }
@@ -347,54 +338,46 @@ pub fn conv2d_backward(
     let chunk_col = chunk.min(rows) * pixels * patch;
     assert!(col.len() >= parts.len() * chunk_col, "conv col scratch");
     assert!(dy.len() >= rows * y_len && x.len() >= rows * x_len, "conv buffers");
-    let dxs = dx.map(|d| {
-        assert!(d.len() >= rows * x_len, "conv dx");
-        Shared(d.as_mut_ptr())
-    });
-    let cols = Shared(col.as_mut_ptr());
     let stride = partial_len(w, outputs);
     let partials = &mut partials[..parts.len() * stride];
     partials.fill(0.0);
-    rayon::scope(|s| {
-        for ((t, range), partial) in parts.into_iter().enumerate().zip(partials.chunks_mut(stride))
-        {
-            s.spawn(move |_| {
-                // SAFETY: thread `t` owns scratch part `t` and the input gradient of its samples.
-                let col = unsafe { cols.slice(t * chunk_col, chunk_col) };
-                let (gw, gb) = partial.split_at_mut(outputs * patch);
-                let mut n0 = range.start;
-                while n0 < range.end {
-                    let g = chunk.min(range.end - n0);
-                    let col = &mut col[..g * pixels * patch];
-                    im2col_serial(&x[n0 * x_len..][..g * x_len], col, w);
-                    let dy = &dy[n0 * y_len..][..g * y_len];
-                    for (dn, cn) in dy.chunks_exact(y_len).zip(col.chunks_exact_mut(pixels * patch))
-                    {
-                        for (b, row) in gb.iter_mut().zip(dn.chunks_exact(pixels)) {
-                            *b += row.iter().sum::<f32>();
-                        }
-                        matmul_serial(MatmulForm::AB, dn, cn, 1.0, gw, outputs, pixels, patch);
-                        if dxs.is_some() {
-                            // The patch rows are used; their gradient takes their place.
-                            matmul_serial(
-                                MatmulForm::AtB,
-                                dn,
-                                weight,
-                                0.0,
-                                cn,
-                                pixels,
-                                outputs,
-                                patch,
-                            );
-                        }
-                    }
-                    if let Some(dxs) = dxs {
-                        let dx = unsafe { dxs.slice(n0 * x_len, g * x_len) };
-                        col2im_serial(col, dx, w);
-                    }
-                    n0 += g;
+    // Each thread gets its scratch part, its partial sums and its samples' input gradient.
+    let cols = split_parts(col, parts.iter().map(|_| chunk_col));
+    let sums = split_parts(&mut *partials, parts.iter().map(|_| stride));
+    let want_dx = dx.is_some();
+    let dxs: Vec<Option<&mut [f32]>> = match dx {
+        Some(d) => {
+            assert!(d.len() >= rows * x_len, "conv dx");
+            split_parts(&mut d[..rows * x_len], parts.iter().map(|r| r.len() * x_len))
+                .into_iter()
+                .map(Some)
+                .collect()
+        }
+        None => parts.iter().map(|_| None).collect(),
+    };
+    let jobs: Vec<_> = parts.into_iter().zip(cols).zip(sums).zip(dxs).collect();
+    jobs.into_par_iter().for_each(|(((range, col), partial), mut dx)| {
+        let (gw, gb) = partial.split_at_mut(outputs * patch);
+        let mut n0 = range.start;
+        while n0 < range.end {
+            let g = chunk.min(range.end - n0);
+            let col = &mut col[..g * pixels * patch];
+            im2col_serial(&x[n0 * x_len..][..g * x_len], col, w);
+            let dy = &dy[n0 * y_len..][..g * y_len];
+            for (dn, cn) in dy.chunks_exact(y_len).zip(col.chunks_exact_mut(pixels * patch)) {
+                for (b, row) in gb.iter_mut().zip(dn.chunks_exact(pixels)) {
+                    *b += row.iter().sum::<f32>();
                 }
-            });
+                matmul_serial(MatmulForm::AB, dn, cn, 1.0, gw, outputs, pixels, patch);
+                if want_dx {
+                    // The patch rows are used; their gradient takes their place.
+                    matmul_serial(MatmulForm::AtB, dn, weight, 0.0, cn, pixels, outputs, patch);
+                }
+            }
+            if let Some(dx) = dx.as_deref_mut() {
+                col2im_serial(col, &mut dx[(n0 - range.start) * x_len..][..g * x_len], w);
+            }
+            n0 += g;
         }
     });
     // The threads' partials, added in thread order (so the result does not depend on timing).

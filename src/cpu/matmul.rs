@@ -15,7 +15,7 @@ const SERIAL_BELOW: usize = 1 << 18;
 pub fn matmul(form: MatmulForm, a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
     let (a, b) = operands(form, a, b, m, k, n);
     let mut c = ArrayViewMut2::from_shape((m, n), &mut c[..m * n]).expect("matmul output");
-    let threads = crate::device::cpu_threads();
+    let threads = super::parallel::threads();
     if threads == 1 || m * k * n < SERIAL_BELOW {
         general_mat_mul(1.0, &a, &b, 0.0, &mut c);
         return;

@@ -8,7 +8,7 @@ pub mod elementwise;
 pub mod loss;
 pub mod matmul;
 pub mod optim;
-mod parallel;
+pub mod parallel;
 pub mod pool;
 pub mod reduce;
 

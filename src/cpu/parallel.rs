@@ -13,7 +13,7 @@ where
     F: Fn(usize, &mut [T]) + Sync,
 {
     let out = &mut out[..rows * per_sample];
-    let threads = crate::device::cpu_threads().min(rows).max(1);
+    let threads = threads().min(rows).max(1);
     if threads == 1 || out.len() < SERIAL_BELOW {
         f(0, out);
         return;
@@ -35,7 +35,7 @@ pub fn for_samples_pair<T: Send, U: Send, F>(
     F: Fn(usize, &mut [T], &mut [U]) + Sync,
 {
     let (a, b) = (&mut a[..rows * per_sample], &mut b[..rows * per_sample]);
-    let threads = crate::device::cpu_threads().min(rows).max(1);
+    let threads = threads().min(rows).max(1);
     if threads == 1 || a.len() < SERIAL_BELOW {
         f(0, a, b);
         return;
@@ -47,10 +47,14 @@ pub fn for_samples_pair<T: Send, U: Send, F>(
         .for_each(|(i, (ca, cb))| f(i * per_thread, ca, cb));
 }
 
-/// The sample ranges [`for_each_range`] hands to its threads: `rows` cut into one contiguous
-/// run per thread.
+/// Threads the CPU path uses: rayon's pool, sized by `RAYON_NUM_THREADS`, else the core count.
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// The sample ranges a conv's threads take: `rows` cut into one contiguous run per thread.
 pub fn ranges(rows: usize) -> Vec<std::ops::Range<usize>> {
-    let threads = crate::device::cpu_threads().min(rows).max(1);
+    let threads = threads().min(rows).max(1);
     let per = rows.div_ceil(threads);
     (0..threads)
         .map(|t| (t * per).min(rows)..((t + 1) * per).min(rows))
