@@ -19,6 +19,7 @@
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
+pub mod checks;
 pub mod cpu;
 pub mod data;
 pub mod device;

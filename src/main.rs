@@ -32,6 +32,9 @@ enum Command {
     Predict(PredictArgs),
     /// Matmul GFLOP/s and MLP and CNN training samples/s, CPU beside GPU.
     Bench(BenchArgs),
+    /// Check this GPU against the CPU: every kernel at its check shapes and the presets'
+    /// training shapes, then 20 steps of LeNet on both; exits non-zero on a mismatch.
+    Doctor(DoctorArgs),
     /// What a checkpoint holds: model summary, metadata, the run's flags, tensor names and shapes.
     Inspect(InspectArgs),
     /// Loss and accuracy curves (train and test, one colour per run) from a --metrics file, as SVG.
@@ -272,6 +275,19 @@ pub struct LrFindArgs {
 }
 
 #[derive(Args)]
+pub struct DoctorArgs {
+    /// The adapter whose name contains this (default: the one `--device gpu` takes).
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Only the checks whose kernel name contains this (e.g. matmul, conv2d, adam).
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Print one JSON object with every check instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
 pub struct ExportArgs {
     /// The checkpoint to continue from (its metadata gives the model, data and run flags).
     #[arg(long)]
@@ -362,6 +378,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(&args),
         Command::Inspect(args) => cli::inspect::run(&args),
         Command::Plot(args) => cli::plot::run(&args),
+        Command::Doctor(args) => cli::doctor::run(&args),
         Command::Export(args) => cli::export::run(&args),
         Command::LrFind(mut args) => {
             args.train.given = given(&matches, "lr-find");
