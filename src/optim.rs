@@ -133,6 +133,8 @@ pub struct Optimizer<B: Backend> {
     /// Steps taken so far (PyTorch's `step` in the optimizer state).
     pub steps: u64,
     state: Vec<(B::Buf, B::Buf)>,
+    /// Per parameter: left as it is (`--freeze`).
+    frozen: Vec<bool>,
 }
 
 impl<B: Backend> Optimizer<B> {
@@ -148,7 +150,27 @@ impl<B: Backend> Optimizer<B> {
             let second = backend.alloc(if needs_two { len } else { 1 })?;
             state.push((first, second));
         }
-        Ok(Optimizer { config, steps: 0, state })
+        let frozen = vec![false; state.len()];
+        Ok(Optimizer { config, steps: 0, state, frozen })
+    }
+
+    /// Leaves every parameter whose `state_dict` name starts with one of `prefixes` as it is
+    /// (`--freeze 0.,3.body`); an error names a prefix that matches nothing. Returns how many
+    /// parameters are frozen.
+    pub fn freeze(&mut self, model: &Model<B>, prefixes: &[String]) -> Result<usize> {
+        let names: Vec<String> = model.params().into_iter().map(|p| p.name).collect();
+        for prefix in prefixes {
+            if !names.iter().any(|n| n.starts_with(prefix.as_str())) {
+                return Err(Error::config(
+                    "--freeze",
+                    format!("{prefix:?} matches no parameter; they are {}", names.join(", ")),
+                ));
+            }
+        }
+        for (flag, name) in self.frozen.iter_mut().zip(&names) {
+            *flag = prefixes.iter().any(|p| name.starts_with(p.as_str()));
+        }
+        Ok(self.frozen.iter().filter(|f| **f).count())
     }
 
     /// The names of a parameter's state tensors, as `torch.optim` calls them (none for plain
@@ -233,7 +255,12 @@ impl<B: Backend> Optimizer<B> {
         self.steps += 1;
         let c = &self.config;
         let t = self.steps as i32;
-        for ((value, grad, len), (s1, s2)) in model.param_buffers().into_iter().zip(&self.state) {
+        for (((value, grad, len), (s1, s2)), frozen) in
+            model.param_buffers().into_iter().zip(&self.state).zip(&self.frozen)
+        {
+            if *frozen {
+                continue;
+            }
             match c.kind {
                 OptimizerKind::Sgd | OptimizerKind::Momentum | OptimizerKind::Nesterov => {
                     let h = SgdHyper {

@@ -37,6 +37,8 @@ pub struct TrainConfig {
     pub best_by: BestBy,
     /// Stop when this many epochs in a row were not the best (`--early-stop N`).
     pub early_stop: Option<usize>,
+    /// Parameters (by `state_dict` name prefix) the optimizer leaves as they are.
+    pub freeze: Vec<String>,
 }
 
 /// How epochs are compared: the test split's accuracy (higher is better) or loss (lower is
@@ -128,6 +130,7 @@ impl TrainConfig {
             resume: None,
             best_by: BestBy::Accuracy,
             early_stop: None,
+            freeze: Vec::new(),
         }
     }
 }
@@ -353,6 +356,9 @@ pub fn train<B: Backend>(
     let train_stats = backend.alloc(3)?;
     let eval_stats = backend.alloc(3)?;
     let mut optimizer = Optimizer::new(backend, cfg.optimizer, model)?;
+    if !cfg.freeze.is_empty() {
+        optimizer.freeze(model, &cfg.freeze)?;
+    }
     let start = match &cfg.resume {
         Some(r) => {
             let p = r.progress;

@@ -1064,3 +1064,58 @@ fn lr_find_and_lr_auto() {
     let o = steepest(&["train", "--lr", "fast"]);
     assert!(!o.status.success() && text(&o).1.contains("not a number or auto"));
 }
+
+/// Fine-tuning: `--init-from` a checkpoint with other classes loads every layer but the
+/// classifier, which starts fresh; `--freeze` leaves the named parameters untouched.
+#[test]
+fn fine_tune_with_a_new_head_and_frozen_layers() {
+    let dir = temp("fine-tune");
+    let data = dir.join("d");
+    std::fs::create_dir_all(&data).unwrap();
+    write_idx(&data);
+    let (base_w, tuned) = (dir.join("base.safetensors"), dir.join("tuned.safetensors"));
+    let train =
+        ["train", "--device", "cpu", "--dataset", "idx", "--data-dir", data.to_str().unwrap()];
+    run_ok(
+        &[
+            &train[..],
+            &[
+                "--model",
+                "conv:4:3,relu,flatten,linear",
+                "--epochs",
+                "1",
+                "--save",
+                base_w.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    let (_, err) = run_ok(
+        &[
+            &train[..],
+            &["--classes", "0,1", "--init-from", base_w.to_str().unwrap(), "--freeze", "0."],
+            &[
+                "--epochs",
+                "2",
+                "--optimizer",
+                "sgd",
+                "--lr",
+                "0.1",
+                "--save",
+                tuned.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(err.contains("has other classes") && err.contains("3.weight"), "{err}");
+    let (a, b) =
+        (steepest::checkpoint::load(&base_w).unwrap(), steepest::checkpoint::load(&tuned).unwrap());
+    let get = |c: &steepest::checkpoint::Checkpoint, n: &str| {
+        c.tensors.iter().find(|t| t.0 == n).unwrap().clone()
+    };
+    assert_eq!(get(&a, "0.weight"), get(&b, "0.weight"), "frozen conv unchanged");
+    assert_eq!(get(&a, "0.bias"), get(&b, "0.bias"));
+    assert_eq!(get(&b, "3.weight").1[0], 2, "a head for 2 classes");
+    let o = steepest(&[&train[..], &["--freeze", "9."]].concat());
+    assert_clean_error(&o, &["--freeze", "\"9.\" matches no parameter", "0.weight"]);
+}

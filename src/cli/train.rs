@@ -176,6 +176,11 @@ pub fn config(args: &TrainArgs) -> Result<TrainConfig> {
             Some(0) => return Err(Error::config("--early-stop", "must be at least 1 (epochs)")),
             n => n,
         },
+        freeze: args
+            .freeze
+            .as_deref()
+            .map(|f| f.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -381,7 +386,30 @@ fn train_on<B: Backend>(
         }));
     }
     if let (Some(path), Some(ckpt)) = (&args.init_from, init) {
-        model.import(b, &ckpt.tensors, &path.display().to_string())?;
+        let source = path.display().to_string();
+        // A data set with other classes than the checkpoint's: a new head (its last layer, at
+        // its fresh init) on the loaded body, the classic fine-tune.
+        let model_shapes: Vec<(String, Vec<usize>)> =
+            model.params().into_iter().map(|p| (p.name, p.shape)).collect();
+        let head = model.head_names();
+        let head_differs = head.iter().any(|n| {
+            let want = model_shapes.iter().find(|(m, _)| m == n).map(|(_, s)| s);
+            let have = ckpt.tensors.iter().find(|(m, _, _)| m == n).map(|(_, s, _)| s);
+            have.is_some() && have != want
+        });
+        if head_differs {
+            model.import_without_head(b, &ckpt.tensors, &source)?;
+            note!(
+                "--init-from {}: its classifier ({}) has other classes than {}'s {}; training \
+                 a new one on the loaded layers",
+                path.display(),
+                head.join(", "),
+                data.name,
+                data.num_classes
+            );
+        } else {
+            model.import(b, &ckpt.tensors, &source)?;
+        }
         note!(
             "--init-from {}: loaded {} tensors ({} parameters) of model {}{}",
             path.display(),

@@ -249,10 +249,7 @@ fn partial_len(w: &Window, outputs: usize) -> usize {
 }
 
 /// `buf` cut into consecutive parts of `lens[t]` floats, one per thread's job.
-fn split_parts(
-    mut buf: &mut [f32],
-    lens: impl Iterator<Item = usize>,
-) -> Vec<&mut [f32]> {
+fn split_parts(mut buf: &mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
     let mut out = Vec::new();
     for len in lens {
         let (part, rest) = std::mem::take(&mut buf).split_at_mut(len);

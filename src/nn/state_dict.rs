@@ -130,6 +130,34 @@ impl<B: Backend> Model<B> {
         Ok(out)
     }
 
+    /// The names of the last layer's tensors (the classifier head a fine-tune replaces).
+    pub fn head_names(&self) -> Vec<String> {
+        let last = self.chain.layers.len().saturating_sub(1);
+        self.params()
+            .into_iter()
+            .map(|p| p.name)
+            .filter(|n| n.split('.').next() == Some(last.to_string().as_str()))
+            .collect()
+    }
+
+    /// [`Model::import`] of every tensor but the classifier head, which keeps its fresh init:
+    /// fine-tuning on a data set with other classes. The file's head tensors are left unused.
+    pub fn import_without_head(
+        &self,
+        backend: &mut B,
+        tensors: &HostTensors,
+        source: &str,
+    ) -> Result<()> {
+        let head = self.head_names();
+        let mut rest: HostTensors =
+            tensors.iter().filter(|(n, _, _)| !head.contains(n)).cloned().collect();
+        for p in self.params().into_iter().filter(|p| head.contains(&p.name)) {
+            let values = backend.read(p.value, p.len())?;
+            rest.push((p.name, p.shape, values));
+        }
+        self.import(backend, &rest, source)
+    }
+
     /// Loads parameters by name; every tensor must be present with the model's shape, and no
     /// other tensor may be (as PyTorch's strict `load_state_dict`). `source` names the file.
     pub fn import(&self, backend: &mut B, tensors: &HostTensors, source: &str) -> Result<()> {
