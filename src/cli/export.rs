@@ -124,7 +124,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         "dataset": dataset,
         "data_dir": flags.data.data_dir.as_ref().map(|d| d.to_string_lossy().to_string()),
         "val_split": flags.data.val_split,
-        "classes": flags.data.classes,
+        "classes": flags.data.classes.clone(),
         "limit_train": flags.limit_train,
         "limit_test": flags.data.limit_test,
         "normalize": ckpt.meta.normalization.as_ref().map(|(mean, std)| {
@@ -146,6 +146,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             Schedule::Cosine => json!({ "kind": "cosine" }),
         },
         "warmup_steps": cfg.warmup_steps,
+        "freeze": cfg.freeze,
         "config": Value::Object(stored),
     });
     let shown = super::printable(&source.display().to_string());
@@ -880,8 +881,8 @@ def load_data(data_dir, need_train, limit_test):
         if len(images) and tuple(images.shape[1:]) != shape:
             fail(f"{data_dir}: {what} images are {'x'.join(map(str, images.shape[1:]))}, but "
                  f"the model takes {'x'.join(map(str, shape))}")
-    as_torch = lambda s: (torch.from_numpy(np.ascontiguousarray(s[0])),  # noqa: E731
-                          torch.from_numpy(np.ascontiguousarray(s[1])))
+    as_torch = lambda s: (torch.from_numpy(np.array(s[0])),  # noqa: E731 (copies: writable)
+                          torch.from_numpy(np.array(s[1])))
     return as_torch(train), as_torch(test)
 
 
@@ -969,6 +970,8 @@ def load_optimizer_state(optimizer, net, path, steps):
     """The optimizer state steepest saved (`optimizer.PARAM.SLOT`, torch.optim's slot names)."""
     saved = load_file(path)
     for name, p in net.named_parameters():
+        if not p.requires_grad:
+            continue
         state = {}
         for slot in ("momentum_buffer", "exp_avg", "exp_avg_sq", "square_avg"):
             key = f"optimizer.{name}.{slot}"
@@ -1026,7 +1029,7 @@ def main():
     device = torch.device(f"cuda:{local}" if cuda else "cpu")
     main_rank = rank == 0
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if main_rank else (lambda *a: None)
-    seed = RUN["seed"]
+    seed = RUN["seed"] % (1 << 62)
     torch.manual_seed(seed + rank)
 
     train_set, test_set = load_data(args.data_dir, not args.eval_only, args.limit_test)
@@ -1035,8 +1038,9 @@ def main():
     net.to(device)
     inputs = Inputs(device, seed ^ 0xA063E47 ^ rank)
     held_out = "val" if RUN["dataset"] == "folder" else "test"
-    say(f"data: {RUN['dataset']} from {args.data_dir} ({len(train_set[1])} train, "
-        f"{len(test_set[1])} {held_out}); model {RUN['model']}; device {device}"
+    trained_on = "" if args.eval_only else f"{len(train_set[1])} train, "
+    say(f"data: {RUN['dataset']} from {args.data_dir} ({trained_on}{len(test_set[1])} "
+        f"{held_out}); model {RUN['model']}; device {device}"
         + (f", {world} processes" if distributed else ""))
 
     epoch = RUN["epochs_done"]
@@ -1053,13 +1057,16 @@ def main():
             dist.destroy_process_group()
         return
 
+    for name, p in net.named_parameters():
+        if any(name.startswith(prefix) for prefix in RUN["freeze"]):
+            p.requires_grad_(False)  # --freeze: the optimizer leaves it as it is
     model = net
     if distributed:
         if cuda and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
             model = net
         model = nn.parallel.DistributedDataParallel(net, device_ids=[local] if cuda else None)
-    optimizer = make_optimizer(net.parameters())
+    optimizer = make_optimizer([p for p in net.parameters() if p.requires_grad])
     if RUN["optimizer_state"]:
         load_optimizer_state(optimizer, net, os.path.join(HERE, RUN["optimizer_state"]),
                              RUN["optimizer_steps"])
@@ -1111,7 +1118,8 @@ def main():
             with torch.no_grad():
                 stats += torch.stack([loss.detach().double() * len(y),
                                       (logits.argmax(1) == y).sum().double(),
-                                      torch.tensor(float(len(y)), device=device)])
+                                      torch.tensor(float(len(y)), dtype=torch.float64,
+                                                   device=device)])
         if distributed:
             dist.all_reduce(stats)
         train_seconds = time.time() - started

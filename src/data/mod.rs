@@ -120,6 +120,15 @@ pub fn shared_data_dir(name: &str) -> Option<PathBuf> {
     None
 }
 
+/// The shape of one image: channels × height × width. The data layer's own type; models
+/// convert it into their `nn::Shape`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
 /// A whole data set: train and test splits and the shape of one sample.
 #[derive(Clone, Debug)]
 pub struct Dataset {
@@ -245,9 +254,9 @@ impl Dataset {
         (mean, std)
     }
 
-    /// One sample's shape, as models take it.
-    pub fn input_shape(&self) -> crate::nn::Shape {
-        crate::nn::Shape::new(self.channels, self.height, self.width)
+    /// One sample's shape (`Model::new` takes it as its input shape).
+    pub fn input_shape(&self) -> ImageShape {
+        ImageShape { channels: self.channels, height: self.height, width: self.width }
     }
 }
 

@@ -56,6 +56,12 @@ impl Shape {
     }
 }
 
+impl From<crate::data::ImageShape> for Shape {
+    fn from(s: crate::data::ImageShape) -> Self {
+        Shape::new(s.channels, s.height, s.width)
+    }
+}
+
 impl From<usize> for Shape {
     fn from(n: usize) -> Self {
         Shape::flat(n)
