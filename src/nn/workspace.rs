@@ -154,6 +154,17 @@ fn floats_per_sample<B: Backend>(chain: &Chain<B>) -> Option<u64> {
     Some(total)
 }
 
+/// Calls `f` on `bufs` and on every residual block's chains inside, depth first.
+fn each_chain<'a, B: Backend>(bufs: &'a Buffers<B>, f: &mut dyn FnMut(&'a Buffers<B>)) {
+    f(bufs);
+    for r in bufs.scratch.iter().filter_map(|s| s.residual.as_ref()) {
+        each_chain(&r.body, f);
+        if let Some(sc) = &r.shortcut {
+            each_chain(sc, f);
+        }
+    }
+}
+
 /// An in-memory split held on the device, uploaded once (see `Backend::holds_data`), and room
 /// for one batch's codes.
 pub struct DeviceData<B: Backend> {
@@ -227,37 +238,17 @@ impl<B: Backend> Workspace<B> {
 
     /// Every layer's output buffer, blocks' layers included (for tests that look inside).
     pub fn all_activations(&self) -> Vec<&B::Buf> {
-        fn walk<'a, B: Backend>(bufs: &'a Buffers<B>, out: &mut Vec<&'a B::Buf>) {
-            for (a, s) in bufs.activations.iter().zip(&bufs.scratch) {
-                out.push(a);
-                if let Some(r) = &s.residual {
-                    walk(&r.body, out);
-                    if let Some(sc) = &r.shortcut {
-                        walk(sc, out);
-                    }
-                }
-            }
-        }
         let mut out = Vec::new();
-        walk(&self.bufs, &mut out);
+        each_chain(&self.bufs, &mut |bufs| out.extend(&bufs.activations));
         out
     }
 
     /// Every max pool's argmax buffer, blocks' included.
     pub fn all_argmax(&self) -> Vec<&B::Indices> {
-        fn walk<'a, B: Backend>(bufs: &'a Buffers<B>, out: &mut Vec<&'a B::Indices>) {
-            for s in &bufs.scratch {
-                out.extend(s.argmax.as_ref());
-                if let Some(r) = &s.residual {
-                    walk(&r.body, out);
-                    if let Some(sc) = &r.shortcut {
-                        walk(sc, out);
-                    }
-                }
-            }
-        }
         let mut out = Vec::new();
-        walk(&self.bufs, &mut out);
+        each_chain(&self.bufs, &mut |bufs| {
+            out.extend(bufs.scratch.iter().filter_map(|s| s.argmax.as_ref()))
+        });
         out
     }
 
