@@ -212,7 +212,11 @@ fn python() -> Result<PathBuf, String> {
 fn run_script(python: &Path, script: &Path, args: &[&str]) -> Vec<serde_json::Value> {
     let o = Command::new(python).arg(script).args(args).output().expect("run python");
     let (out, err) = text(&o);
-    assert!(o.status.success(), "{} {args:?} failed\nstdout: {out}\nstderr: {err}", script.display());
+    assert!(
+        o.status.success(),
+        "{} {args:?} failed\nstdout: {out}\nstderr: {err}",
+        script.display()
+    );
     out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
 }
 
@@ -249,8 +253,12 @@ fn exported_script_evaluates_as_steepest_and_trains_where_torch_is_found() {
         let lines = run_script(&python, &script, &["--eval-only"]);
         assert_eq!(lines.len(), 1, "{lines:?}");
         let got = &lines[0];
-        let (acc, want_acc) = (got["test_acc"].as_f64().unwrap(), want["test_acc"].as_f64().unwrap());
-        assert!((acc - want_acc).abs() <= 1e-4, "{model}: train.py {acc}, steepest eval {want_acc}");
+        let (acc, want_acc) =
+            (got["test_acc"].as_f64().unwrap(), want["test_acc"].as_f64().unwrap());
+        assert!(
+            (acc - want_acc).abs() <= 1e-4,
+            "{model}: train.py {acc}, steepest eval {want_acc}"
+        );
         let (loss, want_loss) =
             (got["test_loss"].as_f64().unwrap(), want["test_loss"].as_f64().unwrap());
         assert!(
@@ -269,8 +277,29 @@ fn exported_script_evaluates_as_steepest_and_trains_where_torch_is_found() {
         let back = eval_json(&trained);
         let (acc, want_acc) =
             (lines[1]["test_acc"].as_f64().unwrap(), back["test_acc"].as_f64().unwrap());
-        assert!((acc - want_acc).abs() <= 1e-4, "{model}: train.py {acc}, steepest eval {want_acc}");
+        assert!(
+            (acc - want_acc).abs() <= 1e-4,
+            "{model}: train.py {acc}, steepest eval {want_acc}"
+        );
         let reread = steepest::checkpoint::load(&trained).unwrap();
         assert_eq!(reread.meta.model, steepest::checkpoint::load(&weights).unwrap().meta.model);
+
+        // DistributedDataParallel on the CPU (gloo), with batch norm and a residual block.
+        if i == 1 {
+            let ddp = dir.join("trained_ddp.safetensors");
+            let torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"];
+            let args = [script.to_str().unwrap(), "--epochs", "1", "--out", ddp.to_str().unwrap()];
+            let o = Command::new(&python).args(torchrun).args(args).output().expect("torchrun");
+            let (out, err) = text(&o);
+            assert!(o.status.success(), "torchrun failed\nstdout: {out}\nstderr: {err}");
+            let lines: Vec<serde_json::Value> =
+                out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            assert_eq!(lines.len(), 2, "rank 0 alone prints: {out}");
+            assert_eq!(lines[1]["processes"], 2);
+            let back = eval_json(&ddp);
+            let (acc, want_acc) =
+                (lines[1]["test_acc"].as_f64().unwrap(), back["test_acc"].as_f64().unwrap());
+            assert!((acc - want_acc).abs() <= 1e-4, "torchrun {acc}, steepest eval {want_acc}");
+        }
     }
 }

@@ -63,7 +63,10 @@ ls -l "$WORK/pt"
 step "3. python train.py --eval-only against steepest eval"
 cd "$WORK/pt"
 rust_eval=$("$STEEPEST" eval --weights "$WORK/lenet.safetensors" --device cpu --json)
-py_eval=$(seconds "$PYTHON" train.py --eval-only | tee /dev/stderr | head -1)
+start=$SECONDS
+py_eval=$("$PYTHON" train.py --eval-only)
+echo "$py_eval"
+echo "   ($((SECONDS - start)) s)"
 compare "train.py --eval-only vs steepest eval" "$py_eval" "$rust_eval"
 
 step "4. python train.py --epochs 1 (one process)"
