@@ -1,4 +1,4 @@
-// Max and average pooling (no padding), forward and backward. Backward kernels gather: each input
+// Max pooling (with padding, which never wins) and average pooling (without), forward and backward. Backward kernels gather: each input
 // value sums over the windows that contain it, so overlapping windows need no atomics.
 // CPU twins: src/cpu/pool.rs. Test: tests/cross_check_pool.rs.
 
@@ -19,10 +19,15 @@ fn maxpool(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) gro
     let oy = (o / win.out_w) % win.out_h;
     let plane = o / (win.out_w * win.out_h);
     let base = plane * win.height * win.width;
-    var best = base + oy * win.stride_h * win.width + ox * win.stride_w;
-    for (var ky = 0u; ky < win.kernel_h; ky++) {
-        for (var kx = 0u; kx < win.kernel_w; kx++) {
-            let i = base + (oy * win.stride_h + ky) * win.width + ox * win.stride_w + kx;
+    // The window's rows and columns inside the image, as the CPU twin cuts them.
+    let y0 = max(oy * win.stride_h, win.pad_h) - win.pad_h;
+    let y1 = min(max(oy * win.stride_h + win.kernel_h, win.pad_h) - win.pad_h, win.height);
+    let x0 = max(ox * win.stride_w, win.pad_w) - win.pad_w;
+    let x1 = min(max(ox * win.stride_w + win.kernel_w, win.pad_w) - win.pad_w, win.width);
+    var best = base + y0 * win.width + x0;
+    for (var iy = y0; iy < y1; iy++) {
+        for (var ix = x0; ix < x1; ix++) {
+            let i = base + iy * win.width + ix;
             if x[i] > x[best] {
                 best = i;
             }
@@ -76,8 +81,9 @@ fn maxpool_backward(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgr
     let ix = i % win.width;
     let iy = (i / win.width) % win.height;
     let plane = i / (win.width * win.height);
-    let ys = windows_over(iy, win.kernel_h, win.stride_h, win.out_h);
-    let xs = windows_over(ix, win.kernel_w, win.stride_w, win.out_w);
+    // In padded coordinates, as the windows are laid out.
+    let ys = windows_over(iy + win.pad_h, win.kernel_h, win.stride_h, win.out_h);
+    let xs = windows_over(ix + win.pad_w, win.kernel_w, win.stride_w, win.out_w);
     var sum = 0.0;
     for (var oy = ys.x; oy < ys.y; oy++) {
         for (var ox = xs.x; ox < xs.y; ox++) {

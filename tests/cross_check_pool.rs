@@ -69,6 +69,68 @@ fn pooling_forward_and_backward_match_cpu() {
     }
 }
 
+/// Max pooling with padding (ResNet's stem: 3×3, stride 2, padding 1; and 2×2 padding 1):
+/// padded positions never win, so the outputs and argmax are selections (exact); backward sums
+/// up to k·k terms where windows overlap, as above. Against PyTorch's rule, written out: each
+/// output is the largest input of its window cut to the image.
+#[test]
+fn padded_maxpool_matches_cpu_and_the_definition() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(31);
+    for &(rows, c, h, w, k, s, p) in &[
+        (2, 3, 8, 8, 3, 2, 1),
+        (1, 2, 7, 5, 3, 2, 1),
+        (2, 4, 5, 6, 2, 2, 1),
+        (1, 1, 1, 1, 3, 1, 1),
+    ] {
+        let win = Window::square(c, h, w, k, s, p);
+        let (in_len, out_len) = (rows * win.in_len(), rows * c * win.out_pixels());
+        let x: Vec<f32> = random(&mut rng, in_len).iter().map(|v| (v * 4.0).round()).collect();
+        let (mut y, mut idx) = (vec![0.0; out_len], vec![0u32; out_len]);
+        pool::maxpool(&x, &mut y, &mut idx, rows, &win);
+        // The definition: the window's rows and columns in padded coordinates, cut to the image.
+        let (oh, ow) = (win.out_h(), win.out_w());
+        for plane in 0..rows * c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut best = f32::NEG_INFINITY;
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (iy, ix) = (
+                                (oy * s + ky) as isize - p as isize,
+                                (ox * s + kx) as isize - p as isize,
+                            );
+                            if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                                best = best.max(x[plane * h * w + iy as usize * w + ix as usize]);
+                            }
+                        }
+                    }
+                    let o = (plane * oh + oy) * ow + ox;
+                    assert_eq!(y[o], best, "{h}x{w} k{k} s{s} p{p} at {o}");
+                    assert_eq!(x[idx[o] as usize], best);
+                }
+            }
+        }
+        let (gx, gy, gi) = (
+            g.alloc(in_len).unwrap(),
+            g.alloc(out_len).unwrap(),
+            g.alloc_indices(out_len).unwrap(),
+        );
+        g.write(&gx, &x);
+        g.maxpool(&gx, &gy, &gi, rows, &win);
+        assert_eq!(g.read(&gy, out_len).unwrap(), y, "maxpool p{p}");
+        let dy = random(&mut rng, out_len);
+        let abs: Vec<f32> = dy.iter().map(|v| v.abs()).collect();
+        let (mut dx, mut bound) = (vec![0.0; in_len], vec![0.0; in_len]);
+        pool::maxpool_backward(&dy, &idx, &mut dx, rows, &win);
+        pool::maxpool_backward(&abs, &idx, &mut bound, rows, &win);
+        let gdy = g.alloc(out_len).unwrap();
+        g.write(&gdy, &dy);
+        g.maxpool_backward(&gdy, &gi, &gx, rows, &win);
+        check("padded maxpool_backward", &g.read(&gx, in_len).unwrap(), &dx, &bound, k * k);
+    }
+}
+
 fn check(what: &str, got: &[f32], want: &[f32], bound: &[f32], terms: usize) {
     let n = terms as f32;
     let gamma = n * U / (1.0 - n * U);

@@ -115,6 +115,8 @@ fn cnn_backward_matches_finite_differences() {
     );
     // Overlapping max-pool windows and global average pooling.
     gradcheck("conv:3:3,relu,maxpool:3:2,gap,flatten,linear", Shape::new(1, 7, 7), 4, 3);
+    // Padded max pooling (ResNet's stem).
+    gradcheck("conv:3:3:p=1,maxpool:3:2:p=1,flatten,linear", Shape::new(1, 7, 7), 4, 3);
 }
 
 #[test]

@@ -412,8 +412,12 @@ fn chain(
                 (shape, flat) = (Shape::new(out, oh, ow), false);
                 e
             }
-            &LayerSpec::MaxPool { kernel, stride } | &LayerSpec::AvgPool { kernel, stride } => {
-                let (oh, ow) = window(shape, kernel, stride, 0)?;
+            &LayerSpec::MaxPool { kernel, stride, .. } | &LayerSpec::AvgPool { kernel, stride } => {
+                let padding = match layer {
+                    &LayerSpec::MaxPool { padding, .. } => padding,
+                    _ => 0,
+                };
+                let (oh, ow) = window(shape, kernel, stride, padding)?;
                 let class = match layer {
                     LayerSpec::MaxPool { .. } => "nn.MaxPool2d",
                     _ => "nn.AvgPool2d",
@@ -421,6 +425,9 @@ fn chain(
                 let mut args = kernel.to_string();
                 if stride != kernel {
                     args += &format!(", stride={stride}");
+                }
+                if padding != 0 {
+                    args += &format!(", padding={padding}");
                 }
                 let e = image(class, args, flat);
                 (shape, flat) = (Shape::new(shape.channels, oh, ow), false);

@@ -1,4 +1,5 @@
-//! CPU twins of `shaders/pool.wgsl`: max and average pooling without padding.
+//! CPU twins of `shaders/pool.wgsl`: max pooling (with padding: padded positions never win)
+//! and average pooling (without).
 
 use crate::backend::Window;
 
@@ -7,7 +8,12 @@ use crate::backend::Window;
 pub fn maxpool(x: &[f32], y: &mut [f32], argmax: &mut [u32], rows: usize, w: &Window) {
     let (oh, ow) = (w.out_h(), w.out_w());
     let plane = w.height * w.width;
-    let pairs = w.kernel_h == 2 && w.kernel_w == 2 && w.stride_h == 2 && w.stride_w == 2;
+    let pairs = w.kernel_h == 2
+        && w.kernel_w == 2
+        && w.stride_h == 2
+        && w.stride_w == 2
+        && w.pad_h == 0
+        && w.pad_w == 0;
     super::parallel::for_samples_pair(y, argmax, rows * w.channels, oh * ow, |first, ys, idx| {
         for (p, (out, arg)) in
             ys.chunks_exact_mut(oh * ow).zip(idx.chunks_exact_mut(oh * ow)).enumerate()
@@ -19,14 +25,18 @@ pub fn maxpool(x: &[f32], y: &mut [f32], argmax: &mut [u32], rows: usize, w: &Wi
             }
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut at = base + oy * w.stride_h * w.width + ox * w.stride_w;
+                    // Window rows and columns inside the image (padding never wins).
+                    let rows_in = inside(oy * w.stride_h, w.kernel_h, w.pad_h, w.height);
+                    let cols_in = inside(ox * w.stride_w, w.kernel_w, w.pad_w, w.width);
+                    let mut at = base + rows_in.start * w.width + cols_in.start;
                     let mut best = x[at];
-                    for ky in 0..w.kernel_h {
-                        let row0 = base + (oy * w.stride_h + ky) * w.width + ox * w.stride_w;
-                        for (kx, &v) in x[row0..row0 + w.kernel_w].iter().enumerate() {
+                    for iy in rows_in {
+                        let row0 = base + iy * w.width;
+                        for ix in cols_in.clone() {
+                            let v = x[row0 + ix];
                             if v > best {
                                 best = v;
-                                at = row0 + kx;
+                                at = row0 + ix;
                             }
                         }
                     }
@@ -36,6 +46,12 @@ pub fn maxpool(x: &[f32], y: &mut [f32], argmax: &mut [u32], rows: usize, w: &Wi
             }
         }
     });
+}
+
+/// The input coordinates a window starting at padded coordinate `start` covers along one axis:
+/// `start - pad .. start - pad + kernel`, cut to the image.
+fn inside(start: usize, kernel: usize, pad: usize, size: usize) -> std::ops::Range<usize> {
+    start.saturating_sub(pad)..(start + kernel).saturating_sub(pad).min(size)
 }
 
 /// The common 2×2, stride 2 window over one plane, two input rows at a time; the same scan

@@ -210,8 +210,12 @@ pub fn build_chain<B: Backend>(
                 (Layer::Relu { fused }, shape)
             }
             LayerSpec::Flatten => (Layer::Flatten, Shape::flat(shape.len())),
-            &LayerSpec::MaxPool { kernel, stride } | &LayerSpec::AvgPool { kernel, stride } => {
-                let window = fitted_window(shape, kernel, stride, 0).ok_or_else(|| {
+            &LayerSpec::MaxPool { kernel, stride, .. } | &LayerSpec::AvgPool { kernel, stride } => {
+                let padding = match ls {
+                    &LayerSpec::MaxPool { padding, .. } => padding,
+                    _ => 0,
+                };
+                let window = fitted_window(shape, kernel, stride, padding).ok_or_else(|| {
                     err(format!(
                         "a {kernel}x{kernel} window does not fit the {}x{} input",
                         shape.height, shape.width

@@ -23,10 +23,12 @@ pub enum LayerSpec {
         padding: usize,
         bias: bool,
     },
-    /// `maxpool:K[:STRIDE]` (stride defaults to K).
+    /// `maxpool:K[:STRIDE][:p=PADDING]` (stride defaults to K; padded positions never win, as
+    /// in `nn.MaxPool2d`, where the padding is at most K/2).
     MaxPool {
         kernel: usize,
         stride: usize,
+        padding: usize,
     },
     /// `avgpool:K[:STRIDE]`.
     AvgPool {
@@ -119,7 +121,7 @@ a preset, a shorthand or a comma-separated layer list:
               mlp:H1[,H2...]    Linear(H1), ReLU, ..., Linear(classes)
   layers:     linear[:N]        fully connected, N outputs (the last one: number of classes)
               conv:OUT:K[:s=S][:p=P][:nobias]   2D convolution, K×K kernel, stride S (1), padding P (0)
-              maxpool:K[:S]     max pooling, K×K window, stride S (K)
+              maxpool:K[:S][:p=P]   max pooling, K×K window, stride S (K), padding P (0)
               avgpool:K[:S]     average pooling
               gap               global average pooling to 1×1
               bn                batch normalization over channels (BatchNorm2d)
@@ -181,10 +183,16 @@ impl fmt::Display for LayerSpec {
                 }
                 Ok(())
             }
-            LayerSpec::MaxPool { kernel, stride } if kernel == stride => {
-                write!(f, "maxpool:{kernel}")
+            LayerSpec::MaxPool { kernel, stride, padding } => {
+                write!(f, "maxpool:{kernel}")?;
+                if kernel != stride {
+                    write!(f, ":{stride}")?;
+                }
+                if *padding != 0 {
+                    write!(f, ":p={padding}")?;
+                }
+                Ok(())
             }
-            LayerSpec::MaxPool { kernel, stride } => write!(f, "maxpool:{kernel}:{stride}"),
             LayerSpec::AvgPool { kernel, stride } if kernel == stride => {
                 write!(f, "avgpool:{kernel}")
             }
@@ -358,14 +366,38 @@ fn parse_layer(text: &str, position: usize, item: &str) -> Result<LayerSpec> {
             }
         }
         "maxpool" | "avgpool" => {
-            want_args(1, 2)?;
+            // maxpool:K[:S][:p=P]; the padding only for max pooling.
+            let mut args = args.to_vec();
+            let mut padding = 0;
+            if parts[0] == "maxpool" {
+                if let Some(p) = args.last().and_then(|a| a.strip_prefix("p=")) {
+                    padding = p.parse().map_err(|_| {
+                        bad(text, Some(position), format!("padding {p:?} is not a whole number"))
+                    })?;
+                    args.pop();
+                }
+            }
+            if args.is_empty() || args.len() > 2 {
+                return Err(bad(
+                    text,
+                    Some(position),
+                    format!("{item:?} takes a kernel and an optional stride after {:?}", parts[0]),
+                ));
+            }
             let kernel = number(text, position, args[0], "kernel")?;
             let stride = match args.get(1) {
                 Some(s) => number(text, position, s, "stride")?,
                 None => kernel,
             };
+            if 2 * padding > kernel {
+                return Err(bad(
+                    text,
+                    Some(position),
+                    format!("padding {padding} is more than half the {kernel}x{kernel} window"),
+                ));
+            }
             if parts[0] == "maxpool" {
-                LayerSpec::MaxPool { kernel, stride }
+                LayerSpec::MaxPool { kernel, stride, padding }
             } else {
                 LayerSpec::AvgPool { kernel, stride }
             }
@@ -451,6 +483,7 @@ mod tests {
             "mlp:512,128",
             "conv:32:5,relu,maxpool:2,flatten,linear:10,relu,linear",
             "conv:8:3:s=2:p=1:nobias,avgpool:2:1,gap,flatten,linear",
+            "conv:4:3,maxpool:3:2:p=1,maxpool:2:p=1,flatten,linear",
             "conv:8:3:p=1,res(conv:8:3:p=1,bn,relu,conv:8:3:p=1,bn),relu,gap,flatten,linear",
             "res(conv:8:3:s=2:p=1,bn;conv:8:1:s=2,bn),flatten,linear",
             "res(conv:4:1,res(conv:4:1;conv:4:1)),flatten,linear",
@@ -491,6 +524,8 @@ mod tests {
             "linear,relu",
             "linear,linear:3",
             "maxpool:0,linear",
+            "maxpool:2:p=2,linear",
+            "maxpool:3:1:1:p=1,linear",
             "res(),linear",
             "res(conv:4:1;),linear",
             "res(conv:4:1;conv:4:1;conv:4:1),linear",
