@@ -130,3 +130,49 @@ fn residual_build_errors() {
     let e = err("res(conv:4:3:p=1,res(conv:4:9)),flatten,linear");
     assert!(e.contains("layer 0.body.1.body.0"), "{e}");
 }
+
+/// `resnet18`'s tensors are torchvision's `resnet18` state_dict, name for name and shape for
+/// shape (11,689,512 parameters with 1000 classes), so its weights load as they are; a
+/// checkpoint names the model `resnet18` and rebuilds with the same names.
+#[test]
+fn resnet18_has_torchvision_names_and_shapes() {
+    let mut cpu = CpuBackend::new();
+    let spec: ModelSpec = "resnet18".parse().unwrap();
+    assert_eq!(spec.to_string(), "resnet18");
+    let model = Model::new(&mut cpu, &spec, Shape::new(3, 224, 224), 1000, 0).unwrap();
+    assert_eq!(model.num_params(), 11_689_512);
+    let tensors = model.export(&mut cpu).unwrap();
+    // torchvision's keys, written out.
+    let mut want: Vec<(String, Vec<usize>)> = vec![("conv1.weight".into(), vec![64, 3, 7, 7])];
+    let bn = |name: &str, c: usize, want: &mut Vec<(String, Vec<usize>)>| {
+        for f in ["weight", "bias", "running_mean", "running_var"] {
+            want.push((format!("{name}.{f}"), vec![c]));
+        }
+        want.push((format!("{name}.num_batches_tracked"), vec![]));
+    };
+    bn("bn1", 64, &mut want);
+    let mut c_in = 64;
+    for (layer, c) in [(1, 64), (2, 128), (3, 256), (4, 512)] {
+        for block in 0..2 {
+            let p = format!("layer{layer}.{block}");
+            let first_in = if block == 0 { c_in } else { c };
+            want.push((format!("{p}.conv1.weight"), vec![c, first_in, 3, 3]));
+            bn(&format!("{p}.bn1"), c, &mut want);
+            want.push((format!("{p}.conv2.weight"), vec![c, c, 3, 3]));
+            bn(&format!("{p}.bn2"), c, &mut want);
+            if block == 0 && layer > 1 {
+                want.push((format!("{p}.downsample.0.weight"), vec![c, c_in, 1, 1]));
+                bn(&format!("{p}.downsample.1"), c, &mut want);
+            }
+        }
+        c_in = c;
+    }
+    want.push(("fc.weight".into(), vec![1000, 512]));
+    want.push(("fc.bias".into(), vec![1000]));
+    let mut got: Vec<(String, Vec<usize>)> =
+        tensors.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(model.head_names(), ["fc.weight", "fc.bias"]);
+}

@@ -336,6 +336,14 @@ fn report(
 /// `model` as PyTorch code: `build_model()` returning a `Net` (an `nn.Sequential`) whose layer
 /// positions, and so `state_dict` names, are steepest's.
 fn model_code(spec: &ModelSpec, input: Shape, classes: usize, source: &Path) -> Result<String> {
+    // steepest's resnet18 has torchvision's names and computes what it computes.
+    if spec.named == Some("resnet18") {
+        return Ok(format!(
+            "def build_model():\n    \"\"\"torchvision's resnet18, {classes} classes: steepest's \
+             `resnet18` has its names.\"\"\"\n    import torchvision\n\n    return \
+             torchvision.models.resnet18(num_classes={classes})\n"
+        ));
+    }
     // A model that starts with a linear layer takes the image flattened (in `Net.forward`, so
     // that no Flatten shifts the positions).
     let flatten_input = matches!(spec.layers.first(), Some(LayerSpec::Linear { .. }));

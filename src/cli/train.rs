@@ -413,7 +413,7 @@ fn train_on<B: Backend>(
         note!(
             "--init-from {}: loaded {} tensors ({} parameters) of model {}{}",
             path.display(),
-            ckpt.tensors.len(),
+            ckpt.tensors.len() - if head_differs { head.len() } else { 0 },
             model.num_params(),
             model.spec,
             ckpt.meta.dataset.as_ref().map(|d| format!(", trained on {d}")).unwrap_or_default()
@@ -705,6 +705,10 @@ fn print_model_help() {
     for (name, layers, what) in steepest::nn::PRESETS {
         say!("{name}: {what}\n    {layers}");
     }
+    say!(
+        "resnet18: torchvision's resnet18 (tensor names and shapes too: its weights load as they \
+         are), for 224x224 RGB photos; fine-tune with --init-from, --freeze and a new head"
+    );
 }
 
 /// Each layer with its output shape and parameter count, then the total.

@@ -24,7 +24,7 @@ pub use batchnorm::BatchNorm;
 pub use conv::ConvScratch;
 pub use layer::{Chain, Layer, Weights};
 pub use residual::{Residual, ResidualBuffers};
-pub use spec::{LayerSpec, ModelSpec, GRAMMAR, PRESETS};
+pub use spec::{torchvision_name, LayerSpec, ModelSpec, GRAMMAR, PRESETS};
 pub use state_dict::sort_state_dict;
 pub use workspace::{Buffers, DeviceData, Scratch, Workspace};
 
@@ -205,7 +205,7 @@ impl<B: Backend> Model<B> {
 
     /// Every parameter with its gradient, in `state_dict` order.
     pub fn params(&self) -> Vec<Param<'_, B>> {
-        state_dict::params(&self.chain)
+        state_dict::params(&self.chain, self.rename())
     }
 
     /// `(value, grad, len)` of every parameter in `state_dict` order: what the optimizer walks

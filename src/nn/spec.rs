@@ -62,6 +62,50 @@ impl LayerSpec {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
     pub layers: Vec<LayerSpec>,
+    /// A preset whose tensors carry another library's names (`resnet18`: torchvision's); it
+    /// is written by its name, so a checkpoint's metadata keeps the naming.
+    pub named: Option<&'static str>,
+}
+
+/// torchvision's `resnet18` layout for 224×224 RGB images: the stem (7×7 conv, stride 2; 3×3
+/// max pool, stride 2), 4 stages of 2 basic blocks (64, 128, 256, 512 channels; 1×1 conv +
+/// batch norm shortcuts where the size halves), global average pooling, the classifier.
+const RESNET18: &str = "conv:64:7:s=2:p=3:nobias,bn,relu,maxpool:3:2:p=1,\
+     res(conv:64:3:p=1:nobias,bn,relu,conv:64:3:p=1:nobias,bn),relu,\
+     res(conv:64:3:p=1:nobias,bn,relu,conv:64:3:p=1:nobias,bn),relu,\
+     res(conv:128:3:s=2:p=1:nobias,bn,relu,conv:128:3:p=1:nobias,bn;conv:128:1:s=2:nobias,bn),relu,\
+     res(conv:128:3:p=1:nobias,bn,relu,conv:128:3:p=1:nobias,bn),relu,\
+     res(conv:256:3:s=2:p=1:nobias,bn,relu,conv:256:3:p=1:nobias,bn;conv:256:1:s=2:nobias,bn),relu,\
+     res(conv:256:3:p=1:nobias,bn,relu,conv:256:3:p=1:nobias,bn),relu,\
+     res(conv:512:3:s=2:p=1:nobias,bn,relu,conv:512:3:p=1:nobias,bn;conv:512:1:s=2:nobias,bn),relu,\
+     res(conv:512:3:p=1:nobias,bn,relu,conv:512:3:p=1:nobias,bn),relu,\
+     gap,flatten,linear";
+
+/// A `resnet18` tensor's torchvision name from its position-based one (`4.body.0.weight` →
+/// `layer1.0.conv1.weight`, `0.weight` → `conv1.weight`, `22.bias` → `fc.bias`).
+pub fn torchvision_name(positional: &str) -> String {
+    let parts: Vec<&str> = positional.split('.').collect();
+    let Ok(top) = parts[0].parse::<usize>() else { return positional.to_string() };
+    let rest = parts[1..].join(".");
+    match (top, parts.get(1).copied(), parts.get(2).copied()) {
+        (0, _, _) => format!("conv1.{rest}"),
+        (1, _, _) => format!("bn1.{rest}"),
+        (22, _, _) => format!("fc.{rest}"),
+        (4..=18, Some(branch), Some(j)) if top % 2 == 0 => {
+            let block = (top - 4) / 2;
+            let field = parts[3..].join(".");
+            let module = match (branch, j) {
+                ("body", "0") => "conv1".to_string(),
+                ("body", "1") => "bn1".to_string(),
+                ("body", "3") => "conv2".to_string(),
+                ("body", "4") => "bn2".to_string(),
+                ("shortcut", j) => format!("downsample.{j}"),
+                _ => return positional.to_string(),
+            };
+            format!("layer{}.{}.{module}.{field}", block / 2 + 1, block % 2)
+        }
+        _ => positional.to_string(),
+    }
 }
 
 /// `(name, layers, what it is for)`.
@@ -116,7 +160,7 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
 
 pub const GRAMMAR: &str = "\
 a preset, a shorthand or a comma-separated layer list:
-  presets:    lenet, cifar-cnn, resnet8, resnet20, cifar-fast
+  presets:    lenet, cifar-cnn, resnet8, resnet20, cifar-fast, resnet18 (torchvision's names)
   shorthands: linear            one Linear layer (softmax regression)
               mlp:H1[,H2...]    Linear(H1), ReLU, ..., Linear(classes)
   layers:     linear[:N]        fully connected, N outputs (the last one: number of classes)
@@ -134,7 +178,7 @@ a preset, a shorthand or a comma-separated layer list:
 
 impl ModelSpec {
     pub fn linear() -> Self {
-        ModelSpec { layers: vec![LayerSpec::Linear { out: None }] }
+        ModelSpec { layers: vec![LayerSpec::Linear { out: None }], named: None }
     }
 
     /// `mlp:H1,H2,...`: Linear, ReLU, ..., Linear.
@@ -145,7 +189,7 @@ impl ModelSpec {
             layers.push(LayerSpec::Relu);
         }
         layers.push(LayerSpec::Linear { out: None });
-        ModelSpec { layers }
+        ModelSpec { layers, named: None }
     }
 
     /// The hidden widths, if this is an MLP (Linear/ReLU pairs then a final Linear).
@@ -218,6 +262,9 @@ fn list(layers: &[LayerSpec]) -> String {
 
 impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(name) = self.named {
+            return write!(f, "{name}");
+        }
         if let Some(hidden) = self.mlp_widths() {
             if hidden.is_empty() {
                 return write!(f, "linear");
@@ -436,6 +483,9 @@ impl FromStr for ModelSpec {
         if let Some((_, layers, _)) = PRESETS.iter().find(|(name, _, _)| *name == text) {
             return layers.parse();
         }
+        if text == "resnet18" {
+            return Ok(ModelSpec { named: Some("resnet18"), ..RESNET18.parse()? });
+        }
         if text == "linear" {
             return Ok(ModelSpec::linear());
         }
@@ -467,7 +517,7 @@ impl FromStr for ModelSpec {
                 "only the last linear may leave out its width".into(),
             ));
         }
-        Ok(ModelSpec { layers })
+        Ok(ModelSpec { layers, named: None })
     }
 }
 

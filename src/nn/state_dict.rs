@@ -27,20 +27,28 @@ pub fn visit<'a, B: Backend>(
     }
 }
 
+/// A tensor's name from its position-based one (`resnet18`: torchvision's).
+pub type Rename = fn(&str) -> String;
+
+/// Names as positions give them.
+pub fn positional(name: &str) -> String {
+    name.to_string()
+}
+
 /// Every parameter with its gradient, in `state_dict` order.
-pub fn params<B: Backend>(chain: &Chain<B>) -> Vec<Param<'_, B>> {
+pub fn params<B: Backend>(chain: &Chain<B>, rename: Rename) -> Vec<Param<'_, B>> {
     let mut out = Vec::new();
     visit(chain, "", &mut |prefix, layer| {
         if let Some(w) = layer.weights() {
             out.push(Param {
-                name: format!("{prefix}weight"),
+                name: rename(&format!("{prefix}weight")),
                 shape: w.weight_shape.clone(),
                 value: &w.weight,
                 grad: &w.grad_weight,
             });
             if let (Some(bias), Some(grad)) = (&w.bias, &w.grad_bias) {
                 out.push(Param {
-                    name: format!("{prefix}bias"),
+                    name: rename(&format!("{prefix}bias")),
                     shape: vec![w.weight_shape[0]],
                     value: bias,
                     grad,
@@ -51,7 +59,7 @@ pub fn params<B: Backend>(chain: &Chain<B>) -> Vec<Param<'_, B>> {
     out
 }
 
-/// Every batch norm with its name prefix.
+/// Every batch norm with its (position-based) name prefix.
 fn batch_norms<B: Backend>(chain: &Chain<B>) -> Vec<(String, &BatchNorm<B>)> {
     let mut out = Vec::new();
     visit(chain, "", &mut |prefix, layer| {
@@ -64,20 +72,22 @@ fn batch_norms<B: Backend>(chain: &Chain<B>) -> Vec<(String, &BatchNorm<B>)> {
 
 /// The batch-norm running statistics, which checkpoints keep beside the parameters:
 /// `(name, shape, buffer)`; `num_batches_tracked` is a host-side count (see `export`).
-fn buffers<B: Backend>(chain: &Chain<B>) -> Vec<(String, Vec<usize>, &B::Buf)> {
+fn buffers<B: Backend>(chain: &Chain<B>, rename: Rename) -> Vec<(String, Vec<usize>, &B::Buf)> {
     let mut out = Vec::new();
     for (prefix, bn) in batch_norms(chain) {
-        out.push((format!("{prefix}running_mean"), vec![bn.channels], &bn.running_mean));
-        out.push((format!("{prefix}running_var"), vec![bn.channels], &bn.running_var));
+        out.push((rename(&format!("{prefix}running_mean")), vec![bn.channels], &bn.running_mean));
+        out.push((rename(&format!("{prefix}running_var")), vec![bn.channels], &bn.running_var));
     }
     out
 }
 
 /// Every tensor name the model's `state_dict` has.
-fn names<B: Backend>(chain: &Chain<B>) -> Vec<String> {
-    let mut names: Vec<String> = params(chain).iter().map(|p| p.name.clone()).collect();
-    names.extend(buffers(chain).into_iter().map(|(n, _, _)| n));
-    names.extend(batch_norms(chain).into_iter().map(|(p, _)| format!("{p}num_batches_tracked")));
+fn names<B: Backend>(chain: &Chain<B>, rename: Rename) -> Vec<String> {
+    let mut names: Vec<String> = params(chain, rename).iter().map(|p| p.name.clone()).collect();
+    names.extend(buffers(chain, rename).into_iter().map(|(n, _, _)| n));
+    names.extend(
+        batch_norms(chain).into_iter().map(|(p, _)| rename(&format!("{p}num_batches_tracked"))),
+    );
     names
 }
 
@@ -108,6 +118,14 @@ pub fn sort_state_dict(t: &mut HostTensors) {
 }
 
 impl<B: Backend> Model<B> {
+    /// How this model names its tensors.
+    pub fn rename(&self) -> Rename {
+        match self.spec.named {
+            Some("resnet18") => crate::nn::torchvision_name,
+            _ => positional,
+        }
+    }
+
     /// Reads the whole `state_dict` back to the host in PyTorch's order.
     pub fn export(&self, backend: &mut B) -> Result<HostTensors> {
         let mut out = Vec::new();
@@ -115,28 +133,29 @@ impl<B: Backend> Model<B> {
             let values = backend.read(p.value, p.len())?;
             out.push((p.name.clone(), p.shape.clone(), values));
         }
-        for (name, shape, buf) in buffers(&self.chain) {
+        let rename = self.rename();
+        for (name, shape, buf) in buffers(&self.chain, rename) {
             let values = backend.read(buf, shape[0])?;
             out.push((name, shape, values));
         }
         for (prefix, bn) in batch_norms(&self.chain) {
-            out.push((
-                format!("{prefix}num_batches_tracked"),
-                vec![],
-                vec![bn.tracked.get() as f32],
-            ));
+            let name = rename(&format!("{prefix}num_batches_tracked"));
+            out.push((name, vec![], vec![bn.tracked.get() as f32]));
         }
-        sort_state_dict(&mut out);
+        // Position-based names sort into PyTorch's order; others keep the model's.
+        if self.spec.named.is_none() {
+            sort_state_dict(&mut out);
+        }
         Ok(out)
     }
 
     /// The names of the last layer's tensors (the classifier head a fine-tune replaces).
     pub fn head_names(&self) -> Vec<String> {
-        let last = self.chain.layers.len().saturating_sub(1);
-        self.params()
+        let last = self.chain.layers.len().saturating_sub(1).to_string();
+        params(&self.chain, positional)
             .into_iter()
-            .map(|p| p.name)
-            .filter(|n| n.split('.').next() == Some(last.to_string().as_str()))
+            .filter(|p| p.name.split('.').next() == Some(last.as_str()))
+            .map(|p| (self.rename())(&p.name))
             .collect()
     }
 
@@ -161,7 +180,7 @@ impl<B: Backend> Model<B> {
     /// Loads parameters by name; every tensor must be present with the model's shape, and no
     /// other tensor may be (as PyTorch's strict `load_state_dict`). `source` names the file.
     pub fn import(&self, backend: &mut B, tensors: &HostTensors, source: &str) -> Result<()> {
-        let expected = names(&self.chain);
+        let expected = names(&self.chain, self.rename());
         let missing = |name: &str, shape: &[usize]| {
             Error::file(
                 source,
@@ -176,7 +195,7 @@ impl<B: Backend> Model<B> {
             .params()
             .into_iter()
             .map(|p| (p.name, p.shape, p.value))
-            .chain(buffers(&self.chain));
+            .chain(buffers(&self.chain, self.rename()));
         for (name, want, value) in entries {
             let Some((_, shape, values)) = tensors.iter().find(|(n, _, _)| *n == name) else {
                 return Err(missing(&name, &want));
@@ -193,7 +212,7 @@ impl<B: Backend> Model<B> {
             backend.write(value, values);
         }
         for (prefix, bn) in batch_norms(&self.chain) {
-            let name = format!("{prefix}num_batches_tracked");
+            let name = (self.rename())(&format!("{prefix}num_batches_tracked"));
             let count = tensors
                 .iter()
                 .find(|(n, _, _)| *n == name)
