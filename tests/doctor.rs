@@ -16,8 +16,12 @@ fn every_doctor_check_passes() {
     let list = checks::all();
     assert!(list.len() > 100, "{} checks", list.len());
     let mut failures = Vec::new();
+    let mut skipped = 0;
     for check in &list {
         let o = check.run(&mut cpu, &mut g).unwrap();
+        if o.skipped.is_some() {
+            skipped += 1;
+        }
         if !o.passed() {
             failures.push(format!(
                 "{} {}: error {} bound {} ({}x)",
@@ -30,6 +34,9 @@ fn every_doctor_check_passes() {
         failures.push(format!("lenet training: {o:?}"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Only shapes over an adapter's buffer limits may skip (on lavapipe: cifar-fast's widest
+    // convolutions at batch 128, 151 MB in one buffer against 128 MiB).
+    assert!(skipped * 20 < list.len(), "{skipped} of {} checks skipped", list.len());
 }
 
 /// A kernel whose GPU result is made wrong (a test hook adds 1 to one value) is named in the
