@@ -289,55 +289,117 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
             format!("images are read as 1 (grey) or 3 (RGB) channels, not {c}"),
         ));
     }
+    let classes = scan_classes(dir)?;
+    let (train_files, val_files) = split_files(&classes, opts, notes)?;
+    let class_names = &classes.names;
+    let skipped = AtomicUsize::new(0);
+    let train = probe_all(train_files, &skipped, opts.progress);
+    let val = probe_all(val_files, &skipped, opts.progress);
+    for (i, name) in class_names.iter().enumerate() {
+        if !train.labels.contains(&(i as u8)) {
+            return Err(Error::file(
+                classes.train_dir.join(name),
+                "class folder has no readable images",
+            ));
+        }
+    }
+    let (width, height) = image_size(opts, &train, notes)?;
+    let channels =
+        opts.channels.unwrap_or_else(|| if train.probes.iter().any(|p| p.colour) { 3 } else { 1 });
+    let mut train = train;
+    if opts.validation_only {
+        train = Listing { files: Vec::new(), labels: Vec::new(), probes: Vec::new() };
+    }
+    let (train, test) = materialise(train, val, [channels, height, width], opts, &skipped, notes);
+    let class_names = class_names.clone();
+    Ok(Dataset {
+        held_out: "val",
+        name: "folder".into(),
+        channels,
+        height,
+        width,
+        num_classes: class_names.len(),
+        class_names,
+        train,
+        test,
+    })
+}
+
+/// A folder's classes: the training split's `(class, files)` (sorted), the validation
+/// split's when the folder has `train/` and `val/`, where each lives, and the class names.
+struct Classes {
+    names: Vec<String>,
+    train: Vec<(String, Vec<PathBuf>)>,
+    val: Option<Vec<(String, Vec<PathBuf>)>>,
+    train_dir: PathBuf,
+    val_dir: PathBuf,
+}
+
+/// Step 1, scan: the class folders, directly or inside `train/` and `val/`; at least two
+/// classes (at most 256), each with files.
+fn scan_classes(dir: &Path) -> Result<Classes> {
     let split_dir = |names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.is_dir());
-    let mut val_dir = dir.to_path_buf();
-    let (train_classes, val_classes) = match split_dir(&["train"]) {
+    let (train, val, val_dir) = match split_dir(&["train"]) {
         Some(train) => {
-            val_dir = split_dir(&["val", "valid", "validation", "test"]).ok_or_else(|| {
+            let val_dir = split_dir(&["val", "valid", "validation", "test"]).ok_or_else(|| {
                 Error::file(dir, "has a train/ subfolder but no val/ (or test/) beside it")
             })?;
-            (scan(&train)?, Some(scan(&val_dir)?))
+            (scan(&train)?, Some(scan(&val_dir)?), val_dir)
         }
-        None => (scan(dir)?, None),
+        None => (scan(dir)?, None, dir.to_path_buf()),
     };
-    let class_names: Vec<String> = train_classes.iter().map(|(n, _)| n.clone()).collect();
-    let where_ = if val_classes.is_some() { dir.join("train") } else { dir.to_path_buf() };
-    if class_names.len() < 2 {
+    let names: Vec<String> = train.iter().map(|(n, _)| n.clone()).collect();
+    let train_dir = if val.is_some() { dir.join("train") } else { dir.to_path_buf() };
+    if names.len() < 2 {
         return Err(Error::file(
-            &where_,
+            &train_dir,
             format!(
                 "found {} class folder{} ({}); a classifier needs one subfolder per class, at least two",
-                class_names.len(),
-                if class_names.len() == 1 { "" } else { "s" },
-                if class_names.is_empty() { "none".into() } else { class_names.join(", ") }
+                names.len(),
+                if names.len() == 1 { "" } else { "s" },
+                if names.is_empty() { "none".into() } else { names.join(", ") }
             ),
         ));
     }
-    if class_names.len() > 256 {
+    if names.len() > 256 {
         return Err(Error::file(
-            &where_,
-            format!("{} class folders; at most 256 are supported", class_names.len()),
+            &train_dir,
+            format!("{} class folders; at most 256 are supported", names.len()),
         ));
     }
-    for (name, files) in &train_classes {
+    for (name, files) in &train {
         if files.is_empty() {
             return Err(Error::file(
-                where_.join(name),
+                train_dir.join(name),
                 "class folder has no files; every class needs images",
             ));
         }
     }
+    Ok(Classes { names, train, val, train_dir, val_dir })
+}
+
+/// Files with their class labels.
+type Labelled = Vec<(PathBuf, u8)>;
+
+/// Step 2, split: every file with its label, for training and validation: the `val/` folder,
+/// or a seeded `--val-split` of every class; then a seeded order that mixes the classes, so
+/// `--limit-train N` keeps a sample of every class.
+fn split_files(
+    classes: &Classes,
+    opts: &FolderOptions,
+    notes: &mut Vec<String>,
+) -> Result<(Labelled, Labelled)> {
     let label_of: HashMap<&str, u8> =
-        class_names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u8)).collect();
-    let flatten = |classes: &[(String, Vec<PathBuf>)]| -> Result<Vec<(PathBuf, u8)>> {
+        classes.names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u8)).collect();
+    let flatten = |list: &[(String, Vec<PathBuf>)]| -> Result<Labelled> {
         let mut v = Vec::new();
-        for (name, files) in classes {
+        for (name, files) in list {
             let label = *label_of.get(name.as_str()).ok_or_else(|| {
                 Error::file(
-                    val_dir.join(name),
+                    classes.val_dir.join(name),
                     format!(
                         "class {name:?} is not among the training classes ({})",
-                        class_names.join(", ")
+                        classes.names.join(", ")
                     ),
                 )
             })?;
@@ -345,8 +407,8 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
         }
         Ok(v)
     };
-    let (train_files, val_files) = match &val_classes {
-        Some(val) => (flatten(&train_classes)?, flatten(val)?),
+    let (mut train_files, mut val_files) = match &classes.val {
+        Some(val) => (flatten(&classes.train)?, flatten(val)?),
         None => {
             if !(0.0..1.0).contains(&opts.val_split) {
                 return Err(Error::config(
@@ -358,7 +420,7 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
             // classes are not left out of validation by chance.
             let mut rng = fastrand::Rng::with_seed(opts.seed ^ 0x5917_7A11);
             let (mut train, mut val) = (Vec::new(), Vec::new());
-            for (name, files) in &train_classes {
+            for (name, files) in &classes.train {
                 let mut files = files.clone();
                 rng.shuffle(&mut files);
                 // Never the whole class: training needs at least one image of it.
@@ -375,61 +437,63 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
             (train, val)
         }
     };
-
-    // A seeded order that mixes the classes, so `--limit-train N` keeps a sample of every class.
-    let (mut train_files, mut val_files) = (train_files, val_files);
     let mut rng = fastrand::Rng::with_seed(opts.seed ^ 0x0F01_DE25);
     rng.shuffle(&mut train_files);
     rng.shuffle(&mut val_files);
-    let skipped = AtomicUsize::new(0);
-    let train = probe_all(train_files, &skipped, opts.progress);
-    let val = probe_all(val_files, &skipped, opts.progress);
-    for (i, name) in class_names.iter().enumerate() {
-        if !train.labels.contains(&(i as u8)) {
-            return Err(Error::file(where_.join(name), "class folder has no readable images"));
-        }
-    }
+    Ok((train_files, val_files))
+}
 
-    let (width, height) = match opts.size {
-        Some(s) => s,
-        None => {
-            let mut counts: HashMap<(usize, usize), usize> = HashMap::new();
-            for p in &train.probes {
-                *counts.entry((p.width as usize, p.height as usize)).or_default() += 1;
-            }
-            // Most common; ties go to the smaller area, then the narrower size, so the choice
-            // never depends on the map's order.
-            let (&size, &n) = counts
-                .iter()
-                .max_by_key(|(&(w, h), &n)| (n, std::cmp::Reverse((w * h, w, h))))
-                .expect("at least two readable training images");
-            // The same bound as --image-size: a folder of huge scans (or a forged header) must
-            // not pick a size that needs terabytes.
-            if size.0 > 4096 || size.1 > 4096 {
-                return Err(Error::config(
-                    "--image-size",
-                    format!(
-                        "the most common training image size is {}x{}, larger than 4096 a side; \
-                         choose a size with --image-size (e.g. 224)",
-                        size.0, size.1
-                    ),
-                ));
-            }
-            notes.push(format!(
-                "image size: {}x{} (the most common size, {n} of {} training images; set it with --image-size)",
-                size.0,
-                size.1,
-                train.probes.len()
-            ));
-            size
-        }
-    };
-    let channels =
-        opts.channels.unwrap_or_else(|| if train.probes.iter().any(|p| p.colour) { 3 } else { 1 });
-    let mut train = train;
-    if opts.validation_only {
-        train = Listing { files: Vec::new(), labels: Vec::new(), probes: Vec::new() };
+/// Step 4, size: `--image-size`, else the most common size among the training images (ties
+/// to the smaller area, then the narrower), at most 4096 a side.
+fn image_size(
+    opts: &FolderOptions,
+    train: &Listing,
+    notes: &mut Vec<String>,
+) -> Result<(usize, usize)> {
+    if let Some(s) = opts.size {
+        return Ok(s);
     }
+    let mut counts: HashMap<(usize, usize), usize> = HashMap::new();
+    for p in &train.probes {
+        *counts.entry((p.width as usize, p.height as usize)).or_default() += 1;
+    }
+    // Most common; ties go to the smaller area, then the narrower size, so the choice never
+    // depends on the map's order.
+    let (&size, &n) = counts
+        .iter()
+        .max_by_key(|(&(w, h), &n)| (n, std::cmp::Reverse((w * h, w, h))))
+        .expect("at least two readable training images");
+    // The same bound as --image-size: a folder of huge scans (or a forged header) must not
+    // pick a size that needs terabytes.
+    if size.0 > 4096 || size.1 > 4096 {
+        return Err(Error::config(
+            "--image-size",
+            format!(
+                "the most common training image size is {}x{}, larger than 4096 a side; \
+                 choose a size with --image-size (e.g. 224)",
+                size.0, size.1
+            ),
+        ));
+    }
+    notes.push(format!(
+        "image size: {}x{} (the most common size, {n} of {} training images; set it with --image-size)",
+        size.0,
+        size.1,
+        train.probes.len()
+    ));
+    Ok(size)
+}
+
+/// Step 5, materialise: decode both splits into memory, or, past `--memory-limit`, keep their
+/// file lists for decoding batch by batch as training reads them.
+fn materialise(
+    train: Listing,
+    val: Listing,
+    [channels, height, width]: [usize; 3],
+    opts: &FolderOptions,
+    skipped: &AtomicUsize,
+    notes: &mut Vec<String>,
+) -> (Split, Split) {
     let sample = channels * height * width;
     let total = (train.files.len() + val.files.len()) * sample;
     let stream = total > opts.memory_limit;
@@ -445,7 +509,7 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
                 files: Some(Arc::new(files)),
             };
         }
-        decode_all(l, channels, height, width, &skipped, opts.progress)
+        decode_all(l, channels, height, width, skipped, opts.progress)
     };
     if stream {
         notes.push(format!(
@@ -456,24 +520,14 @@ pub fn load_dir(dir: &Path, opts: &FolderOptions, notes: &mut Vec<String>) -> Re
     }
     let train = make(train);
     let test = make(val);
-    let skipped = skipped.into_inner();
+    let skipped = skipped.load(Ordering::Relaxed);
     if skipped > 0 {
         notes.push(format!(
             "skipped {skipped} unreadable file{}",
             if skipped == 1 { "" } else { "s" }
         ));
     }
-    Ok(Dataset {
-        held_out: "val",
-        name: "folder".into(),
-        channels,
-        height,
-        width,
-        num_classes: class_names.len(),
-        class_names,
-        train,
-        test,
-    })
+    (train, test)
 }
 
 /// Decodes a whole split into memory on every core; failures are warned about and left out.
