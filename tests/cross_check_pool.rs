@@ -45,15 +45,16 @@ fn pooling_forward_and_backward_match_cpu() {
         g.maxpool(&gx, &gy, &gi, rows, &win);
         assert_eq!(g.read(&gy, out_len).unwrap(), y, "maxpool {rows}x{c}x{h}x{w} k{k} s{s}");
 
-        let dy = random(&mut rng, out_len);
-        let abs: Vec<f32> = dy.iter().map(|v| v.abs()).collect();
-        let (mut dx, mut bound) = (vec![0.0; in_len], vec![0.0; in_len]);
-        pool::maxpool_backward(&dy, &idx, &mut dx, rows, &win);
-        pool::maxpool_backward(&abs, &idx, &mut bound, rows, &win);
-        let gdy = g.alloc(out_len).unwrap();
-        g.write(&gdy, &dy);
-        g.maxpool_backward(&gdy, &gi, &gx, rows, &win);
-        check("maxpool_backward", &g.read(&gx, in_len).unwrap(), &dx, &bound, k * k);
+        let (dy, abs, gdy) = maxpool_backward_matches(
+            &mut g,
+            &mut rng,
+            &idx,
+            &gi,
+            &gx,
+            rows,
+            &win,
+            "maxpool_backward",
+        );
 
         let mut y = vec![0.0; out_len];
         g.write(&gx, &x);
@@ -119,16 +120,34 @@ fn padded_maxpool_matches_cpu_and_the_definition() {
         g.write(&gx, &x);
         g.maxpool(&gx, &gy, &gi, rows, &win);
         assert_eq!(g.read(&gy, out_len).unwrap(), y, "maxpool p{p}");
-        let dy = random(&mut rng, out_len);
-        let abs: Vec<f32> = dy.iter().map(|v| v.abs()).collect();
-        let (mut dx, mut bound) = (vec![0.0; in_len], vec![0.0; in_len]);
-        pool::maxpool_backward(&dy, &idx, &mut dx, rows, &win);
-        pool::maxpool_backward(&abs, &idx, &mut bound, rows, &win);
-        let gdy = g.alloc(out_len).unwrap();
-        g.write(&gdy, &dy);
-        g.maxpool_backward(&gdy, &gi, &gx, rows, &win);
-        check("padded maxpool_backward", &g.read(&gx, in_len).unwrap(), &dx, &bound, k * k);
+        maxpool_backward_matches(&mut g, &mut rng, &idx, &gi, &gx, rows, &win, "padded maxpool");
     }
+}
+
+/// `maxpool_backward` of a random `dy` through the windows' maxima `idx` (`gi` on the device),
+/// into `gx`, against the CPU; gives back `dy`, `|dy|` and the device copy of `dy`.
+#[allow(clippy::too_many_arguments)]
+fn maxpool_backward_matches(
+    g: &mut steepest::gpu::GpuBackend,
+    rng: &mut fastrand::Rng,
+    idx: &[u32],
+    gi: &steepest::gpu::GpuBuf,
+    gx: &steepest::gpu::GpuBuf,
+    rows: usize,
+    win: &Window,
+    what: &str,
+) -> (Vec<f32>, Vec<f32>, steepest::gpu::GpuBuf) {
+    let (in_len, out_len) = (rows * win.in_len(), idx.len());
+    let dy = random(rng, out_len);
+    let abs: Vec<f32> = dy.iter().map(|v| v.abs()).collect();
+    let (mut dx, mut bound) = (vec![0.0; in_len], vec![0.0; in_len]);
+    pool::maxpool_backward(&dy, idx, &mut dx, rows, win);
+    pool::maxpool_backward(&abs, idx, &mut bound, rows, win);
+    let gdy = g.alloc(out_len).unwrap();
+    g.write(&gdy, &dy);
+    g.maxpool_backward(&gdy, gi, gx, rows, win);
+    check(what, &g.read(gx, in_len).unwrap(), &dx, &bound, win.kernel_h * win.kernel_w);
+    (dy, abs, gdy)
 }
 
 fn check(what: &str, got: &[f32], want: &[f32], bound: &[f32], terms: usize) {
