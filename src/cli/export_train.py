@@ -500,9 +500,11 @@ def main():
                         help="epochs to train now [default: %(default)s]")
     parser.add_argument("--out", default="model_out.safetensors",
                         help="where to save the trained weights [default: %(default)s]")
-    parser.add_argument("--limit-test", type=int, default=RUN["limit_test"],
-                        help="evaluate on the first N test samples (0: all) "
-                             "[default: the run's, %(default)s]")
+    # The whole test split, as `steepest eval` of the checkpoint reads it (the run itself may
+    # have evaluated on fewer: RUN["limit_test"]).
+    parser.add_argument("--limit-test", type=int, default=0,
+                        help="evaluate on the first N test samples (0: all, as `steepest eval` "
+                             "does; the run used %s)" % (RUN["limit_test"] or "all"))
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--eval-only", action="store_true",
                         help="print the checkpoint's test loss and accuracy and stop")
