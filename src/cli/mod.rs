@@ -29,6 +29,7 @@ static REPORT_TO_STDERR: AtomicBool = AtomicBool::new(false);
 /// `--quiet`: from now on only errors are printed.
 pub fn set_quiet(on: bool) {
     QUIET.store(on, Ordering::Relaxed);
+    steepest::data::set_quiet(on);
 }
 
 pub fn quiet() -> bool {

@@ -71,7 +71,7 @@ impl ImageFiles {
         let r = decode_into(&self.paths[i], self.channels, self.height, self.width, out);
         if let Err(e) = &r {
             self.failed.fetch_add(1, Ordering::Relaxed);
-            eprintln!("warning: skipping {e}");
+            crate::data::warn(format_args!("skipping {e}"));
         }
         r
     }
@@ -269,7 +269,7 @@ fn probe_all(files: Vec<(PathBuf, u8)>, skipped: &AtomicUsize, progress: bool) -
             }
             Some(Err(e)) => {
                 skipped.fetch_add(1, Ordering::Relaxed);
-                eprintln!("warning: skipping {e}");
+                crate::data::warn(format_args!("skipping {e}"));
             }
             None => unreachable!("par_for visits every index"),
         }
@@ -555,7 +555,7 @@ fn decode_all(
                 Ok(()) => ok[i].store(true, Ordering::Relaxed),
                 Err(e) => {
                     skipped.fetch_add(1, Ordering::Relaxed);
-                    bar.suspend(|| eprintln!("warning: skipping {e}"));
+                    bar.suspend(|| crate::data::warn(format_args!("skipping {e}")));
                 }
             }
             bar.inc(1);

@@ -79,12 +79,12 @@ pub fn load_dir(dir: &Path, name: &str, class_names: Option<Vec<String>>) -> Res
     test_only.sort_unstable();
     test_only.dedup();
     if !test_only.is_empty() {
-        eprintln!(
-            "warning: {}: label(s) {test_only:?} appear only in the test split, never in {}; \
-             the model cannot learn them",
+        crate::data::warn(format_args!(
+            "{}: label(s) {test_only:?} appear only in the test split, never in {}; the model \
+             cannot learn them",
             test_labels_path.display(),
             train_labels_path.display()
-        );
+        ));
     }
     let class_names = match class_names {
         Some(names) => check_class_names(names, num_classes, name, &train_labels_path)?,

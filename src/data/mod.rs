@@ -95,6 +95,21 @@ impl Split {
     }
 }
 
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Silences the warnings loading prints as it goes (a skipped unreadable image, a label seen
+/// only in the test split): `--quiet`.
+pub fn set_quiet(on: bool) {
+    QUIET.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A loading warning on stderr, unless [`set_quiet`].
+pub(crate) fn warn(message: std::fmt::Arguments<'_>) {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("warning: {message}");
+    }
+}
+
 /// For tests and benchmarks: the folder of a shared data set (`mnist`, `cifar10`,
 /// `hymenoptera`), under `STEEPEST_DATA_DIR` or else `../shared/data` beside the crate. When it is
 /// absent this says so on the terminal (past the test harness's capture, so a skipped test is
