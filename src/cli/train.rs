@@ -653,7 +653,9 @@ fn print_run_summary(
         Some(s) => {
             let which = match (args.save_best, s.best_saved) {
                 (true, Some(e)) => format!("best epoch's ({e})"),
-                _ => format!("final epoch's ({})", last.epoch),
+                // A resumed run that found no better epoch: the file keeps the earlier best.
+                (true, None) => "best epoch's (from before this resumed part)".to_string(),
+                (false, _) => format!("final epoch's ({})", last.epoch),
             };
             say!(
                 "  weights: the {which} in {}; resume state in {}",
