@@ -583,9 +583,32 @@ fn batchnorm_check() -> Check {
             let mut got = bn_outputs(gpu, rows, ch, px, &x, &dy, &gm, &bt)?;
             inject("batchnorm (stats, forward, backward)", &mut got);
             let m = rows * px;
-            // Sums of dy·x̂ over M terms are up to M in size: bound by the largest |value|.
-            let scale = want.iter().fold(1f32, |a, v| a.max(v.abs())) as f64;
-            c.add(&got, &want, &[8.0 * gamma(m) * scale], 4.0 * U * scale);
+            // Outputs in order: saved [mean; inv_std], y, dgamma, dbeta, dx, running mean, var.
+            let sizes = [2 * ch, x.len(), ch, ch, x.len(), ch, ch];
+            // dgamma and dbeta are sums over M terms, dy·x̂ and dy: 2·γ_M·Σ|terms| per channel.
+            let (mean, inv_std) = (&want[..ch], &want[ch..2 * ch]);
+            let (mut sum_dy, mut sum_dyx) = (vec![0f32; ch], vec![0f32; ch]);
+            for (i, (&xv, &d)) in x.iter().zip(&dy).enumerate() {
+                let k = (i / px) % ch;
+                sum_dy[k] += d.abs();
+                sum_dyx[k] += (d * (xv - mean[k]) * inv_std[k]).abs();
+            }
+            let mut at = 0;
+            for (group, len) in sizes.into_iter().enumerate() {
+                let (g, w) = (&got[at..at + len], &want[at..at + len]);
+                match group {
+                    2 => c.add(g, w, &sum_bound(m, &sum_dyx), 0.0),
+                    3 => c.add(g, w, &sum_bound(m, &sum_dy), 0.0),
+                    // The rest are O(1) values computed from those sums (means, 1/√var and the
+                    // per-channel sums divided by M): 8·γ_M of the group's largest |value|,
+                    // plus 4 ulp for FMA contraction in the element-wise expressions.
+                    _ => {
+                        let scale = w.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+                        c.add(g, w, &[8.0 * gamma(m) * scale], 4.0 * U * scale);
+                    }
+                }
+                at += len;
+            }
             Ok(())
         },
     )
