@@ -61,7 +61,8 @@ struct Compare {
 }
 
 impl Compare {
-    /// `bound[i]` for each value (a slice of length 1 applies to all), plus `atol`.
+    /// `bound[i]` for each value (a slice of length 1 applies to all), plus `atol`. Keeps the
+    /// largest error, and the largest error-to-bound ratio with the bound it was measured at.
     fn add(&mut self, got: &[f32], want: &[f32], bound: &[f64], atol: f64) {
         if got.len() != want.len() {
             self.ratio = f64::INFINITY;
@@ -70,19 +71,16 @@ impl Compare {
         for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
             let err = (g as f64 - w as f64).abs();
             let b = bound.get(i).or(bound.first()).copied().unwrap_or(0.0) + atol;
-            let ratio = if err == 0.0 {
-                0.0
-            } else if b > 0.0 {
-                err / b
-            } else {
-                f64::INFINITY
+            let ratio = match (g.is_nan() || w.is_nan(), err == 0.0) {
+                // NaN on one side, or on both, is never a match to trust.
+                (true, _) => f64::INFINITY,
+                (false, true) => 0.0,
+                (false, false) if b > 0.0 => err / b,
+                (false, false) => f64::INFINITY,
             };
-            // NaN anywhere, or on one side only, fails.
-            let ratio =
-                if g.is_nan() != w.is_nan() || ratio.is_nan() { f64::INFINITY } else { ratio };
             self.max_error = self.max_error.max(err);
-            if ratio > self.ratio || (self.ratio == 0.0 && i == 0) {
-                self.ratio = ratio.max(self.ratio);
+            if ratio > self.ratio {
+                self.ratio = ratio;
                 self.bound = b;
             }
         }

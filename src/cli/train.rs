@@ -501,7 +501,6 @@ fn train_on<B: Backend>(
             best_only: args.save_best,
             best_saved: None,
             meta: checkpoint_meta(&model, data, args),
-            say,
         }),
     };
     let reports = match train::train(b, &model, data, &cfg, &mut obs) {
@@ -778,7 +777,6 @@ struct Saver {
     /// The epoch whose weights `--save-best` wrote last.
     best_saved: Option<usize>,
     meta: CheckpointMeta,
-    say: bool,
 }
 
 impl Saver {
@@ -794,9 +792,7 @@ impl Saver {
         if self.best_only && snap.best {
             checkpoint::save(&self.path, &snap.model, &self.meta)?;
             self.best_saved = Some(epoch);
-            if self.say {
-                say!("saved {} (best so far)", self.path.display());
-            }
+            say!("saved {} (best so far)", self.path.display());
             if !snap.last && !self.every.is_some_and(|n| epoch.is_multiple_of(n)) {
                 return Ok(());
             }
@@ -817,13 +813,11 @@ impl Saver {
             checkpoint::save(&path, &snap.model, &self.meta)?;
             copy = Some(path);
         }
-        if self.say {
-            let copy = copy.map(|p| format!(", {}", p.display())).unwrap_or_default();
-            if self.best_only {
-                say!("saved {}{copy} for --resume", resume.display());
-            } else {
-                say!("saved {}{copy} (and {} for --resume)", self.path.display(), resume.display());
-            }
+        let copy = copy.map(|p| format!(", {}", p.display())).unwrap_or_default();
+        if self.best_only {
+            say!("saved {}{copy} for --resume", resume.display());
+        } else {
+            say!("saved {}{copy} (and {} for --resume)", self.path.display(), resume.display());
         }
         Ok(())
     }

@@ -209,9 +209,30 @@ impl<B: Backend> Model<B> {
     }
 
     /// `(value, grad, len)` of every parameter in `state_dict` order: what the optimizer walks
-    /// each step.
+    /// each step, so it builds no names (one small list, no strings).
     pub fn param_buffers(&self) -> Vec<(&B::Buf, &B::Buf, usize)> {
-        self.params().into_iter().map(|p| (p.value, p.grad, p.len())).collect()
+        fn walk<'a, B: Backend>(
+            chain: &'a Chain<B>,
+            out: &mut Vec<(&'a B::Buf, &'a B::Buf, usize)>,
+        ) {
+            for layer in &chain.layers {
+                if let Some(w) = layer.weights() {
+                    out.push((&w.weight, &w.grad_weight, w.len()));
+                    if let (Some(b), Some(g)) = (&w.bias, &w.grad_bias) {
+                        out.push((b, g, w.weight_shape[0]));
+                    }
+                }
+                if let Layer::Residual(r) = layer {
+                    walk(&r.body, out);
+                    if let Some(s) = &r.shortcut {
+                        walk(s, out);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.chain, &mut out);
+        out
     }
 
     pub fn num_params(&self) -> usize {
