@@ -167,19 +167,24 @@ impl<B: Backend> Model<B> {
         tensors: &HostTensors,
         source: &str,
     ) -> Result<()> {
-        let head = self.head_names();
-        let mut rest: HostTensors =
-            tensors.iter().filter(|(n, _, _)| !head.contains(n)).cloned().collect();
-        for p in self.params().into_iter().filter(|p| head.contains(&p.name)) {
-            let values = backend.read(p.value, p.len())?;
-            rest.push((p.name, p.shape, values));
-        }
-        self.import(backend, &rest, source)
+        self.import_except(backend, tensors, source, &self.head_names())
     }
 
     /// Loads parameters by name; every tensor must be present with the model's shape, and no
     /// other tensor may be (as PyTorch's strict `load_state_dict`). `source` names the file.
     pub fn import(&self, backend: &mut B, tensors: &HostTensors, source: &str) -> Result<()> {
+        self.import_except(backend, tensors, source, &[])
+    }
+
+    /// [`Model::import`], leaving the tensors named in `skip` as they are (and the file's
+    /// tensors of those names unused).
+    fn import_except(
+        &self,
+        backend: &mut B,
+        tensors: &HostTensors,
+        source: &str,
+        skip: &[String],
+    ) -> Result<()> {
         let expected = names(&self.chain, self.rename());
         let missing = |name: &str, shape: &[usize]| {
             Error::file(
@@ -196,7 +201,7 @@ impl<B: Backend> Model<B> {
             .into_iter()
             .map(|p| (p.name, p.shape, p.value))
             .chain(buffers(&self.chain, self.rename()));
-        for (name, want, value) in entries {
+        for (name, want, value) in entries.filter(|(n, _, _)| !skip.contains(n)) {
             let Some((_, shape, values)) = tensors.iter().find(|(n, _, _)| *n == name) else {
                 return Err(missing(&name, &want));
             };
@@ -220,7 +225,9 @@ impl<B: Backend> Model<B> {
             let Some(count) = count else { return Err(missing(&name, &[])) };
             bn.tracked.set(count.max(0.0) as u64);
         }
-        if let Some((extra, _, _)) = tensors.iter().find(|(n, _, _)| !expected.contains(n)) {
+        if let Some((extra, _, _)) =
+            tensors.iter().find(|(n, _, _)| !expected.contains(n) && !skip.contains(n))
+        {
             return Err(Error::file(
                 source,
                 format!(
