@@ -33,6 +33,8 @@ const CASES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
     // Padding wider than the kernel: whole output columns and rows see only padding.
     (2, 2, 4, 3, 1, 1, 2),
     (1, 3, 5, 4, 3, 2, 4),
+    // A ResNet shortcut: 1×1, stride 2, no padding.
+    (2, 4, 8, 8, 1, 2, 0),
 ];
 
 fn window(c: &(usize, usize, usize, usize, usize, usize, usize)) -> (usize, Window) {

@@ -1,19 +1,73 @@
-//! CPU twins of `shaders/batchnorm.wgsl`: BatchNorm2d over NCHW, PyTorch's rules.
+//! CPU twins of `shaders/batchnorm.wgsl`: BatchNorm2d over NCHW, PyTorch's rules. Channel sums
+//! run one channel per thread; the per-value passes one run of samples per thread.
 
+use rayon::prelude::*;
+
+use super::parallel::for_samples;
 use crate::backend::BatchNormHyper;
 
-/// Visits every value of channel `c` in `[rows, channels, pixels]`.
-fn channel(
+/// Sums over one channel's planes run in [`LANES`] interleaved partial sums, which the compiler
+/// turns into vector adds (a single running sum would be serial) and which round less.
+const LANES: usize = 8;
+
+/// `Σ f(x, dy)` over one plane pair, in [`LANES`] partial sums.
+fn plane_sum(x: &[f32], dy: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (xs, dys) = (x.chunks_exact(LANES), dy.chunks_exact(LANES));
+    let (x_tail, dy_tail) = (xs.remainder(), dys.remainder());
+    for (a, b) in xs.zip(dys) {
+        for l in 0..LANES {
+            acc[l] += f(a[l], b[l]);
+        }
+    }
+    let tail: f32 = x_tail.iter().zip(dy_tail).map(|(&a, &b)| f(a, b)).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Per channel `c`: `Σ f(x, dy)` over every sample's plane of `c`, channels spread over the threads.
+fn channel_sums(
     x: &[f32],
-    c: usize,
+    dy: &[f32],
     rows: usize,
     channels: usize,
     pixels: usize,
-) -> impl Iterator<Item = (usize, f32)> + '_ {
-    (0..rows).flat_map(move |n| {
-        let base = (n * channels + c) * pixels;
-        (base..base + pixels).map(move |i| (i, x[i]))
-    })
+    f: impl Fn(usize, f32, f32) -> f32 + Sync,
+) -> Vec<f32> {
+    let sum = |c: usize| {
+        (0..rows)
+            .map(|n| {
+                let at = (n * channels + c) * pixels;
+                plane_sum(&x[at..at + pixels], &dy[at..at + pixels], |a, b| f(c, a, b))
+            })
+            .sum::<f32>()
+    };
+    if rows * channels * pixels < 1 << 15 {
+        return (0..channels).map(sum).collect();
+    }
+    (0..channels).into_par_iter().map(sum).collect()
+}
+
+/// `out[n, c, :] = f(c, x[n, c, :], dy[n, c, :])` value by value, samples spread over the threads.
+fn map_planes(
+    x: &[f32],
+    dy: &[f32],
+    out: &mut [f32],
+    rows: usize,
+    channels: usize,
+    pixels: usize,
+    f: impl Fn(usize, f32, f32) -> f32 + Sync,
+) {
+    let len = channels * pixels;
+    for_samples(out, rows, len, |first, chunk| {
+        let (x, dy) = (&x[first * len..], &dy[first * len..]);
+        for (i, plane) in chunk.chunks_exact_mut(pixels).enumerate() {
+            let c = i % channels;
+            let (xp, dp) = (&x[i * pixels..][..pixels], &dy[i * pixels..][..pixels]);
+            for ((o, &a), &b) in plane.iter_mut().zip(xp).zip(dp) {
+                *o = f(c, a, b);
+            }
+        }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -28,22 +82,28 @@ pub fn batchnorm_stats(
     h: &BatchNormHyper,
 ) {
     let m = (rows * pixels) as f32;
-    for c in 0..channels {
-        let (mean, var) = if h.train {
-            let mean = channel(x, c, rows, channels, pixels).map(|(_, v)| v).sum::<f32>() / m;
-            let var = channel(x, c, rows, channels, pixels)
-                .map(|(_, v)| (v - mean) * (v - mean))
-                .sum::<f32>()
-                / m;
-            let unbiased = if m > 1.0 { var * m / (m - 1.0) } else { var };
-            running_mean[c] = (1.0 - h.momentum) * running_mean[c] + h.momentum * mean;
+    let (mean, var) = if h.train {
+        let mean: Vec<f32> = channel_sums(x, x, rows, channels, pixels, |_, v, _| v)
+            .into_iter()
+            .map(|s| s / m)
+            .collect();
+        let var: Vec<f32> =
+            channel_sums(x, x, rows, channels, pixels, |c, v, _| (v - mean[c]) * (v - mean[c]))
+                .into_iter()
+                .map(|s| s / m)
+                .collect();
+        for c in 0..channels {
+            let unbiased = if m > 1.0 { var[c] * m / (m - 1.0) } else { var[c] };
+            running_mean[c] = (1.0 - h.momentum) * running_mean[c] + h.momentum * mean[c];
             running_var[c] = (1.0 - h.momentum) * running_var[c] + h.momentum * unbiased;
-            (mean, var)
-        } else {
-            (running_mean[c], running_var[c])
-        };
-        saved[c] = mean;
-        saved[channels + c] = 1.0 / (var + h.eps).sqrt();
+        }
+        (mean, var)
+    } else {
+        (running_mean[..channels].to_vec(), running_var[..channels].to_vec())
+    };
+    for c in 0..channels {
+        saved[c] = mean[c];
+        saved[channels + c] = 1.0 / (var[c] + h.eps).sqrt();
     }
 }
 
@@ -58,12 +118,9 @@ pub fn batchnorm_forward(
     channels: usize,
     pixels: usize,
 ) {
-    for c in 0..channels {
-        let (mean, invstd) = (saved[c], saved[channels + c]);
-        for (i, v) in channel(x, c, rows, channels, pixels) {
-            y[i] = (v - mean) * invstd * gamma[c] + beta[c];
-        }
-    }
+    map_planes(x, x, y, rows, channels, pixels, |c, v, _| {
+        (v - saved[c]) * saved[channels + c] * gamma[c] + beta[c]
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -77,16 +134,11 @@ pub fn batchnorm_backward_reduce(
     channels: usize,
     pixels: usize,
 ) {
-    for c in 0..channels {
-        let (mean, invstd) = (saved[c], saved[channels + c]);
-        let (mut gg, mut gb) = (0.0f32, 0.0f32);
-        for (i, v) in channel(x, c, rows, channels, pixels) {
-            gg += dy[i] * (v - mean) * invstd;
-            gb += dy[i];
-        }
-        grad_gamma[c] = gg;
-        grad_beta[c] = gb;
-    }
+    let (mean, invstd) = saved.split_at(channels);
+    let gg = channel_sums(x, dy, rows, channels, pixels, |c, v, d| d * (v - mean[c]) * invstd[c]);
+    let gb = channel_sums(x, dy, rows, channels, pixels, |_, _, d| d);
+    grad_gamma[..channels].copy_from_slice(&gg);
+    grad_beta[..channels].copy_from_slice(&gb);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -103,12 +155,9 @@ pub fn batchnorm_backward(
     pixels: usize,
 ) {
     let m = (rows * pixels) as f32;
-    for c in 0..channels {
-        let (mean, invstd) = (saved[c], saved[channels + c]);
-        let scale = gamma[c] * invstd / m;
-        for (i, v) in channel(x, c, rows, channels, pixels) {
-            let xhat = (v - mean) * invstd;
-            dx[i] = scale * (m * dy[i] - grad_beta[c] - xhat * grad_gamma[c]);
-        }
-    }
+    let (mean, invstd) = saved.split_at(channels);
+    map_planes(x, dy, dx, rows, channels, pixels, |c, v, d| {
+        let xhat = (v - mean[c]) * invstd[c];
+        gamma[c] * invstd[c] / m * (m * d - grad_beta[c] - xhat * grad_gamma[c])
+    });
 }

@@ -3,11 +3,12 @@
 //! WGSL; `col2im` scatters instead of gathering (much faster on a CPU), so where patches overlap
 //! its sums run in another order (see tests/cross_check_conv.rs for the tolerance).
 //!
-//! Training uses them through [`conv2d_forward`] and [`conv2d_backward`], which do the GPU's
-//! steps a few samples at a time on each thread, so the patch matrix stays in cache instead of
-//! streaming a batch-sized one through memory. Each sample's matmul is written channel-major
-//! (`W · colᵀ`), so nothing is transposed, and backward redoes the cheap im2col rather than
-//! keeping it. Same sums as the GPU's, in another order.
+//! Training uses [`conv2d_forward`] and [`conv2d_backward`] instead, which do the GPU's steps a
+//! few samples at a time on each thread, so the patch matrix stays in cache instead of streaming
+//! a batch-sized one through memory. Their patch matrix is channel-major (one row per kernel tap,
+//! a shifted copy of an input channel), which is copied in whole output rows and multiplies as
+//! `W · col` straight into NCHW; backward redoes the cheap im2col rather than keeping it. Same
+//! sums as the GPU's, in another order.
 
 use rayon::prelude::*;
 
@@ -171,6 +172,94 @@ fn col2im_runs<const K: usize>(col: &[f32], x: &mut [f32], w: &Window) {
     }
 }
 
+/// The output columns `ox0..ox1` whose input column `ox·sw + kx − pw` lies inside the image.
+fn valid_columns(w: &Window, kx: usize) -> (usize, usize) {
+    let ow = w.out_w();
+    // ox·sw + kx ≥ pw  ⇔  ox ≥ ⌈(pw − kx) / sw⌉
+    let ox0 = w.pad_w.saturating_sub(kx).div_ceil(w.stride_w).min(ow);
+    // ox·sw + kx − pw ≤ width − 1  ⇔  ox ≤ ⌊(width − 1 + pw − kx) / sw⌋
+    let ox1 = match (w.width + w.pad_w).checked_sub(kx + 1) {
+        Some(last) => (last / w.stride_w + 1).min(ow),
+        None => 0,
+    };
+    (ox0, ox1.max(ox0))
+}
+
+/// The training path's patch layout, channel-major (Caffe's): per sample
+/// `col[(c, ky, kx), (oy, ox)] = x[c, oy·sh + ky − ph, ox·sw + kx − pw]`, 0 off the image. Each
+/// row of the patch matrix is a shifted copy of one input channel, so it is written in runs of a
+/// whole output row (32 floats for CIFAR) rather than the kernel-wide runs of [`im2col`]'s
+/// pixel-major layout, and the matmuls read it without a transpose.
+fn im2col_channel_major(x: &[f32], col: &mut [f32], w: &Window) {
+    let (oh, ow, pixels) = (w.out_h(), w.out_w(), w.out_pixels());
+    let plane = w.height * w.width;
+    for (s, sample) in col.chunks_exact_mut(w.patch_len() * pixels).enumerate() {
+        let image = &x[s * w.in_len()..][..w.in_len()];
+        let mut rows = sample.chunks_exact_mut(pixels);
+        for channel in image.chunks_exact(plane) {
+            for ky in 0..w.kernel_h {
+                for kx in 0..w.kernel_w {
+                    let row = rows.next().expect("patch holds C·kh·kw rows");
+                    let (ox0, ox1) = valid_columns(w, kx);
+                    for (oy, out) in row.chunks_exact_mut(ow).enumerate().take(oh) {
+                        let Some(iy) = input_row(w, oy, ky) else {
+                            out.fill(0.0);
+                            continue;
+                        };
+                        let src = &channel[iy * w.width..][..w.width];
+                        out[..ox0].fill(0.0);
+                        out[ox1..].fill(0.0);
+                        let first = ox0 * w.stride_w + kx - w.pad_w;
+                        if w.stride_w == 1 {
+                            out[ox0..ox1].copy_from_slice(&src[first..first + ox1 - ox0]);
+                        } else {
+                            let taps = src[first..].iter().step_by(w.stride_w);
+                            for (v, &u) in out[ox0..ox1].iter_mut().zip(taps) {
+                                *v = u;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_channel_major`]: `x` is overwritten with the sum of every patch entry
+/// that copied each input value.
+fn col2im_channel_major(col: &[f32], x: &mut [f32], w: &Window) {
+    let (oh, ow, pixels) = (w.out_h(), w.out_w(), w.out_pixels());
+    let plane = w.height * w.width;
+    x.fill(0.0);
+    for (s, image) in x.chunks_exact_mut(w.in_len()).enumerate() {
+        let sample = &col[s * w.patch_len() * pixels..][..w.patch_len() * pixels];
+        let mut rows = sample.chunks_exact(pixels);
+        for channel in image.chunks_exact_mut(plane) {
+            for ky in 0..w.kernel_h {
+                for kx in 0..w.kernel_w {
+                    let row = rows.next().expect("patch holds C·kh·kw rows");
+                    let (ox0, ox1) = valid_columns(w, kx);
+                    for (oy, grad) in row.chunks_exact(ow).enumerate().take(oh) {
+                        let Some(iy) = input_row(w, oy, ky) else { continue };
+                        let dst = &mut channel[iy * w.width..][..w.width];
+                        let first = ox0 * w.stride_w + kx - w.pad_w;
+                        if w.stride_w == 1 {
+                            for (d, g) in dst[first..].iter_mut().zip(&grad[ox0..ox1]) {
+                                *d += g;
+                            }
+                        } else {
+                            let taps = dst[first..].iter_mut().step_by(w.stride_w);
+                            for (d, g) in taps.zip(&grad[ox0..ox1]) {
+                                *d += g;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `y[n, c, p] = z[n·pixels + p, c] + bias[c]`, then ReLU when asked.
 pub fn to_channels_first(
     z: &[f32],
@@ -260,7 +349,7 @@ fn split_parts(mut buf: &mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&m
 }
 
 /// Conv2d forward on the CPU: per thread, per chunk of samples, im2col, then per sample
-/// `y[n] = W · col[n]ᵀ` straight into NCHW (no transpose), bias and ReLU over whole channel rows.
+/// `y[n] = W · col[n]` straight into NCHW (no transpose), bias and ReLU over whole channel rows.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward(
     x: &[f32],
@@ -291,10 +380,10 @@ pub fn conv2d_forward(
         while n0 < range.end {
             let g = chunk.min(range.end - n0);
             let col = &mut col[..g * pixels * patch];
-            im2col_serial(&x[n0 * x_len..][..g * x_len], col, w);
+            im2col_channel_major(&x[n0 * x_len..][..g * x_len], col, w);
             let y = &mut y[(n0 - range.start) * y_len..][..g * y_len];
             for (yn, cn) in y.chunks_exact_mut(y_len).zip(col.chunks_exact(pixels * patch)) {
-                matmul_serial(MatmulForm::ABt, weight, cn, 0.0, yn, outputs, patch, pixels);
+                matmul_serial(MatmulForm::AB, weight, cn, 0.0, yn, outputs, patch, pixels);
                 for (o, row) in yn.chunks_exact_mut(pixels).enumerate() {
                     let b = bias.map_or(0.0, |b| b[o]);
                     for v in row {
@@ -308,8 +397,8 @@ pub fn conv2d_forward(
 }
 
 /// Conv2d backward on the CPU: per thread, per chunk of samples, redo im2col; per sample add
-/// `dy[n] · col[n]` and the channel sums of `dy[n]` into the thread's own partial sums, and when
-/// `dx` is wanted fold `dy[n]ᵀ · W` back onto the input; then add up the threads' partials.
+/// `dy[n] · col[n]ᵀ` and the channel sums of `dy[n]` into the thread's own partial sums, and when
+/// `dx` is wanted fold `Wᵀ · dy[n]` back onto the input; then add up the threads' partials.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward(
     x: &[f32],
@@ -362,20 +451,20 @@ pub fn conv2d_backward(
         while n0 < range.end {
             let g = chunk.min(range.end - n0);
             let col = &mut col[..g * pixels * patch];
-            im2col_serial(&x[n0 * x_len..][..g * x_len], col, w);
+            im2col_channel_major(&x[n0 * x_len..][..g * x_len], col, w);
             let dy = &dy[n0 * y_len..][..g * y_len];
             for (dn, cn) in dy.chunks_exact(y_len).zip(col.chunks_exact_mut(pixels * patch)) {
                 for (b, row) in gb.iter_mut().zip(dn.chunks_exact(pixels)) {
                     *b += row.iter().sum::<f32>();
                 }
-                matmul_serial(MatmulForm::AB, dn, cn, 1.0, gw, outputs, pixels, patch);
+                matmul_serial(MatmulForm::ABt, dn, cn, 1.0, gw, outputs, pixels, patch);
                 if want_dx {
                     // The patch rows are used; their gradient takes their place.
-                    matmul_serial(MatmulForm::AtB, dn, weight, 0.0, cn, pixels, outputs, patch);
+                    matmul_serial(MatmulForm::AtB, weight, dn, 0.0, cn, patch, outputs, pixels);
                 }
             }
             if let Some(dx) = dx.as_deref_mut() {
-                col2im_serial(col, &mut dx[(n0 - range.start) * x_len..][..g * x_len], w);
+                col2im_channel_major(col, &mut dx[(n0 - range.start) * x_len..][..g * x_len], w);
             }
             n0 += g;
         }
