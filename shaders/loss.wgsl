@@ -1,6 +1,7 @@
-// softmax_xent: softmax cross-entropy, fused. One thread per row, 256 rows per workgroup, as
+// softmax_xent: softmax cross-entropy with PyTorch's label smoothing ε (target
+// q = (1 - ε)·onehot + ε/cols), fused. One thread per row, 256 rows per workgroup, as
 // many workgroups as the batch needs: it writes the gradient of the batch-mean loss,
-// (softmax - onehot) / rows, and sums its workgroup's [Σ loss, #correct]. With one workgroup
+// (softmax - q) / rows, and sums its workgroup's [Σ loss, #correct]. With one workgroup
 // (`partial` = 0) those sums and the row count are added into stats, so training metrics
 // accumulate on the GPU between reads; with several, each workgroup writes its two sums to
 // slot [2·group] of a scratch buffer and `loss_sums` adds them into stats.
@@ -13,6 +14,11 @@ struct Params {
     groups: u32,
     // softmax_xent: write the workgroup's sums to the scratch instead of adding them to stats.
     partial: u32,
+    // softmax_xent: label smoothing ε (0: plain cross-entropy).
+    smoothing: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -40,6 +46,8 @@ fn workgroup_sums(t: u32) {
 fn softmax_xent(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let cols = params.cols;
     let inv_rows = 1.0 / f32(params.rows);
+    let keep = 1.0 - params.smoothing;
+    let spread = params.smoothing / f32(cols);
     var loss = 0.0;
     var correct = 0.0;
     let r = group.x * 256u + t;
@@ -60,14 +68,18 @@ fn softmax_xent(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocati
         }
         let label = labels[r];
         if label < cols {
-            loss = max_v + log(sum) - logits[base + label];
+            var total = 0.0;
+            for (var j = 0u; j < cols; j++) {
+                total += logits[base + j];
+            }
+            loss = max_v + log(sum) - keep * logits[base + label] - spread * total;
         }
         if argmax == label {
             correct = 1.0;
         }
         for (var j = 0u; j < cols; j++) {
             let p = exp(logits[base + j] - max_v) / sum;
-            grad[base + j] = (p - select(0.0, 1.0, j == label)) * inv_rows;
+            grad[base + j] = (p - keep * select(0.0, 1.0, j == label) - spread) * inv_rows;
         }
     }
     part_loss[t] = loss;

@@ -216,9 +216,10 @@ pub trait Backend {
     fn relu_backward(&mut self, grad: &Self::Buf, activation: &Self::Buf, len: usize);
     /// `out[c] = Σ_r grad[r, c]`: the bias gradient.
     fn bias_grad(&mut self, grad: &Self::Buf, out: &Self::Buf, rows: usize, cols: usize);
-    /// Softmax cross-entropy over `[rows, cols]` logits, fused: writes the gradient of the
-    /// batch-mean loss into `grad` and adds `[Σ loss, #correct (argmax == label), rows]` into
-    /// `stats[0..3]`, so metrics accumulate on the device between reads.
+    /// Softmax cross-entropy over `[rows, cols]` logits with label smoothing `smoothing` (ε:
+    /// PyTorch's `CrossEntropyLoss(label_smoothing=ε)`; 0 for the plain loss), fused: writes the
+    /// gradient of the batch-mean loss into `grad` and adds `[Σ loss, #correct (argmax ==
+    /// label), rows]` into `stats[0..3]`, so metrics accumulate on the device between reads.
     #[allow(clippy::too_many_arguments)]
     fn softmax_xent(
         &mut self,
@@ -228,6 +229,7 @@ pub trait Backend {
         stats: &Self::Buf,
         rows: usize,
         cols: usize,
+        smoothing: f32,
     );
 
     /// Unfolds image patches: `col[(n, oy, ox), (c, ky, kx)] = x[n, c, oy·s+ky-p, ox·s+kx-p]`

@@ -258,7 +258,7 @@ pub fn all() -> Vec<Check> {
     checks.extend(conv_checks());
     checks.extend(pool_checks());
     checks.push(batchnorm_check());
-    checks.push(loss_check());
+    checks.extend([loss_check(0.0), loss_check(0.1)]);
     checks.extend(optimizer_checks());
     checks
 }
@@ -614,10 +614,15 @@ fn batchnorm_check() -> Check {
 
 /// Softmax cross-entropy: per row the same formula (exp and log a few ulp off correctly rounded
 /// in WGSL): gradients agree to rtol 1e-5 + 1e-6/rows; the loss sum adds rows per-row losses in
-/// other orders: rtol 1e-5 + 2·γ_rows; correct and sample counts are integers and exact.
-fn loss_check() -> Check {
+/// other orders: rtol 1e-5 + 2·γ_rows; correct and sample counts are integers and exact. With
+/// label smoothing ε the per-row formula adds ε/cols·Σx, summed in the same order on both sides.
+fn loss_check(smoothing: f32) -> Check {
     let (rows, cols) = (1000, 10);
-    Check::new("softmax_xent", format!("{rows}x{cols}"), move |cpu, gpu, c| {
+    let shapes = match smoothing {
+        0.0 => format!("{rows}x{cols}"),
+        eps => format!("{rows}x{cols}, label smoothing {eps}"),
+    };
+    Check::new("softmax_xent", shapes, move |cpu, gpu, c| {
         let mut rng = fastrand::Rng::with_seed(13);
         let logits: Vec<f32> = random(&mut rng, rows * cols).iter().map(|v| v * 8.0).collect();
         let labels: Vec<u32> = (0..rows).map(|_| rng.u32(0..cols as u32)).collect();
@@ -625,19 +630,18 @@ fn loss_check() -> Check {
             b: &mut B,
             logits: &[f32],
             labels: &[u32],
-            rows: usize,
-            cols: usize,
+            (rows, cols, smoothing): (usize, usize, f32),
         ) -> Result<(Vec<f32>, Vec<f32>)> {
             let gl = buf(b, logits)?;
             let lb = b.alloc_indices(rows)?;
             b.write_indices(&lb, labels);
             let (grad, stats) = (b.alloc(rows * cols)?, b.alloc(3)?);
             b.fill_zero(&stats);
-            b.softmax_xent(&gl, &lb, &grad, &stats, rows, cols);
+            b.softmax_xent(&gl, &lb, &grad, &stats, rows, cols, smoothing);
             Ok((b.read(&grad, rows * cols)?, b.read(&stats, 3)?))
         }
-        let (wg, ws) = go(cpu, &logits, &labels, rows, cols)?;
-        let (mut gg, gs) = go(gpu, &logits, &labels, rows, cols)?;
+        let (wg, ws) = go(cpu, &logits, &labels, (rows, cols, smoothing))?;
+        let (mut gg, gs) = go(gpu, &logits, &labels, (rows, cols, smoothing))?;
         inject("softmax_xent", &mut gg);
         c.relative(&gg, &wg, 1e-5, 1e-6 / rows as f64);
         c.relative(&gs[..1], &ws[..1], 1e-5 + 2.0 * gamma(rows), 0.0);

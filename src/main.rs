@@ -162,6 +162,11 @@ pub struct TrainArgs {
     /// and flip (random left-right mirror), e.g. crop:4,flip.
     #[arg(long, default_value = "none")]
     pub augment: String,
+    /// Label smoothing ε of the training loss, as PyTorch's CrossEntropyLoss(label_smoothing=ε):
+    /// the target keeps 1-ε on the label and spreads ε over all classes (0.1 is common). The
+    /// test loss stays plain cross-entropy.
+    #[arg(long, default_value_t = 0.0, value_name = "EPS")]
+    pub label_smoothing: f32,
     /// Start from these weights (safetensors with PyTorch state_dict names).
     #[arg(long)]
     pub init_from: Option<PathBuf>,

@@ -219,7 +219,7 @@ pub fn train_step<B: Backend>(
 ) {
     let mode = Mode::Train { step: optimizer.steps };
     model.forward(backend, ws, rows, mode);
-    model.loss(backend, ws, stats, rows);
+    model.train_loss(backend, ws, stats, rows);
     model.backward(backend, ws, rows, mode);
     optimizer.step(backend, model, lr);
     backend.submit();

@@ -158,6 +158,12 @@ pub fn config(args: &TrainArgs) -> Result<TrainConfig> {
     if args.batch_size == 0 {
         return Err(Error::config("--batch-size", "must be at least 1"));
     }
+    if !(0.0..=1.0).contains(&args.label_smoothing) {
+        return Err(Error::config(
+            "--label-smoothing",
+            format!("{} is not a fraction; expected ε from 0 to 1, e.g. 0.1", args.label_smoothing),
+        ));
+    }
     let schedule: Schedule = args.schedule.parse()?;
     Ok(TrainConfig {
         epochs: args.epochs,
@@ -368,6 +374,7 @@ fn train_on<B: Backend>(
 ) -> Result<usize> {
     let started = std::time::Instant::now();
     let mut model = Model::new(b, spec, data.input_shape(), data.num_classes, cfg.seed)?;
+    model.label_smoothing = args.label_smoothing;
     if let Some((mean, std)) = normalization(&args.normalize, data)? {
         model.set_normalization(b, &mean, &std)?;
     }
@@ -459,6 +466,9 @@ fn train_on<B: Backend>(
         }
         if cfg.augment != Default::default() {
             say!("augment: {}", cfg.augment);
+        }
+        if model.label_smoothing > 0.0 {
+            say!("loss: cross-entropy with label smoothing {}", model.label_smoothing);
         }
         say!(
             "optimizer {} lr {}; batch {}; {} epochs",

@@ -1,13 +1,22 @@
 //! CPU twin of `shaders/loss.wgsl`.
 
-/// Softmax cross-entropy over `[rows, cols]` logits (rows = `labels.len()`).
+/// Softmax cross-entropy over `[rows, cols]` logits (rows = `labels.len()`), with PyTorch's
+/// label smoothing: the target is `q = (1 − ε)·onehot + ε/cols`, so a row's loss is
+/// `logsumexp(x) − (1 − ε)·x[label] − ε/cols·Σx` (ε = 0: plain cross-entropy, bit for bit).
 ///
-/// Writes the gradient of the batch-mean loss, `(softmax - onehot) / rows`, into `grad` and
+/// Writes the gradient of the batch-mean loss, `(softmax - q) / rows`, into `grad` and
 /// returns `[Σ loss, #correct, rows]`. A row is correct when the first index of its largest
 /// logit equals its label (PyTorch's `argmax`).
-pub fn softmax_xent(logits: &[f32], labels: &[u32], grad: &mut [f32], cols: usize) -> [f32; 3] {
+pub fn softmax_xent(
+    logits: &[f32],
+    labels: &[u32],
+    grad: &mut [f32],
+    cols: usize,
+    smoothing: f32,
+) -> [f32; 3] {
     let rows = labels.len();
     let inv_rows = 1.0 / rows as f32;
+    let (keep, spread) = (1.0 - smoothing, smoothing / cols as f32);
     let (mut loss_sum, mut correct) = (0.0f32, 0.0f32);
     for (r, &label) in labels.iter().enumerate() {
         let x = &logits[r * cols..(r + 1) * cols];
@@ -26,12 +35,16 @@ pub fn softmax_xent(logits: &[f32], labels: &[u32], grad: &mut [f32], cols: usiz
         }
         let label = label as usize;
         if label < cols {
-            loss_sum += max + sum.ln() - x[label];
+            let mut total = 0.0f32;
+            for &v in x {
+                total += v;
+            }
+            loss_sum += max + sum.ln() - keep * x[label] - spread * total;
         }
         correct += (argmax == label) as u32 as f32;
         for (j, (gj, &v)) in g.iter_mut().zip(x).enumerate() {
             let p = (v - max).exp() / sum;
-            *gj = (p - (j == label) as u32 as f32) * inv_rows;
+            *gj = (p - keep * (j == label) as u32 as f32 - spread) * inv_rows;
         }
     }
     [loss_sum, correct, rows as f32]

@@ -414,6 +414,7 @@ impl Backend for CpuBackend {
         stats: &CpuBuf,
         rows: usize,
         cols: usize,
+        smoothing: f32,
     ) {
         let logits = logits.0.borrow();
         let labels = labels.borrow();
@@ -423,6 +424,7 @@ impl Backend for CpuBackend {
             &labels[..rows],
             &mut grad.0.borrow_mut()[..rows * cols],
             cols,
+            smoothing,
         );
         stats[0] += s[0];
         stats[1] += s[1];

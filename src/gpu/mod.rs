@@ -520,6 +520,7 @@ impl Backend for GpuBackend {
         stats: &GpuBuf,
         rows: usize,
         cols: usize,
+        smoothing: f32,
     ) {
         if rows == 0 {
             return;
@@ -532,6 +533,8 @@ impl Backend for GpuBackend {
             cols: cols as u32,
             groups: groups as u32,
             partial: (groups > 1) as u32,
+            smoothing,
+            ..Default::default()
         };
         let grid = [groups as u32, 1, 1];
         if groups == 1 {

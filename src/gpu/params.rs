@@ -49,7 +49,10 @@ wgsl_struct! {
     Reduce = "reduce.wgsl" "Params" { rows: u32, cols: u32, chunk: u32, accumulate: u32 }
 }
 wgsl_struct! {
-    Loss = "loss.wgsl" "Params" { rows: u32, cols: u32, groups: u32, partial: u32 }
+    Loss = "loss.wgsl" "Params" {
+        rows: u32, cols: u32, groups: u32, partial: u32, smoothing: f32, _pad0: u32, _pad1: u32,
+        _pad2: u32,
+    }
 }
 wgsl_struct! {
     /// Every matmul variant (shaders/matmul_common.wgsl).

@@ -129,6 +129,9 @@ pub struct Model<B: Backend> {
     /// Per-channel input normalisation applied after `pixels_to_f32`: `(means, stds)` and the
     /// device copy `[mean; C][1/std; C]`.
     pub normalization: Option<(Vec<f32>, Vec<f32>, B::Buf)>,
+    /// Label smoothing ε of the training loss ([`Model::train_loss`]); evaluation always
+    /// reports plain cross-entropy, so test losses compare across runs.
+    pub label_smoothing: f32,
 }
 
 impl<B: Backend> Model<B> {
@@ -168,6 +171,7 @@ impl<B: Backend> Model<B> {
             chain,
             seed,
             normalization: None,
+            label_smoothing: 0.0,
         })
     }
     /// Standardises every input channel: `(x/255 - mean[c]) / std[c]` (one mean and std per
@@ -284,11 +288,20 @@ impl<B: Backend> Model<B> {
         layer::forward_chain(b, &self.chain, &ws.bufs, &ws.input, rows, mode, self.seed);
     }
 
-    /// The loss on the logits of the last forward pass: writes the logits' gradient and adds
-    /// loss sum and correct count into `stats`.
+    /// The cross-entropy loss on the logits of the last forward pass: writes the logits'
+    /// gradient and adds loss sum and correct count into `stats`.
     pub fn loss(&self, b: &mut B, ws: &Workspace<B>, stats: &B::Buf, rows: usize) {
+        self.loss_with(b, ws, stats, rows, 0.0);
+    }
+
+    /// [`Model::loss`] with the model's label smoothing: what training descends.
+    pub fn train_loss(&self, b: &mut B, ws: &Workspace<B>, stats: &B::Buf, rows: usize) {
+        self.loss_with(b, ws, stats, rows, self.label_smoothing);
+    }
+
+    fn loss_with(&self, b: &mut B, ws: &Workspace<B>, stats: &B::Buf, rows: usize, eps: f32) {
         let last = ws.bufs.grads.last().expect("a model has layers");
-        b.softmax_xent(ws.logits(), &ws.labels, last, stats, rows, self.num_classes);
+        b.softmax_xent(ws.logits(), &ws.labels, last, stats, rows, self.num_classes, eps);
     }
 
     /// Backward pass from the logits' gradient: fills every parameter's gradient. The input's
