@@ -3,9 +3,9 @@
 // Test: tests/cross_check_elementwise.rs.
 
 struct Params {
-    len: u32,  // elements to process
-    cols: u32, // row length, for the bias kernels
-    _pad0: u32,
+    len: u32,    // elements to process
+    cols: u32,   // row length, for the bias kernels
+    factor: f32, // scale's multiplier
     _pad1: u32,
 }
 
@@ -83,6 +83,17 @@ fn add(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups:
         return;
     }
     add_out[i] = add_a[i] + add_b[i];
+}
+
+// scale: x = x · factor in place (test-time augmentation's average of logits).
+@compute @workgroup_size(256)
+fn scale(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+         @builtin(local_invocation_index) local: u32) {
+    let i = flat_index(group, groups, local);
+    if i >= params.len {
+        return;
+    }
+    x[i] = x[i] * params.factor;
 }
 
 // relu: x = max(x, 0) in place, for a ReLU that no bias op before it could absorb.

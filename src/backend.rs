@@ -212,6 +212,8 @@ pub trait Backend {
     /// `out = a + b` element-wise over `len` values (a residual block's sum, and its input
     /// gradient from two paths); `out` is a third buffer, aliasing neither.
     fn add(&mut self, a: &Self::Buf, b: &Self::Buf, out: &Self::Buf, len: usize);
+    /// `x = x · factor` in place over `len` values (test-time augmentation's mean of logits).
+    fn scale(&mut self, x: &Self::Buf, len: usize, factor: f32);
     /// `grad[i] = 0` where `activation[i] <= 0` (ReLU's backward, given its output).
     fn relu_backward(&mut self, grad: &Self::Buf, activation: &Self::Buf, len: usize);
     /// `out[c] = Σ_r grad[r, c]`: the bias gradient.

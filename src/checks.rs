@@ -310,6 +310,18 @@ fn elementwise_checks() -> Vec<Check> {
         Ok(())
     }));
     let len = 100_003;
+    out.push(Check::new("scale", format!("{len}"), move |cpu, gpu, c| {
+        let mut rng = fastrand::Rng::with_seed(15);
+        let x = random(&mut rng, len);
+        let (want, mut got) = on_both!(cpu, gpu, |b| {
+            let gx = buf(b, &x)?;
+            b.scale(&gx, len, 0.3);
+            b.read(&gx, len)?
+        });
+        inject("scale", &mut got);
+        c.exact(&got, &want);
+        Ok(())
+    }));
     out.push(Check::new("relu, relu_backward", format!("{len}"), move |cpu, gpu, c| {
         let mut rng = fastrand::Rng::with_seed(6);
         let (x, g) = (random(&mut rng, len), random(&mut rng, len));

@@ -167,6 +167,10 @@ pub struct TrainArgs {
     /// test loss stays plain cross-entropy.
     #[arg(long, default_value_t = 0.0, value_name = "EPS")]
     pub label_smoothing: f32,
+    /// Test-time augmentation of each epoch's evaluation: none, or flip (score the mean of the
+    /// logits of each test image and its mirror; twice the evaluation's forward passes).
+    #[arg(long, default_value = "none")]
+    pub tta: String,
     /// Start from these weights (safetensors with PyTorch state_dict names).
     #[arg(long)]
     pub init_from: Option<PathBuf>,
@@ -240,6 +244,10 @@ pub struct EvalArgs {
     /// Print one JSON object with test_loss, test_acc and samples.
     #[arg(long)]
     pub json: bool,
+    /// Test-time augmentation: none, or flip (the mean of the logits of each image and its
+    /// mirror) [default: the run's --tta]
+    #[arg(long)]
+    pub tta: Option<String>,
     /// The flags given on the command line: the others come from the checkpoint's run.
     #[arg(skip)]
     pub given: Vec<String>,

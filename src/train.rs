@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
-use crate::data::loader::{Augment, Batcher};
+use crate::data::loader::{augment_image, Augment, Batcher};
 use crate::data::{Dataset, Split};
 use crate::nn::{DeviceData, HostTensors, Mode, Model, Workspace};
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -39,6 +39,100 @@ pub struct TrainConfig {
     pub early_stop: Option<usize>,
     /// Parameters (by `state_dict` name prefix) the optimizer leaves as they are.
     pub freeze: Vec<String>,
+    /// Test-time augmentation of the evaluation after each epoch.
+    pub tta: Tta,
+}
+
+/// Test-time augmentation: what evaluation averages each sample's logits over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tta {
+    /// The image as it is.
+    #[default]
+    None,
+    /// The image and its left-right mirror (the mean of both forward passes' logits).
+    Flip,
+}
+
+impl std::str::FromStr for Tta {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Tta::None),
+            "flip" => Ok(Tta::Flip),
+            _ => Err(Error::config(
+                "--tta",
+                format!("unknown test-time augmentation '{s}'; expected none or flip"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Tta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Tta::None => "none",
+            Tta::Flip => "flip",
+        })
+    }
+}
+
+/// What evaluation with [`Tta::Flip`] needs besides the workspace, made once per run: the
+/// mirrored batch on the host, the first pass's logits and their mean with the second's.
+pub struct TtaBuffers<B: Backend> {
+    mirrored: Vec<u8>,
+    saved: B::Buf,
+    mean: B::Buf,
+}
+
+impl<B: Backend> TtaBuffers<B> {
+    /// Buffers for `tta` at `ws`'s capacity; `None` when there is nothing to average.
+    pub fn new(b: &mut B, model: &Model<B>, ws: &Workspace<B>, tta: Tta) -> Result<Option<Self>> {
+        if tta == Tta::None {
+            return Ok(None);
+        }
+        let len = ws.capacity * model.num_classes;
+        Ok(Some(TtaBuffers {
+            mirrored: vec![0; ws.capacity * model.input_size],
+            saved: b.alloc(len)?,
+            mean: b.alloc(len)?,
+        }))
+    }
+}
+
+/// Forward passes of one evaluation batch (`pixels`, `labels`) into `ws`: with test-time
+/// augmentation the mirrored batch first, then the batch itself, and the mean of their logits.
+/// Returns the buffer that holds the logits to score.
+fn eval_forward<'a, B: Backend>(
+    backend: &mut B,
+    model: &Model<B>,
+    ws: &'a Workspace<B>,
+    tta: Option<&'a mut TtaBuffers<B>>,
+    pixels: &[u8],
+    labels: &[u32],
+) -> &'a B::Buf {
+    let rows = labels.len();
+    let Some(t) = tta else {
+        ws.load_batch(backend, pixels, labels);
+        model.forward(backend, ws, rows, Mode::Eval);
+        return ws.logits();
+    };
+    let s = model.input;
+    let mirrored = &mut t.mirrored[..pixels.len()];
+    for (src, dst) in
+        pixels.chunks_exact(model.input_size).zip(mirrored.chunks_exact_mut(model.input_size))
+    {
+        augment_image(src, dst, s.channels, s.height, s.width, 0, 0, true);
+    }
+    ws.load_batch(backend, mirrored, labels);
+    model.forward(backend, ws, rows, Mode::Eval);
+    let (classes, len) = (model.num_classes, rows * model.num_classes);
+    backend.copy_rows(ws.logits(), &t.saved, rows, classes, classes, classes);
+    ws.load_batch(backend, pixels, labels);
+    model.forward(backend, ws, rows, Mode::Eval);
+    backend.add(ws.logits(), &t.saved, &t.mean, len);
+    backend.scale(&t.mean, len, 0.5);
+    &t.mean
 }
 
 /// How epochs are compared: the test split's accuracy (higher is better) or loss (lower is
@@ -131,6 +225,7 @@ impl TrainConfig {
             best_by: BestBy::Accuracy,
             early_stop: None,
             freeze: Vec::new(),
+            tta: Tta::None,
         }
     }
 }
@@ -226,22 +321,21 @@ pub fn train_step<B: Backend>(
 }
 
 /// Loss and accuracy of `model` on `split`, forward passes only, in batches of the workspace's
-/// capacity; one read at the end.
+/// capacity (with test-time augmentation when `tta` holds its buffers); one read at the end.
 pub fn evaluate_with<B: Backend>(
     backend: &mut B,
     model: &Model<B>,
     ws: &Workspace<B>,
     stats: &B::Buf,
     split: &Split,
+    mut tta: Option<&mut TtaBuffers<B>>,
 ) -> Result<Metrics> {
     backend.fill_zero(stats);
     let mut batches = Batcher::new(split, model.input_size, ws.capacity, false);
     batches.start_epoch(None);
     while let Some((pixels, labels)) = batches.next_batch() {
-        let rows = labels.len();
-        ws.load_batch(backend, pixels, labels);
-        model.forward(backend, ws, rows, Mode::Eval);
-        model.loss(backend, ws, stats, rows);
+        let logits = eval_forward(backend, model, ws, tta.as_deref_mut(), pixels, labels);
+        model.loss_on(backend, ws, logits, stats, labels.len());
         backend.submit();
     }
     Ok(Metrics::from_stats(&backend.read(stats, 3)?))
@@ -255,6 +349,7 @@ pub fn confusion<B: Backend>(
     model: &Model<B>,
     split: &Split,
     batch_size: usize,
+    tta: Tta,
 ) -> Result<(Metrics, Vec<Vec<u32>>)> {
     // Halve the batch until its buffers fit the device's limits (a big CNN on a small GPU).
     let mut capacity = batch_size.clamp(1, split.len.max(1));
@@ -266,16 +361,16 @@ pub fn confusion<B: Backend>(
         }
     };
     let stats = backend.alloc(3)?;
+    let mut tta = TtaBuffers::new(backend, model, &ws, tta)?;
     let classes = model.num_classes;
     let mut matrix = vec![vec![0u32; classes]; classes];
     let mut batches = Batcher::new(split, model.input_size, ws.capacity, false);
     batches.start_epoch(None);
     while let Some((pixels, labels)) = batches.next_batch() {
         let rows = labels.len();
-        ws.load_batch(backend, pixels, labels);
-        model.forward(backend, &ws, rows, Mode::Eval);
-        model.loss(backend, &ws, &stats, rows);
-        let logits = backend.read(ws.logits(), rows * classes)?;
+        let logits = eval_forward(backend, model, &ws, tta.as_mut(), pixels, labels);
+        model.loss_on(backend, &ws, logits, &stats, rows);
+        let logits = backend.read(logits, rows * classes)?;
         for (row, &label) in logits.chunks_exact(classes).zip(labels) {
             // The first largest logit, as the loss kernel's accuracy counts it.
             let pred = row
@@ -296,10 +391,12 @@ pub fn evaluate<B: Backend>(
     model: &Model<B>,
     split: &Split,
     batch_size: usize,
+    tta: Tta,
 ) -> Result<Metrics> {
     let ws = Workspace::new(backend, model, batch_size.clamp(1, split.len.max(1)))?;
     let stats = backend.alloc(3)?;
-    evaluate_with(backend, model, &ws, &stats, split)
+    let mut tta = TtaBuffers::new(backend, model, &ws, tta)?;
+    evaluate_with(backend, model, &ws, &stats, split, tta.as_mut())
 }
 
 /// Trains `model` on `data.train` for `cfg.epochs`, evaluating on `data.test` after each epoch.
@@ -355,6 +452,7 @@ pub fn train<B: Backend>(
         };
     let train_stats = backend.alloc(3)?;
     let eval_stats = backend.alloc(3)?;
+    let mut tta = TtaBuffers::new(backend, model, &ws, cfg.tta)?;
     let mut optimizer = Optimizer::new(backend, cfg.optimizer, model)?;
     if !cfg.freeze.is_empty() {
         optimizer.freeze(model, &cfg.freeze)?;
@@ -493,7 +591,7 @@ pub fn train<B: Backend>(
             last_finite = Some((epoch, model.export(backend)?));
         }
         let test = if data.test.len > 0 {
-            Some(evaluate_with(backend, model, &ws, &eval_stats, &data.test)?)
+            Some(evaluate_with(backend, model, &ws, &eval_stats, &data.test, tta.as_mut())?)
         } else {
             None
         };

@@ -413,11 +413,16 @@ fn normalize_and_augment_flags() {
         "auto",
         "--augment",
         "crop:2,flip",
+        "--label-smoothing",
+        "0.1",
+        "--tta",
+        "flip",
         "--save",
         w.to_str().unwrap(),
     ]);
     assert!(out.contains("normalize: mean") && out.contains("augment: crop:2,flip"), "{out}");
-    // eval applies the stored normalisation by itself.
+    assert!(out.contains("label smoothing 0.1"), "{out}");
+    // eval applies the stored normalisation and test-time flips by itself.
     let o = steepest(&[
         "eval",
         "--weights",
@@ -429,11 +434,15 @@ fn normalize_and_augment_flags() {
         "--json",
     ]);
     assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).1.contains("--tta flip (from"), "{:?}", text(&o));
     for (flag, value) in [
         ("--normalize", "0.5"),
         ("--normalize", "x,y"),
         ("--augment", "rotate"),
         ("--normalize", "0.5,0"),
+        ("--tta", "mirror"),
+        ("--label-smoothing", "1.5"),
+        ("--label-smoothing", "NaN"),
     ] {
         let o = steepest(&[
             "train",

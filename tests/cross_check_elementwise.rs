@@ -1,4 +1,4 @@
-//! `pixels_to_f32`, `add_bias` / `add_bias_relu`, `add`, `relu_backward`, `normalize`, `copy_rows`
+//! `pixels_to_f32`, `add_bias` / `add_bias_relu`, `add`, `scale`, `relu_backward`, `normalize`, `copy_rows`
 //! (shaders/elementwise.wgsl) and
 //! `bias_grad` (shaders/reduce.wgsl) against their CPU twins (src/cpu/elementwise.rs, reduce.rs).
 //!
@@ -48,6 +48,23 @@ fn add_matches_cpu_exactly() {
         g.write(&gb, &b);
         g.add(&ga, &gb, &out, len);
         assert_eq!(g.read(&out, len).unwrap(), want, "add len {len}");
+    }
+}
+
+/// `scale` (test-time augmentation's mean of logits): one correctly rounded product per
+/// element, so exact; up to a batch of 4096 rows of 1000 classes.
+#[test]
+fn scale_matches_cpu_exactly() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(31);
+    for (len, factor) in [(1, 0.5), (257, -3.0), (4096 * 1000, 0.5)] {
+        let x = random(&mut rng, len);
+        let mut want = x.clone();
+        elementwise::scale(&mut want, factor);
+        let gx = g.alloc(len).unwrap();
+        g.write(&gx, &x);
+        g.scale(&gx, len, factor);
+        assert_eq!(g.read(&gx, len).unwrap(), want, "scale len {len} by {factor}");
     }
 }
 

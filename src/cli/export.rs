@@ -133,6 +133,8 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             json!({ "mean": exact(mean), "std": exact(std) })
         }),
         "augment": { "crop": cfg.augment.crop_pad, "flip": cfg.augment.flip },
+        "label_smoothing": number(flags.label_smoothing),
+        "tta": cfg.tta.to_string(),
         "batch_size": cfg.batch_size,
         "shuffle": cfg.shuffle,
         "drop_last": cfg.drop_last,

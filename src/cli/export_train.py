@@ -425,13 +425,17 @@ class Inputs:
 @torch.no_grad()
 def evaluate(net, inputs, split, batch=1000):
     """Mean cross-entropy and accuracy (the first largest logit) over a split, as `steepest
-    eval` computes them."""
+    eval` computes them: with the run's test-time flips, of the mean logits of each image and
+    its mirror."""
     images, labels = split
     net.eval()
     loss, correct = 0.0, 0
     for i in range(0, len(labels), batch):
         y = labels[i:i + batch].to(inputs.device)
-        logits = net(inputs(images[i:i + batch])).float()
+        x = inputs(images[i:i + batch])
+        logits = net(x).float()
+        if RUN.get("tta") == "flip":
+            logits = (logits + net(x.flip(3)).float()) * 0.5
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
     n = max(len(labels), 1)
@@ -603,7 +607,7 @@ def main():
             for group in optimizer.param_groups:
                 group["lr"] = lr
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=RUN.get("label_smoothing", 0.0))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -178,6 +178,7 @@ pub fn config(args: &TrainArgs) -> Result<TrainConfig> {
         augment: args.augment.parse()?,
         resume: None,
         best_by: args.best_by.parse()?,
+        tta: args.tta.parse()?,
         early_stop: match args.early_stop {
             Some(0) => return Err(Error::config("--early-stop", "must be at least 1 (epochs)")),
             n => n,

@@ -40,6 +40,13 @@ pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `x = x · factor` in place.
+pub fn scale(x: &mut [f32], factor: f32) {
+    for v in x {
+        *v *= factor;
+    }
+}
+
 /// `x = max(x, 0)` in place.
 pub fn relu(x: &mut [f32]) {
     for v in x {

@@ -125,6 +125,10 @@ impl Backend for CpuBackend {
         elementwise::relu(&mut x.0.borrow_mut()[..len]);
     }
 
+    fn scale(&mut self, x: &CpuBuf, len: usize, factor: f32) {
+        elementwise::scale(&mut x.0.borrow_mut()[..len], factor);
+    }
+
     fn add(&mut self, a: &CpuBuf, b: &CpuBuf, out: &CpuBuf, len: usize) {
         let (a, b) = (a.0.borrow(), b.0.borrow());
         elementwise::add(&a[..len], &b[..len], &mut out.0.borrow_mut()[..len]);

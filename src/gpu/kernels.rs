@@ -75,6 +75,7 @@ kernel_table! {
     RmspropUpdate => (OPTIM_WGSL, "rmsprop_update", [ReadWrite, Read, ReadWrite, ReadWrite]),
     Relu => (ELEMENTWISE_WGSL, "relu", [ReadWrite]),
     Add => (ELEMENTWISE_WGSL, "add", [Read, Read, ReadWrite]),
+    Scale => (ELEMENTWISE_WGSL, "scale", [ReadWrite]),
     CopyRows => (ELEMENTWISE_WGSL, "copy_rows", [Read, ReadWrite]),
     Im2col => (CONV_WGSL, "im2col", [Read, ReadWrite]),
     Col2im => (CONV_WGSL, "col2im", [Read, ReadWrite]),

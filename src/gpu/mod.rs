@@ -225,6 +225,12 @@ impl Backend for GpuBackend {
         self.dispatch(Kernel::Relu, &[x], &p, groups);
     }
 
+    fn scale(&mut self, x: &GpuBuf, len: usize, factor: f32) {
+        let groups = self.groups_1d(len);
+        let p = params::Elementwise { len: len as u32, factor, ..Default::default() };
+        self.dispatch(Kernel::Scale, &[x], &p, groups);
+    }
+
     fn add(&mut self, a: &GpuBuf, b: &GpuBuf, out: &GpuBuf, len: usize) {
         let groups = self.groups_1d(len);
         let p = params::Elementwise { len: len as u32, ..Default::default() };

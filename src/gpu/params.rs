@@ -26,7 +26,7 @@ macro_rules! wgsl_struct {
 
 wgsl_struct! {
     /// `pixels_to_f32`, `add_bias(_relu)`, `relu`, `relu_backward`.
-    Elementwise = "elementwise.wgsl" "Params" { len: u32, cols: u32, _pad0: u32, _pad1: u32 }
+    Elementwise = "elementwise.wgsl" "Params" { len: u32, cols: u32, factor: f32, _pad1: u32 }
 }
 wgsl_struct! {
     Dropout = "elementwise.wgsl" "DropoutParams" {

@@ -291,16 +291,26 @@ impl<B: Backend> Model<B> {
     /// The cross-entropy loss on the logits of the last forward pass: writes the logits'
     /// gradient and adds loss sum and correct count into `stats`.
     pub fn loss(&self, b: &mut B, ws: &Workspace<B>, stats: &B::Buf, rows: usize) {
-        self.loss_with(b, ws, stats, rows, 0.0);
+        self.loss_on(b, ws, ws.logits(), stats, rows);
+    }
+
+    /// [`Model::loss`] on other logits for the batch `ws` holds (test-time augmentation's mean).
+    pub fn loss_on(
+        &self,
+        b: &mut B,
+        ws: &Workspace<B>,
+        logits: &B::Buf,
+        stats: &B::Buf,
+        rows: usize,
+    ) {
+        let last = ws.bufs.grads.last().expect("a model has layers");
+        b.softmax_xent(logits, &ws.labels, last, stats, rows, self.num_classes, 0.0);
     }
 
     /// [`Model::loss`] with the model's label smoothing: what training descends.
     pub fn train_loss(&self, b: &mut B, ws: &Workspace<B>, stats: &B::Buf, rows: usize) {
-        self.loss_with(b, ws, stats, rows, self.label_smoothing);
-    }
-
-    fn loss_with(&self, b: &mut B, ws: &Workspace<B>, stats: &B::Buf, rows: usize, eps: f32) {
         let last = ws.bufs.grads.last().expect("a model has layers");
+        let eps = self.label_smoothing;
         b.softmax_xent(ws.logits(), &ws.labels, last, stats, rows, self.num_classes, eps);
     }
 
