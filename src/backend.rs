@@ -29,6 +29,32 @@ impl MatmulForm {
     }
 }
 
+/// The shape of a batch of NCHW feature maps with each map flattened: `rows` samples of
+/// `channels` planes of `pixels` values (batch norm's and the conv layout moves' geometry).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Nchw {
+    pub rows: usize,
+    pub channels: usize,
+    pub pixels: usize,
+}
+
+impl Nchw {
+    pub fn new(rows: usize, channels: usize, pixels: usize) -> Self {
+        Nchw { rows, channels, pixels }
+    }
+    /// Values in the whole batch.
+    pub fn len(&self) -> usize {
+        self.rows * self.channels * self.pixels
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Values per sample.
+    pub fn sample_len(&self) -> usize {
+        self.channels * self.pixels
+    }
+}
+
 /// The geometry of a sliding window over NCHW images (convolution or pooling), per sample.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Window {
@@ -197,16 +223,9 @@ pub trait Backend {
     );
     /// `x[r, c] += bias[c]` over `[rows, cols]`, then `max(x, 0)` when `relu`.
     fn add_bias(&mut self, x: &Self::Buf, bias: &Self::Buf, rows: usize, cols: usize, relu: bool);
-    /// `x = (x - mean[c]) · inv_std[c]` in place over `[rows, channels, pixels]`, with `stats` =
+    /// `x = (x - mean[c]) · inv_std[c]` in place over NCHW `shape`, with `stats` =
     /// `[mean; C]` then `[inv_std; C]` (input normalisation, after `pixels_to_f32`).
-    fn normalize(
-        &mut self,
-        x: &Self::Buf,
-        stats: &Self::Buf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
-    );
+    fn normalize(&mut self, x: &Self::Buf, stats: &Self::Buf, shape: Nchw);
     /// `x = max(x, 0)` in place, for a ReLU that no bias op before it could absorb.
     fn relu(&mut self, x: &Self::Buf, len: usize);
     /// `out = a + b` element-wise over `len` values (a residual block's sum, and its input
@@ -265,7 +284,6 @@ pub trait Backend {
     /// `dst[r, c] = src[r·src_width + c]` for `c < cols`, 0 for `cols <= c < dst_width`: pads
     /// rows to a wider stride, or trims them back (the GPU's conv weights to and from
     /// [`Window::col_width`]).
-    #[allow(clippy::too_many_arguments)]
     fn copy_rows(
         &mut self,
         src: &Self::Buf,
@@ -276,26 +294,16 @@ pub trait Backend {
         dst_width: usize,
     );
     /// `y[n, c, p] = z[n·pixels + p, c] (+ bias[c]) (then ReLU)`: a convolution's rows back to NCHW.
-    #[allow(clippy::too_many_arguments)]
     fn to_channels_first(
         &mut self,
         z: &Self::Buf,
         bias: Option<&Self::Buf>,
         y: &Self::Buf,
-        rows: usize,
-        pixels: usize,
-        channels: usize,
+        shape: Nchw,
         relu: bool,
     );
     /// `z[n·pixels + p, c] = y[n, c, p]`: NCHW gradients to the rows the conv's matmuls take.
-    fn to_channels_last(
-        &mut self,
-        y: &Self::Buf,
-        z: &Self::Buf,
-        rows: usize,
-        pixels: usize,
-        channels: usize,
-    );
+    fn to_channels_last(&mut self, y: &Self::Buf, z: &Self::Buf, shape: Nchw);
     /// Floats of the `col` and `z` scratch buffers [`conv2d_forward`](Backend::conv2d_forward)
     /// needs for `rows` samples: the GPU's are the batch-sized patch matrix and matmul output.
     fn conv_scratch_len(&self, rows: usize, w: &Window, outputs: usize) -> (usize, usize);
@@ -365,20 +373,16 @@ pub trait Backend {
     /// then `[1/√(var + eps); C]`. Training: batch mean and biased variance, and the running
     /// averages move by `momentum` (the running variance takes the unbiased one, as PyTorch).
     /// Evaluation: the running averages, which stay untouched.
-    #[allow(clippy::too_many_arguments)]
     fn batchnorm_stats(
         &mut self,
         x: &Self::Buf,
         saved: &Self::Buf,
         running_mean: &Self::Buf,
         running_var: &Self::Buf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
+        shape: Nchw,
         h: &BatchNormHyper,
     );
     /// `y = (x - mean)·invstd·gamma + beta` per channel, from `saved`.
-    #[allow(clippy::too_many_arguments)]
     fn batchnorm_forward(
         &mut self,
         x: &Self::Buf,
@@ -386,12 +390,9 @@ pub trait Backend {
         gamma: &Self::Buf,
         beta: &Self::Buf,
         y: &Self::Buf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
+        shape: Nchw,
     );
     /// Per channel: `grad_gamma = Σ dy·x̂`, `grad_beta = Σ dy`, with `x̂ = (x - mean)·invstd`.
-    #[allow(clippy::too_many_arguments)]
     fn batchnorm_backward_reduce(
         &mut self,
         x: &Self::Buf,
@@ -399,9 +400,7 @@ pub trait Backend {
         saved: &Self::Buf,
         grad_gamma: &Self::Buf,
         grad_beta: &Self::Buf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
+        shape: Nchw,
     );
     /// `dx = gamma·invstd/M · (M·dy - grad_beta - x̂·grad_gamma)`, M = rows·pixels (training-mode
     /// batch norm's input gradient).
@@ -415,9 +414,7 @@ pub trait Backend {
         grad_gamma: &Self::Buf,
         grad_beta: &Self::Buf,
         dx: &Self::Buf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
+        shape: Nchw,
     );
     /// Inverted dropout in place: element i is zeroed when `dropout_keep(seed, i, p)` says so,
     /// else scaled by 1/(1-p). The same call is its own backward (same seed, same mask).
@@ -433,7 +430,6 @@ pub trait Backend {
         h: &SgdHyper,
     );
     /// One Adam/AdamW step on `param` (moments `m` and `v`).
-    #[allow(clippy::too_many_arguments)]
     fn adam_update(
         &mut self,
         param: &Self::Buf,
@@ -444,7 +440,6 @@ pub trait Backend {
         h: &AdamHyper,
     );
     /// One RMSprop step on `param` (running square average `square_avg`, momentum `velocity`).
-    #[allow(clippy::too_many_arguments)]
     fn rmsprop_update(
         &mut self,
         param: &Self::Buf,

@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use crate::backend::{
-    AdamHyper, Backend, BatchNormHyper, MatmulForm, RmspropHyper, SgdHyper, Window,
+    AdamHyper, Backend, BatchNormHyper, MatmulForm, Nchw, RmspropHyper, SgdHyper, Window,
 };
 use crate::cpu::CpuBackend;
 use crate::gpu::matmul::MatmulVariant;
@@ -359,7 +359,7 @@ fn elementwise_checks() -> Vec<Check> {
         let stats = [0.49, 0.48, 0.45, 1.0 / 0.25, 1.0 / 0.24, 1.0 / 0.26];
         let (want, mut got) = on_both!(cpu, gpu, |b| {
             let (gx, gs) = (buf(b, &x)?, buf(b, &stats)?);
-            b.normalize(&gx, &gs, rows, channels, pixels);
+            b.normalize(&gx, &gs, Nchw::new(rows, channels, pixels));
             b.read(&gx, x.len())?
         });
         inject("normalize", &mut got);
@@ -562,10 +562,11 @@ fn bn_outputs<B: Backend>(
     let (saved, rm, rv) = (b.alloc(2 * ch)?, b.alloc(ch)?, buf(b, &vec![1.0; ch])?);
     let (y, dgg, dgb, dx) = (b.alloc(x.len())?, b.alloc(ch)?, b.alloc(ch)?, b.alloc(x.len())?);
     let h = BatchNormHyper { eps: 1e-5, momentum: 0.1, train: true };
-    b.batchnorm_stats(&gx, &saved, &rm, &rv, rows, ch, px, &h);
-    b.batchnorm_forward(&gx, &saved, &gg, &gb, &y, rows, ch, px);
-    b.batchnorm_backward_reduce(&gx, &gdy, &saved, &dgg, &dgb, rows, ch, px);
-    b.batchnorm_backward(&gx, &gdy, &saved, &gg, &dgg, &dgb, &dx, rows, ch, px);
+    let shape = Nchw::new(rows, ch, px);
+    b.batchnorm_stats(&gx, &saved, &rm, &rv, shape, &h);
+    b.batchnorm_forward(&gx, &saved, &gg, &gb, &y, shape);
+    b.batchnorm_backward_reduce(&gx, &gdy, &saved, &dgg, &dgb, shape);
+    b.batchnorm_backward(&gx, &gdy, &saved, &gg, &dgg, &dgb, &dx, shape);
     let mut v = b.read(&saved, 2 * ch)?;
     for out in [(&y, x.len()), (&dgg, ch), (&dgb, ch), (&dx, x.len()), (&rm, ch), (&rv, ch)] {
         v.extend(b.read(out.0, out.1)?);

@@ -14,7 +14,7 @@
 mod common;
 
 use common::{assert_close, gpu, random, U};
-use steepest::backend::{Backend, BatchNormHyper};
+use steepest::backend::{Backend, BatchNormHyper, Nchw};
 use steepest::cpu::{batchnorm, elementwise};
 
 const SHAPES: &[(usize, usize, usize)] =
@@ -41,7 +41,7 @@ fn batchnorm_kernels_match_cpu() {
         for train in [true, false] {
             let h = BatchNormHyper { eps: 1e-5, momentum: 0.1, train };
             let (mut saved, mut rm, mut rv) = (vec![0.0; 2 * c], rm0.clone(), rv0.clone());
-            batchnorm::batchnorm_stats(&x, &mut saved, &mut rm, &mut rv, rows, c, p, &h);
+            batchnorm::batchnorm_stats(&x, &mut saved, &mut rm, &mut rv, Nchw::new(rows, c, p), &h);
             let up = |g: &mut steepest::gpu::GpuBackend, v: &[f32]| {
                 let b = g.alloc(v.len()).unwrap();
                 g.write(&b, v);
@@ -49,7 +49,7 @@ fn batchnorm_kernels_match_cpu() {
             };
             let (gx, gs, grm, grv) =
                 (up(&mut g, &x), g.alloc(2 * c).unwrap(), up(&mut g, &rm0), up(&mut g, &rv0));
-            g.batchnorm_stats(&gx, &gs, &grm, &grv, rows, c, p, &h);
+            g.batchnorm_stats(&gx, &gs, &grm, &grv, Nchw::new(rows, c, p), &h);
             let got = g.read(&gs, 2 * c).unwrap();
             let tol = 4.0 * gamma(m);
             let scale = x.iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -84,8 +84,8 @@ fn batchnorm_kernels_match_cpu() {
             let gs = up(&mut g, &saved);
             let (gg, gbeta, gy) = (up(&mut g, &gam), up(&mut g, &beta), g.alloc(len).unwrap());
             let mut y = vec![0.0; len];
-            batchnorm::batchnorm_forward(&x, &saved, &gam, &beta, &mut y, rows, c, p);
-            g.batchnorm_forward(&gx, &gs, &gg, &gbeta, &gy, rows, c, p);
+            batchnorm::batchnorm_forward(&x, &saved, &gam, &beta, &mut y, Nchw::new(rows, c, p));
+            g.batchnorm_forward(&gx, &gs, &gg, &gbeta, &gy, Nchw::new(rows, c, p));
             assert_close(
                 "batchnorm_forward",
                 &g.read(&gy, len).unwrap(),
@@ -95,10 +95,17 @@ fn batchnorm_kernels_match_cpu() {
             );
 
             let (mut ggam, mut gbet) = (vec![0.0; c], vec![0.0; c]);
-            batchnorm::batchnorm_backward_reduce(&x, &dy, &saved, &mut ggam, &mut gbet, rows, c, p);
+            batchnorm::batchnorm_backward_reduce(
+                &x,
+                &dy,
+                &saved,
+                &mut ggam,
+                &mut gbet,
+                Nchw::new(rows, c, p),
+            );
             let gdy = up(&mut g, &dy);
             let (ggg, ggb) = (g.alloc(c).unwrap(), g.alloc(c).unwrap());
-            g.batchnorm_backward_reduce(&gx, &gdy, &gs, &ggg, &ggb, rows, c, p);
+            g.batchnorm_backward_reduce(&gx, &gdy, &gs, &ggg, &ggb, Nchw::new(rows, c, p));
             let (got_gg, got_gb) = (g.read(&ggg, c).unwrap(), g.read(&ggb, c).unwrap());
             for ch in 0..c {
                 // The same terms summed in two orders (plus FMA contraction inside each term).
@@ -124,9 +131,18 @@ fn batchnorm_kernels_match_cpu() {
             }
 
             let mut dx = vec![0.0; len];
-            batchnorm::batchnorm_backward(&x, &dy, &saved, &gam, &ggam, &gbet, &mut dx, rows, c, p);
+            batchnorm::batchnorm_backward(
+                &x,
+                &dy,
+                &saved,
+                &gam,
+                &ggam,
+                &gbet,
+                &mut dx,
+                Nchw::new(rows, c, p),
+            );
             let (ggg, ggb, gdx) = (up(&mut g, &ggam), up(&mut g, &gbet), g.alloc(len).unwrap());
-            g.batchnorm_backward(&gx, &gdy, &gs, &gg, &ggg, &ggb, &gdx, rows, c, p);
+            g.batchnorm_backward(&gx, &gdy, &gs, &gg, &ggg, &ggb, &gdx, Nchw::new(rows, c, p));
             let dscale = dx.iter().fold(0f32, |a, v| a.max(v.abs()));
             assert_close(
                 "batchnorm_backward",

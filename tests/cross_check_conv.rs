@@ -18,7 +18,7 @@
 mod common;
 
 use common::{gpu, random, U};
-use steepest::backend::{Backend, Window};
+use steepest::backend::{Backend, Nchw, Window};
 use steepest::cpu::{conv, CpuBackend};
 
 /// (rows, channels, height, width, kernel, stride, padding)
@@ -111,16 +111,9 @@ fn channel_layout_moves_match_cpu_exactly() {
         g.write(&gb, &bias);
         for (with_bias, relu) in [(false, false), (true, false), (true, true), (false, true)] {
             let mut want = vec![0.0; len];
-            conv::to_channels_first(
-                &z,
-                with_bias.then_some(&bias[..]),
-                &mut want,
-                rows,
-                pixels,
-                channels,
-                relu,
-            );
-            g.to_channels_first(&gz, with_bias.then_some(&gb), &gy, rows, pixels, channels, relu);
+            let shape = Nchw::new(rows, channels, pixels);
+            conv::to_channels_first(&z, with_bias.then_some(&bias[..]), &mut want, shape, relu);
+            g.to_channels_first(&gz, with_bias.then_some(&gb), &gy, shape, relu);
             assert_eq!(
                 g.read(&gy, len).unwrap(),
                 want,
@@ -129,9 +122,9 @@ fn channel_layout_moves_match_cpu_exactly() {
         }
         let y = random(&mut rng, len);
         let mut want = vec![0.0; len];
-        conv::to_channels_last(&y, &mut want, rows, pixels, channels);
+        conv::to_channels_last(&y, &mut want, Nchw::new(rows, channels, pixels));
         g.write(&gy, &y);
-        g.to_channels_last(&gy, &gz, rows, pixels, channels);
+        g.to_channels_last(&gy, &gz, Nchw::new(rows, channels, pixels));
         assert_eq!(g.read(&gz, len).unwrap(), want, "to_channels_last {rows}x{pixels}x{channels}");
     }
 }

@@ -11,7 +11,7 @@
 mod common;
 
 use common::{assert_close, gpu, random, U};
-use steepest::backend::Backend;
+use steepest::backend::{Backend, Nchw};
 use steepest::cpu::{elementwise, reduce};
 
 const SHAPES: &[(usize, usize)] = &[(1, 1), (7, 13), (33, 65), (130, 257), (1, 300), (1000, 3)];
@@ -178,7 +178,7 @@ fn normalize_matches_cpu_exactly() {
         let (gx, gs) = (g.alloc(len).unwrap(), g.alloc(2 * channels).unwrap());
         g.write(&gx, &x);
         g.write(&gs, &stats);
-        g.normalize(&gx, &gs, rows, channels, pixels);
+        g.normalize(&gx, &gs, Nchw::new(rows, channels, pixels));
         assert_eq!(g.read(&gx, len).unwrap(), want, "normalize {rows}x{channels}x{pixels}");
     }
 }

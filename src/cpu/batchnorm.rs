@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::parallel::for_samples;
-use crate::backend::BatchNormHyper;
+use crate::backend::{BatchNormHyper, Nchw};
 
 /// Sums over one channel's planes run in [`LANES`] interleaved partial sums, which the compiler
 /// turns into vector adds (a single running sum would be serial) and which round less.
@@ -70,17 +70,15 @@ fn map_planes(
     });
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn batchnorm_stats(
     x: &[f32],
     saved: &mut [f32],
     running_mean: &mut [f32],
     running_var: &mut [f32],
-    rows: usize,
-    channels: usize,
-    pixels: usize,
+    shape: Nchw,
     h: &BatchNormHyper,
 ) {
+    let Nchw { rows, channels, pixels } = shape;
     let m = (rows * pixels) as f32;
     let (mean, var) = if h.train {
         let mean: Vec<f32> = channel_sums(x, x, rows, channels, pixels, |_, v, _| v)
@@ -107,33 +105,29 @@ pub fn batchnorm_stats(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn batchnorm_forward(
     x: &[f32],
     saved: &[f32],
     gamma: &[f32],
     beta: &[f32],
     y: &mut [f32],
-    rows: usize,
-    channels: usize,
-    pixels: usize,
+    shape: Nchw,
 ) {
+    let Nchw { rows, channels, pixels } = shape;
     map_planes(x, x, y, rows, channels, pixels, |c, v, _| {
         (v - saved[c]) * saved[channels + c] * gamma[c] + beta[c]
     });
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward_reduce(
     x: &[f32],
     dy: &[f32],
     saved: &[f32],
     grad_gamma: &mut [f32],
     grad_beta: &mut [f32],
-    rows: usize,
-    channels: usize,
-    pixels: usize,
+    shape: Nchw,
 ) {
+    let Nchw { rows, channels, pixels } = shape;
     let (mean, invstd) = saved.split_at(channels);
     let gg = channel_sums(x, dy, rows, channels, pixels, |c, v, d| d * (v - mean[c]) * invstd[c]);
     let gb = channel_sums(x, dy, rows, channels, pixels, |_, _, d| d);
@@ -150,10 +144,9 @@ pub fn batchnorm_backward(
     grad_gamma: &[f32],
     grad_beta: &[f32],
     dx: &mut [f32],
-    rows: usize,
-    channels: usize,
-    pixels: usize,
+    shape: Nchw,
 ) {
+    let Nchw { rows, channels, pixels } = shape;
     let m = (rows * pixels) as f32;
     let (mean, invstd) = saved.split_at(channels);
     map_planes(x, dy, dx, rows, channels, pixels, |c, v, d| {

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::matmul::matmul_serial;
 use super::parallel::{for_samples, ranges};
-use crate::backend::{MatmulForm, Window};
+use crate::backend::{MatmulForm, Nchw, Window};
 
 /// `col[(n, oy, ox), (c, ky, kx)] = x[n, c, oy·sh + ky - ph, ox·sw + kx - pw]`, 0 off the image,
 /// in rows of [`Window::col_width`] (zeros past the patch), the layout the GPU's matmuls load.
@@ -261,15 +261,8 @@ fn col2im_channel_major(col: &[f32], x: &mut [f32], w: &Window) {
 }
 
 /// `y[n, c, p] = z[n·pixels + p, c] + bias[c]`, then ReLU when asked.
-pub fn to_channels_first(
-    z: &[f32],
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-    rows: usize,
-    pixels: usize,
-    channels: usize,
-    relu: bool,
-) {
+pub fn to_channels_first(z: &[f32], bias: Option<&[f32]>, y: &mut [f32], shape: Nchw, relu: bool) {
+    let Nchw { rows, channels, pixels } = shape;
     for_samples(y, rows, channels * pixels, |first, chunk| {
         channels_first_serial(&z[first * pixels * channels..], bias, chunk, pixels, channels, relu)
     });
@@ -297,7 +290,8 @@ fn channels_first_serial(
 }
 
 /// `z[n·pixels + p, c] = y[n, c, p]`.
-pub fn to_channels_last(y: &[f32], z: &mut [f32], rows: usize, pixels: usize, channels: usize) {
+pub fn to_channels_last(y: &[f32], z: &mut [f32], shape: Nchw) {
+    let Nchw { rows, channels, pixels } = shape;
     for_samples(z, rows, pixels * channels, |first, chunk| {
         channels_last_serial(&y[first * channels * pixels..], chunk, pixels, channels)
     });

@@ -88,7 +88,6 @@ pub fn copy_rows(
 
 /// CPU twin of `shaders/gather.wgsl`: `input[r] = augment(images[batch[2r]]) / 255` and
 /// `labels_out[r] = labels[batch[2r]]`, with `batch[2r + 1]` the augmentation code.
-#[allow(clippy::too_many_arguments)]
 pub fn gather_batch(
     images: &[u8],
     labels: &[u32],

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::backend::{
-    AdamHyper, Backend, BatchNormHyper, MatmulForm, RmspropHyper, SgdHyper, Window,
+    AdamHyper, Backend, BatchNormHyper, MatmulForm, Nchw, RmspropHyper, SgdHyper, Window,
 };
 use crate::Result;
 
@@ -104,20 +104,13 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn normalize(
-        &mut self,
-        x: &CpuBuf,
-        stats: &CpuBuf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
-    ) {
+    fn normalize(&mut self, x: &CpuBuf, stats: &CpuBuf, shape: Nchw) {
         let stats = stats.0.borrow();
         elementwise::normalize(
-            &mut x.0.borrow_mut()[..rows * channels * pixels],
+            &mut x.0.borrow_mut()[..shape.len()],
             &stats,
-            channels,
-            pixels,
+            shape.channels,
+            shape.pixels,
         );
     }
 
@@ -181,9 +174,7 @@ impl Backend for CpuBackend {
         z: &CpuBuf,
         bias: Option<&CpuBuf>,
         y: &CpuBuf,
-        rows: usize,
-        pixels: usize,
-        channels: usize,
+        shape: Nchw,
         relu: bool,
     ) {
         let bias = bias.map(|b| b.0.borrow());
@@ -191,22 +182,13 @@ impl Backend for CpuBackend {
             &z.0.borrow(),
             bias.as_deref().map(|b| &b[..]),
             &mut y.0.borrow_mut(),
-            rows,
-            pixels,
-            channels,
+            shape,
             relu,
         );
     }
 
-    fn to_channels_last(
-        &mut self,
-        y: &CpuBuf,
-        z: &CpuBuf,
-        rows: usize,
-        pixels: usize,
-        channels: usize,
-    ) {
-        conv::to_channels_last(&y.0.borrow(), &mut z.0.borrow_mut(), rows, pixels, channels);
+    fn to_channels_last(&mut self, y: &CpuBuf, z: &CpuBuf, shape: Nchw) {
+        conv::to_channels_last(&y.0.borrow(), &mut z.0.borrow_mut(), shape);
     }
 
     fn conv2d_forward(
@@ -300,9 +282,7 @@ impl Backend for CpuBackend {
         saved: &CpuBuf,
         running_mean: &CpuBuf,
         running_var: &CpuBuf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
+        shape: Nchw,
         h: &BatchNormHyper,
     ) {
         batchnorm::batchnorm_stats(
@@ -310,9 +290,7 @@ impl Backend for CpuBackend {
             &mut saved.0.borrow_mut(),
             &mut running_mean.0.borrow_mut(),
             &mut running_var.0.borrow_mut(),
-            rows,
-            channels,
-            pixels,
+            shape,
             h,
         );
     }
@@ -324,22 +302,11 @@ impl Backend for CpuBackend {
         gamma: &CpuBuf,
         beta: &CpuBuf,
         y: &CpuBuf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
+        shape: Nchw,
     ) {
         let (x, saved, gamma, beta) =
             (x.0.borrow(), saved.0.borrow(), gamma.0.borrow(), beta.0.borrow());
-        batchnorm::batchnorm_forward(
-            &x,
-            &saved,
-            &gamma,
-            &beta,
-            &mut y.0.borrow_mut(),
-            rows,
-            channels,
-            pixels,
-        );
+        batchnorm::batchnorm_forward(&x, &saved, &gamma, &beta, &mut y.0.borrow_mut(), shape);
     }
 
     fn batchnorm_backward_reduce(
@@ -349,9 +316,7 @@ impl Backend for CpuBackend {
         saved: &CpuBuf,
         grad_gamma: &CpuBuf,
         grad_beta: &CpuBuf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
+        shape: Nchw,
     ) {
         let (x, dy, saved) = (x.0.borrow(), dy.0.borrow(), saved.0.borrow());
         batchnorm::batchnorm_backward_reduce(
@@ -360,9 +325,7 @@ impl Backend for CpuBackend {
             &saved,
             &mut grad_gamma.0.borrow_mut(),
             &mut grad_beta.0.borrow_mut(),
-            rows,
-            channels,
-            pixels,
+            shape,
         );
     }
 
@@ -375,9 +338,7 @@ impl Backend for CpuBackend {
         grad_gamma: &CpuBuf,
         grad_beta: &CpuBuf,
         dx: &CpuBuf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
+        shape: Nchw,
     ) {
         let (x, dy, saved, gamma) =
             (x.0.borrow(), dy.0.borrow(), saved.0.borrow(), gamma.0.borrow());
@@ -390,9 +351,7 @@ impl Backend for CpuBackend {
             &gg,
             &gb,
             &mut dx.0.borrow_mut(),
-            rows,
-            channels,
-            pixels,
+            shape,
         );
     }
 

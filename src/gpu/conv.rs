@@ -7,7 +7,7 @@
 //! way into a scratch buffer before use, and the weight gradient is trimmed back. Later convs
 //! (patches of 32·9, 32·25, …) need no padding and use the weights as they are.
 
-use crate::backend::{Backend, MatmulForm, Window};
+use crate::backend::{Backend, MatmulForm, Nchw, Window};
 
 use super::{GpuBackend, GpuBuf};
 
@@ -42,7 +42,7 @@ impl GpuBackend {
         let weights = self.conv_weights(weight, w, outputs);
         self.im2col(x, col, rows, w);
         self.matmul(MatmulForm::ABt, col, &weights, z, rows * pixels, w.col_width(), outputs);
-        self.to_channels_first(z, bias, y, rows, pixels, outputs, relu);
+        self.to_channels_first(z, bias, y, Nchw::new(rows, outputs, pixels), relu);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -63,7 +63,7 @@ impl GpuBackend {
         let m = rows * w.out_pixels();
         // dZ (one row per output pixel) reuses z; dW = dZᵀ · col; then dcol = dZ · W overwrites
         // col, and col2im folds it back onto the input.
-        self.to_channels_last(dy, z, rows, w.out_pixels(), outputs);
+        self.to_channels_last(dy, z, Nchw::new(rows, outputs, w.out_pixels()));
         if let Some(gb) = grad_bias {
             self.bias_grad(z, gb, m, outputs);
         }

@@ -21,7 +21,7 @@ use recorder::Command;
 pub use recorder::{GpuBackend, GpuBuf, GpuCounters};
 
 use crate::backend::{
-    AdamHyper, Backend, BatchNormHyper, MatmulForm, RmspropHyper, SgdHyper, Window,
+    AdamHyper, Backend, BatchNormHyper, MatmulForm, Nchw, RmspropHyper, SgdHyper, Window,
 };
 use crate::Result;
 use kernels::Kernel;
@@ -50,12 +50,21 @@ fn window_params(rows: usize, w: &Window) -> params::WindowParams {
     }
 }
 
-fn batchnorm_params(rows: usize, channels: usize, pixels: usize) -> params::BatchNorm {
+fn batchnorm_params(shape: Nchw) -> params::BatchNorm {
     params::BatchNorm {
-        rows: rows as u32,
-        channels: channels as u32,
-        pixels: pixels as u32,
+        rows: shape.rows as u32,
+        channels: shape.channels as u32,
+        pixels: shape.pixels as u32,
         ..Default::default()
+    }
+}
+
+fn layout_params(shape: Nchw) -> params::Layout {
+    params::Layout {
+        rows: shape.rows as u32,
+        pixels: shape.pixels as u32,
+        channels: shape.channels as u32,
+        flags: 0,
     }
 }
 
@@ -200,20 +209,13 @@ impl Backend for GpuBackend {
         self.dispatch(kernel, &[x, bias], &p, groups);
     }
 
-    fn normalize(
-        &mut self,
-        x: &GpuBuf,
-        stats: &GpuBuf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
-    ) {
-        let len = rows * channels * pixels;
+    fn normalize(&mut self, x: &GpuBuf, stats: &GpuBuf, shape: Nchw) {
+        let len = shape.len();
         let groups = self.groups_1d(len);
         let p = params::Normalize {
             len: len as u32,
-            channels: channels as u32,
-            pixels: pixels as u32,
+            channels: shape.channels as u32,
+            pixels: shape.pixels as u32,
             _pad: 0,
         };
         self.dispatch(Kernel::Normalize, &[x, stats], &p, groups);
@@ -338,37 +340,21 @@ impl Backend for GpuBackend {
         z: &GpuBuf,
         bias: Option<&GpuBuf>,
         y: &GpuBuf,
-        rows: usize,
-        pixels: usize,
-        channels: usize,
+        shape: Nchw,
         relu: bool,
     ) {
         let p = params::Layout {
-            rows: rows as u32,
-            pixels: pixels as u32,
-            channels: channels as u32,
             flags: relu as u32 | (bias.is_some() as u32) << 1,
+            ..layout_params(shape)
         };
-        let groups = self.groups_1d(rows * pixels * channels);
+        let groups = self.groups_1d(shape.len());
         // Without a bias, z is bound in its place (read-only twice is allowed) and never read.
         self.dispatch(Kernel::ToChannelsFirst, &[z, bias.unwrap_or(z), y], &p, groups);
     }
 
-    fn to_channels_last(
-        &mut self,
-        y: &GpuBuf,
-        z: &GpuBuf,
-        rows: usize,
-        pixels: usize,
-        channels: usize,
-    ) {
-        let p = params::Layout {
-            rows: rows as u32,
-            pixels: pixels as u32,
-            channels: channels as u32,
-            flags: 0,
-        };
-        let groups = self.groups_1d(rows * pixels * channels);
+    fn to_channels_last(&mut self, y: &GpuBuf, z: &GpuBuf, shape: Nchw) {
+        let p = layout_params(shape);
+        let groups = self.groups_1d(shape.len());
         self.dispatch(Kernel::ToChannelsLast, &[y, z], &p, groups);
     }
 
@@ -405,18 +391,16 @@ impl Backend for GpuBackend {
         saved: &GpuBuf,
         running_mean: &GpuBuf,
         running_var: &GpuBuf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
+        shape: Nchw,
         h: &BatchNormHyper,
     ) {
         let p = params::BatchNorm {
             train: h.train as u32,
             eps: h.eps,
             momentum: h.momentum,
-            ..batchnorm_params(rows, channels, pixels)
+            ..batchnorm_params(shape)
         };
-        let groups = [channels as u32, 1, 1];
+        let groups = [shape.channels as u32, 1, 1];
         self.dispatch(Kernel::BatchnormStats, &[x, saved, running_mean, running_var], &p, groups);
     }
 
@@ -427,12 +411,10 @@ impl Backend for GpuBackend {
         gamma: &GpuBuf,
         beta: &GpuBuf,
         y: &GpuBuf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
+        shape: Nchw,
     ) {
-        let p = batchnorm_params(rows, channels, pixels);
-        let groups = self.groups_1d(rows * channels * pixels);
+        let p = batchnorm_params(shape);
+        let groups = self.groups_1d(shape.len());
         self.dispatch(Kernel::BatchnormForward, &[x, saved, gamma, beta, y], &p, groups);
     }
 
@@ -443,12 +425,10 @@ impl Backend for GpuBackend {
         saved: &GpuBuf,
         grad_gamma: &GpuBuf,
         grad_beta: &GpuBuf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
+        shape: Nchw,
     ) {
-        let p = batchnorm_params(rows, channels, pixels);
-        let groups = [channels as u32, 1, 1];
+        let p = batchnorm_params(shape);
+        let groups = [shape.channels as u32, 1, 1];
         self.dispatch(
             Kernel::BatchnormBackwardReduce,
             &[x, dy, saved, grad_gamma, grad_beta],
@@ -466,12 +446,10 @@ impl Backend for GpuBackend {
         grad_gamma: &GpuBuf,
         grad_beta: &GpuBuf,
         dx: &GpuBuf,
-        rows: usize,
-        channels: usize,
-        pixels: usize,
+        shape: Nchw,
     ) {
-        let p = batchnorm_params(rows, channels, pixels);
-        let groups = self.groups_1d(rows * channels * pixels);
+        let p = batchnorm_params(shape);
+        let groups = self.groups_1d(shape.len());
         self.dispatch(
             Kernel::BatchnormBackward,
             &[x, dy, saved, gamma, grad_gamma, grad_beta, dx],

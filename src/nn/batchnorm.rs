@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 
-use crate::backend::{Backend, BatchNormHyper};
+use crate::backend::{Backend, BatchNormHyper, Nchw};
 use crate::nn::{Mode, Weights};
 
 /// PyTorch's BatchNorm2d defaults.
@@ -48,13 +48,13 @@ impl<B: Backend> BatchNorm<B> {
     ) {
         let train = matches!(mode, Mode::Train { .. });
         let h = BatchNormHyper { eps: BN_EPS, momentum: BN_MOMENTUM, train };
-        let (c, p) = (self.channels, self.pixels);
-        b.batchnorm_stats(x, saved, &self.running_mean, &self.running_var, rows, c, p, &h);
+        let shape = Nchw::new(rows, self.channels, self.pixels);
+        b.batchnorm_stats(x, saved, &self.running_mean, &self.running_var, shape, &h);
         if train {
             self.tracked.set(self.tracked.get() + 1);
         }
         let beta = self.weights.bias.as_ref().expect("batch norm has a beta");
-        b.batchnorm_forward(x, saved, &self.weights.weight, beta, y, rows, c, p);
+        b.batchnorm_forward(x, saved, &self.weights.weight, beta, y, shape);
     }
 
     pub fn backward(
@@ -68,10 +68,10 @@ impl<B: Backend> BatchNorm<B> {
     ) {
         let w = &self.weights;
         let (gg, gb) = (&w.grad_weight, w.grad_bias.as_ref().expect("batch norm has a beta"));
-        let (c, p) = (self.channels, self.pixels);
-        b.batchnorm_backward_reduce(x, g, saved, gg, gb, rows, c, p);
+        let shape = Nchw::new(rows, self.channels, self.pixels);
+        b.batchnorm_backward_reduce(x, g, saved, gg, gb, shape);
         if let Some(dx) = dx {
-            b.batchnorm_backward(x, g, saved, &w.weight, gg, gb, dx, rows, c, p);
+            b.batchnorm_backward(x, g, saved, &w.weight, gg, gb, dx, shape);
         }
     }
 }

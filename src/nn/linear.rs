@@ -20,7 +20,6 @@ pub fn forward<B: Backend>(
 }
 
 /// `db = Σ dY`, `dW[out, in] = dYᵀ · X`, `dX[rows, in] = dY · W` (when asked for).
-#[allow(clippy::too_many_arguments)]
 pub fn backward<B: Backend>(
     b: &mut B,
     weights: &Weights<B>,

@@ -2,7 +2,7 @@
 //! gradient (in-place layers share the buffers of the layer before), and each layer's own
 //! scratch (typed by kind), blocks included.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Nchw};
 use crate::nn::conv::ConvScratch;
 use crate::nn::layer::{Chain, Layer};
 use crate::nn::residual::ResidualBuffers;
@@ -283,7 +283,7 @@ impl<B: Backend> Workspace<B> {
     /// The model's input normalisation over the first `rows` samples of the input, if it has one.
     fn normalize_input(&self, b: &mut B, rows: usize) {
         if let Some((stats, channels, plane)) = &self.normalization {
-            b.normalize(&self.input, stats, rows, *channels, *plane);
+            b.normalize(&self.input, stats, Nchw::new(rows, *channels, *plane));
         }
     }
 }
