@@ -51,9 +51,19 @@ fn write_idx(dir: &Path, train: u32, test: u32) {
     }
 }
 
+/// Flags of the run that trains `MODELS[i]`: the batch-norm one also smooths labels and
+/// evaluates with test-time flips, which train.py must then do too.
+fn extra_flags(i: usize) -> &'static [&'static str] {
+    if i == 1 {
+        &["--label-smoothing", "0.1", "--tta", "flip"]
+    } else {
+        &[]
+    }
+}
+
 /// Trains `model` on the IDX set in `data` for 2 epochs and saves it to `weights`.
-fn train(data: &Path, model: &str, weights: &Path) {
-    run_ok(&[
+fn train(data: &Path, model: &str, weights: &Path, extra: &[&str]) {
+    let flags = [
         "train",
         "--dataset",
         "idx",
@@ -82,7 +92,8 @@ fn train(data: &Path, model: &str, weights: &Path) {
         "--quiet",
         "--save",
         weights.to_str().unwrap(),
-    ]);
+    ];
+    run_ok(&[&flags[..], extra].concat());
 }
 
 fn export(weights: &Path, dir: &Path) -> (String, String) {
@@ -97,7 +108,7 @@ fn export_writes_the_script_and_the_checkpoints_tensors() {
     write_idx(&data, 96, 48);
     for (i, model) in MODELS.iter().enumerate() {
         let weights = dir.join(format!("w{i}.safetensors"));
-        train(&data, model, &weights);
+        train(&data, model, &weights, extra_flags(i));
         let out = dir.join(format!("pt{i}"));
         let (said, _) = export(&weights, &out);
         assert!(said.contains("train.py"), "{said}");
@@ -114,6 +125,7 @@ fn export_writes_the_script_and_the_checkpoints_tensors() {
             "\"batch_size\": 16",
             "\"crop\": 1",
             "save_file(",
+            if i == 1 { "\"tta\": \"flip\"" } else { "\"tta\": \"none\"" },
         ] {
             assert!(script.contains(needle), "train.py for {model} lacks {needle:?}:\n{script}");
         }
@@ -245,7 +257,7 @@ fn exported_script_evaluates_as_steepest_and_trains_where_torch_is_found() {
     write_idx(&data, 96, 48);
     for (i, model) in MODELS.iter().enumerate() {
         let weights = dir.join(format!("w{i}.safetensors"));
-        train(&data, model, &weights);
+        train(&data, model, &weights, extra_flags(i));
         let out = dir.join(format!("pt{i}"));
         export(&weights, &out);
         let script = out.join("train.py");
