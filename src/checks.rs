@@ -765,7 +765,8 @@ pub fn lenet_steps(cpu: &mut CpuBackend, gpu: &mut GpuBackend) -> Result<Outcome
             let at = (step * batch) % (data.train.len - batch);
             let labels: Vec<u32> =
                 data.train.labels[at..at + batch].iter().map(|&l| l as u32).collect();
-            ws.load_batch(b, &data.train.images[at * size..(at + batch) * size], &labels);
+            let pixels = data.train.images().expect("synthetic data is in memory");
+            ws.load_batch(b, &pixels[at * size..(at + batch) * size], &labels);
             b.fill_zero(&stats);
             crate::train::train_step(b, &model, &ws, &mut opt, &stats, batch, cfg.lr);
             losses.push(crate::train::Metrics::from_stats(&b.read(&stats, 3)?).loss);

@@ -445,7 +445,7 @@ pub fn train<B: Backend>(
     // indices and augmentation codes (8 bytes a sample); a split that does not fit one of its
     // buffers, streamed image folders, and shifts past the codes' ±127 are uploaded per batch.
     let resident =
-        if backend.holds_data() && data.train.files.is_none() && cfg.augment.crop_pad <= 127 {
+        if backend.holds_data() && data.train.images().is_some() && cfg.augment.crop_pad <= 127 {
             DeviceData::new(backend, &data.train, shape, capacity).ok()
         } else {
             None

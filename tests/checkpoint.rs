@@ -67,7 +67,7 @@ fn save_then_load_gives_identical_predictions_and_pytorch_names() {
     assert_eq!(loaded.meta.normalization, Some((vec![0.25], vec![0.5])));
 
     let fresh = Model::new(&mut cpu, &spec, 784, 10, 99).unwrap();
-    let pixels = &data.test.images[..50 * 784];
+    let pixels = &data.test.images().unwrap()[..50 * 784];
     assert_ne!(logits(&mut cpu, &fresh, pixels, 50), logits(&mut cpu, &model, pixels, 50));
     fresh.import(&mut cpu, &loaded.tensors, "w.safetensors").unwrap();
     assert_eq!(logits(&mut cpu, &fresh, pixels, 50), logits(&mut cpu, &model, pixels, 50));
@@ -200,7 +200,7 @@ fn batchnorm_state_round_trips_with_pytorch_names() {
     let fresh = Model::new(&mut cpu, &spec, data.input_shape(), 10, 77).unwrap();
     fresh.import(&mut cpu, &loaded.tensors, "bn.safetensors").unwrap();
     assert_eq!(fresh.export(&mut cpu).unwrap(), tensors);
-    let pixels = &data.test.images[..20 * 784];
+    let pixels = &data.test.images().unwrap()[..20 * 784];
     assert_eq!(logits(&mut cpu, &fresh, pixels, 20), logits(&mut cpu, &model, pixels, 20));
 }
 

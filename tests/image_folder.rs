@@ -74,7 +74,7 @@ fn decodes_resizes_and_labels_a_class_folder() {
     let plane = 8 * 12;
     for split in [&data.train, &data.test] {
         for i in 0..split.len {
-            let px = &split.images[i * 3 * plane..(i + 1) * 3 * plane];
+            let px = &split.images().unwrap()[i * 3 * plane..(i + 1) * 3 * plane];
             let (r, b) = (px[0] as i32, px[2 * plane] as i32);
             let want = if data.class_names[split.labels[i] as usize] == "red" {
                 (250, 10)
@@ -94,7 +94,7 @@ fn size_and_colour_can_be_chosen() {
     let opts = FolderOptions { size: Some((5, 7)), channels: Some(1), ..Default::default() };
     let data = folder::load_dir(&dir, &opts, &mut Vec::new()).unwrap();
     assert_eq!((data.channels, data.height, data.width), (1, 7, 5));
-    assert_eq!(data.train.images.len(), data.train.len * 35);
+    assert_eq!(data.train.images().unwrap().len(), data.train.len * 35);
 }
 
 #[test]
@@ -136,10 +136,14 @@ fn without_val_folder_a_seeded_stratified_split_is_held_out() {
             "3 of each class held out"
         );
     }
-    assert_eq!(a.test.images, b.test.images, "the split is the same every time");
+    assert_eq!(
+        a.test.images().unwrap(),
+        b.test.images().unwrap(),
+        "the split is the same every time"
+    );
     assert_eq!(a.test.labels, b.test.labels);
     // Train and validation do not share an image (each image has its own red level per class).
-    let key = |s: &steepest::data::Split, i: usize| (s.labels[i], s.images[i * 48]);
+    let key = |s: &steepest::data::Split, i: usize| (s.labels[i], s.images().unwrap()[i * 48]);
     for i in 0..a.test.len {
         assert!(
             (0..a.train.len).all(|j| key(&a.train, j) != key(&a.test, i)),
@@ -157,7 +161,7 @@ fn background_decoding_gives_the_in_memory_batches() {
     let mut notes = Vec::new();
     let opts = FolderOptions { memory_limit: 0, ..Default::default() };
     let streamed = folder::load_dir(&dir, &opts, &mut notes).unwrap();
-    assert!(streamed.train.files.is_some() && streamed.train.images.is_empty());
+    assert!(streamed.train.files().is_some() && streamed.train.images().is_none());
     assert!(notes.iter().any(|n| n.contains("on the fly")), "{notes:?}");
     let shape = [memory.channels, memory.height, memory.width];
     let augment = Augment { crop_pad: 2, flip: true };
@@ -200,8 +204,7 @@ fn a_file_that_fails_while_streaming_is_left_out_of_its_batch() {
         seen += labels.len();
     }
     assert_eq!(seen, 16);
-    let files = data.train.files.as_ref().unwrap();
-    assert_eq!(files.failed.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(data.train.files().unwrap().failed(), 1);
 }
 
 #[test]

@@ -36,8 +36,12 @@ fn predict_matches_the_model_and_names_bad_files() {
     let n = 6;
     let mut files = Vec::new();
     for i in 0..n {
-        let img = GrayImage::from_raw(28, 28, set.test.images[i * size..(i + 1) * size].to_vec())
-            .unwrap();
+        let img = GrayImage::from_raw(
+            28,
+            28,
+            set.test.images().unwrap()[i * size..(i + 1) * size].to_vec(),
+        )
+        .unwrap();
         let path = dir.join(format!("digit {i}.png"));
         img.save_with_format(&path, ImageFormat::Png).unwrap();
         files.push(path.to_str().unwrap().to_string());
@@ -64,7 +68,9 @@ fn predict_matches_the_model_and_names_bad_files() {
     let mut b = CpuBackend::new();
     let (model, described) = loaded.restore(&mut b, &ckpt).unwrap();
     assert_eq!(described.class_names, set.class_names);
-    let want = steepest::train::predict(&mut b, &model, &set.test.images[..n * size], 256).unwrap();
+    let want =
+        steepest::train::predict(&mut b, &model, &set.test.images().unwrap()[..n * size], 256)
+            .unwrap();
     for (i, probs) in want.iter().enumerate() {
         let entry = &got[i];
         assert_eq!(entry["file"], files[i]);
@@ -103,7 +109,7 @@ fn predict_matches_the_model_and_names_bad_files() {
     // fails, but the good images are still answered.
     let big = dir.join("big.png");
     image::imageops::resize(
-        &GrayImage::from_raw(28, 28, set.test.images[..size].to_vec()).unwrap(),
+        &GrayImage::from_raw(28, 28, set.test.images().unwrap()[..size].to_vec()).unwrap(),
         84,
         84,
         image::imageops::FilterType::Nearest,

@@ -192,7 +192,7 @@ fn read_split(paths: &[PathBuf]) -> Result<Split> {
             labels.extend_from_slice(&batch_labels);
         }
     }
-    Ok(Split { len: labels.len(), images, labels, files: None })
+    Ok(Split::in_memory(images, labels))
 }
 
 /// One class name per line, blank lines ignored; there must be exactly 10.
@@ -273,10 +273,10 @@ mod tests {
         let train: Vec<_> = b1.iter().chain(&b2).copied().collect();
         assert_eq!(ds.train.len, 5);
         assert_eq!(ds.train.labels, labels_of(&train));
-        assert_eq!(ds.train.images, images_of(&train));
+        assert_eq!(ds.train.images().unwrap(), images_of(&train));
         assert_eq!(ds.test.len, 4);
         assert_eq!(ds.test.labels, labels_of(&t));
-        assert_eq!(ds.test.images, images_of(&t));
+        assert_eq!(ds.test.images().unwrap(), images_of(&t));
     }
 
     #[test]
@@ -289,7 +289,10 @@ mod tests {
         dir.write("test_batch.bin", &batch(&[(0, 0)]));
         let ds = load_dir(dir.path()).expect("load");
         assert_eq!(ds.train.labels, vec![1, 2, 9, 0, 1]);
-        assert_eq!(ds.train.images, images_of(&[(1, 1), (2, 2), (9, 9), (0, 10), (1, 11)]));
+        assert_eq!(
+            ds.train.images().unwrap(),
+            images_of(&[(1, 1), (2, 2), (9, 9), (0, 10), (1, 11)])
+        );
     }
 
     #[test]
@@ -301,7 +304,7 @@ mod tests {
         let ds = load_dir(dir.path()).expect("load");
         assert_eq!(ds.test.len, 1);
         assert_eq!(ds.test.labels, vec![6]);
-        assert_eq!(ds.test.images, pixels(1));
+        assert_eq!(ds.test.images().unwrap(), pixels(1));
     }
 
     #[test]
@@ -313,7 +316,7 @@ mod tests {
         let ds = load_dir(dir.path()).expect("load");
         assert_eq!(ds.test.len, 3);
         assert_eq!(ds.test.labels, vec![6, 7, 8]);
-        assert_eq!(ds.test.images, images_of(&[(6, 1), (7, 2), (8, 3)]));
+        assert_eq!(ds.test.images().unwrap(), images_of(&[(6, 1), (7, 2), (8, 3)]));
     }
 
     #[test]
@@ -434,7 +437,7 @@ mod tests {
         assert_eq!(ds.test.len, 1000);
         for split in [&ds.train, &ds.test] {
             assert_eq!(split.labels.len(), split.len);
-            assert_eq!(split.images.len(), split.len * 3 * 32 * 32);
+            assert_eq!(split.images().unwrap().len(), split.len * 3 * 32 * 32);
             assert!(split.labels.iter().all(|&l| l < 10));
             let mut counts = [0usize; 10];
             split.labels.iter().for_each(|&l| counts[l as usize] += 1);

@@ -9,13 +9,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageReader};
 
-use super::{Dataset, Split};
+use super::{Dataset, Samples, Split};
 use crate::{Error, Result};
 
 /// How to turn a folder into a data set (the CLI's `--image-size`, `--grey`, `--val-split`, ...).
@@ -55,16 +55,36 @@ impl Default for FolderOptions {
 /// The images of one split, kept as paths and decoded when a batch needs them.
 #[derive(Debug)]
 pub struct ImageFiles {
-    pub paths: Vec<PathBuf>,
-    pub channels: usize,
-    pub height: usize,
-    pub width: usize,
+    paths: Vec<PathBuf>,
+    channels: usize,
+    height: usize,
+    width: usize,
     /// Decodes that failed while streaming, counted (and warned about) each time, so a bad file
     /// counts once per epoch.
-    pub failed: AtomicUsize,
+    failed: AtomicUsize,
 }
 
 impl ImageFiles {
+    fn new(paths: Vec<PathBuf>, [channels, height, width]: [usize; 3]) -> ImageFiles {
+        ImageFiles { paths, channels, height, width, failed: AtomicUsize::new(0) }
+    }
+
+    /// Bytes of one decoded sample.
+    pub fn sample_size(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// How many decodes have failed so far (a bad file counts once per epoch that reads it).
+    pub fn failed(&self) -> usize {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The files at `keep`, in that order, with no failures counted yet (`--classes`).
+    pub fn select(&self, keep: &[usize]) -> ImageFiles {
+        let paths = keep.iter().map(|&i| self.paths[i].clone()).collect();
+        ImageFiles::new(paths, [self.channels, self.height, self.width])
+    }
+
     /// Decodes sample `i` into `out` (`channels * height * width` bytes, CHW); a failure is
     /// warned about, counted and returned, and the caller leaves the sample out of its batch.
     pub fn decode(&self, i: usize, out: &mut [u8]) -> Result<()> {
@@ -74,6 +94,49 @@ impl ImageFiles {
             crate::data::warn(format_args!("skipping {e}"));
         }
         r
+    }
+
+    /// Decodes the samples `indices` into `out`, one after another, on every core, and says
+    /// which decoded (a failure leaves its slot as it was). Once `stop` is set the rest are
+    /// skipped, so a dropped batcher does not wait for a whole batch of JPEGs.
+    pub fn decode_batch(&self, indices: &[usize], out: &mut [u8], stop: &AtomicBool) -> Vec<bool> {
+        let ok: Vec<AtomicBool> = indices.iter().map(|_| AtomicBool::new(false)).collect();
+        let slots: Vec<Mutex<&mut [u8]>> =
+            out.chunks_mut(self.sample_size().max(1)).map(Mutex::new).collect();
+        par_for(indices.len(), |k| {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            // One slot per sample; each index locks only its own (never contended).
+            let mut out = slots[k].lock().unwrap_or_else(|p| p.into_inner());
+            if self.decode(indices[k], &mut out).is_ok() {
+                ok[k].store(true, Ordering::Relaxed);
+            }
+        });
+        ok.into_iter().map(AtomicBool::into_inner).collect()
+    }
+
+    /// `f` of up to `at_most` samples spread evenly over the first `len`, in sample order;
+    /// those that fail to decode are left out. Decoded one per thread at a time, so a
+    /// statistic over a streamed set stays within the memory budget.
+    pub fn map_spread<T: Send>(
+        &self,
+        len: usize,
+        at_most: usize,
+        f: impl Fn(&[u8]) -> T + Sync,
+    ) -> Vec<T> {
+        let picks: Vec<usize> = (0..len).step_by(len.div_ceil(at_most).max(1)).collect();
+        let results: Vec<Mutex<Option<T>>> = picks.iter().map(|_| Mutex::new(None)).collect();
+        par_for(picks.len(), |k| {
+            let mut pixels = vec![0u8; self.sample_size()];
+            if self.decode(picks[k], &mut pixels).is_ok() {
+                *results[k].lock().unwrap_or_else(|p| p.into_inner()) = Some(f(&pixels));
+            }
+        });
+        results
+            .into_iter()
+            .filter_map(|r| r.into_inner().unwrap_or_else(|p| p.into_inner()))
+            .collect()
     }
 }
 
@@ -499,14 +562,11 @@ fn materialise(
     let stream = total > opts.memory_limit;
     let make = |l: Listing| -> Split {
         if stream {
-            let len = l.files.len();
-            let files =
-                ImageFiles { paths: l.files, channels, height, width, failed: AtomicUsize::new(0) };
+            let files = ImageFiles::new(l.files, [channels, height, width]);
             return Split {
-                images: Vec::new(),
+                len: l.labels.len(),
                 labels: l.labels,
-                len,
-                files: Some(Arc::new(files)),
+                samples: Samples::Files(Arc::new(files)),
             };
         }
         decode_all(l, channels, height, width, skipped, opts.progress)
@@ -575,7 +635,7 @@ fn decode_all(
         }
     }
     images.truncate(kept * sample);
-    Split { images, labels, len: kept, files: None }
+    Split::in_memory(images, labels)
 }
 
 /// A progress bar over `len` files on stderr, or a hidden one.

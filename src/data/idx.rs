@@ -178,10 +178,7 @@ fn load_split(images_path: &Path, labels_path: &Path) -> Result<LoadedSplit> {
             "the file holds 0 images; a split needs at least one",
         ));
     }
-    Ok(LoadedSplit {
-        split: Split { images, labels, len: count, files: None },
-        shape: (rows, cols),
-    })
+    Ok(LoadedSplit { split: Split::in_memory(images, labels), shape: (rows, cols) })
 }
 
 /// 10 classes unless the labels go beyond 9 (digit data sets with a missing class still get 10).
@@ -580,8 +577,8 @@ mod tests {
         assert_eq!(ds.num_classes, 10);
         assert_eq!(ds.class_names, (0..10).map(|c| c.to_string()).collect::<Vec<_>>());
         assert_eq!((ds.train.len, ds.test.len), (5, 3));
-        assert_eq!(ds.train.images, pixels(5, 4, 3));
-        assert_eq!(ds.test.images, pixels(3, 4, 3));
+        assert_eq!(ds.train.images().unwrap(), pixels(5, 4, 3));
+        assert_eq!(ds.test.images().unwrap(), pixels(3, 4, 3));
         assert_eq!(ds.train.labels, [0, 1, 2, 3, 4]);
         assert_eq!(ds.test.labels, [5, 6, 7]);
     }
@@ -640,8 +637,8 @@ mod tests {
         let ds = load_dir(&dir, "mnist", None).expect("MNIST should load");
         assert_eq!((ds.train.len, ds.test.len), (60_000, 10_000));
         assert_eq!((ds.channels, ds.height, ds.width, ds.num_classes), (1, 28, 28, 10));
-        assert_eq!(ds.train.images.len(), 60_000 * 784);
-        assert_eq!(ds.test.images.len(), 10_000 * 784);
+        assert_eq!(ds.train.images().unwrap().len(), 60_000 * 784);
+        assert_eq!(ds.test.images().unwrap().len(), 10_000 * 784);
         let histogram = |labels: &[u8]| {
             let mut counts = [0usize; 10];
             for &l in labels {

@@ -5,9 +5,9 @@ use std::str::FromStr;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use super::folder::{par_for, ImageFiles};
+use super::folder::ImageFiles;
 use super::Split;
 use crate::{Error, Result};
 
@@ -187,7 +187,7 @@ impl<'a> Batcher<'a> {
         self.draw_epoch(rng);
         let visits = self.samples_per_epoch();
         self.pos = done.saturating_mul(self.batch_size).min(visits);
-        if let Some(files) = &self.split.files {
+        if let Some(files) = self.split.files() {
             self.prefetch = Some(Prefetch::start(
                 files.clone(),
                 self.split.labels[..self.split.len].to_vec(),
@@ -230,7 +230,7 @@ impl<'a> Batcher<'a> {
     /// `None` at the end of the epoch. The same samples, order and shifts as `next_batch`.
     /// In-memory splits only.
     pub fn next_codes(&mut self) -> Option<&[u32]> {
-        debug_assert!(self.split.files.is_none(), "file-backed splits stream their pixels");
+        debug_assert!(self.split.images().is_some(), "file-backed splits stream their pixels");
         let left = self.split.len - self.pos;
         let rows = left.min(self.batch_size);
         if rows == 0 || (self.drop_last && rows < self.batch_size) {
@@ -269,11 +269,11 @@ impl<'a> Batcher<'a> {
         if rows == 0 || (self.drop_last && rows < self.batch_size) {
             return None;
         }
+        let images = self.split.images().expect("a file-backed split streams from start_epoch");
         self.pixels.clear();
         self.labels.clear();
         for (k, &i) in self.order[self.pos..self.pos + rows].iter().enumerate() {
-            let start = i * self.sample_size;
-            let src = &self.split.images[start..start + self.sample_size];
+            let src = &images[i * self.sample_size..(i + 1) * self.sample_size];
             match &self.augment {
                 None => self.pixels.extend_from_slice(src),
                 Some((_, _, [c, h, w])) => {
@@ -312,30 +312,17 @@ impl Prefetch {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_worker = stop.clone();
         let worker = std::thread::spawn(move || {
-            let sample = files.channels * files.height * files.width;
+            let sample = files.sample_size();
             for (b, chunk) in order.chunks(batch_size).enumerate() {
                 if stop_worker.load(Ordering::Relaxed) {
                     return;
                 }
                 let rows = chunk.len();
                 let mut raw = vec![0u8; rows * sample];
-                let ok: Vec<AtomicBool> = (0..rows).map(|_| AtomicBool::new(false)).collect();
-                {
-                    let slots: Vec<Mutex<&mut [u8]>> =
-                        raw.chunks_mut(sample.max(1)).map(Mutex::new).collect();
-                    par_for(rows, |k| {
-                        if stop_worker.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        let mut out = slots[k].lock().unwrap_or_else(|p| p.into_inner());
-                        if files.decode(chunk[k], &mut out).is_ok() {
-                            ok[k].store(true, Ordering::Relaxed);
-                        }
-                    });
-                }
+                let ok = files.decode_batch(chunk, &mut raw, &stop_worker);
                 let mut pixels = Vec::with_capacity(rows * sample);
                 let mut batch_labels = Vec::with_capacity(rows);
-                for k in (0..rows).filter(|&k| ok[k].load(Ordering::Relaxed)) {
+                for k in (0..rows).filter(|&k| ok[k]) {
                     let src = &raw[k * sample..(k + 1) * sample];
                     match augment_shape {
                         None => pixels.extend_from_slice(src),
@@ -393,12 +380,7 @@ mod tests {
     }
 
     fn split(n: usize) -> Split {
-        Split {
-            images: (0..n * 2).map(|i| i as u8).collect(),
-            labels: (0..n as u8).collect(),
-            len: n,
-            files: None,
-        }
+        Split::in_memory((0..n * 2).map(|i| i as u8).collect(), (0..n as u8).collect())
     }
 
     #[test]

@@ -47,49 +47,81 @@ pub(crate) mod test_dir {
 /// One split (train or test) of an image classification data set.
 #[derive(Clone, Debug)]
 pub struct Split {
-    /// `len * channels * height * width` bytes, sample-major, channel-major inside a sample.
-    pub images: Vec<u8>,
     /// One class index per sample, each `< num_classes`.
     pub labels: Vec<u8>,
     pub len: usize,
+    /// The pixels, held or to be decoded: one enum, so a file-backed split has no pixel buffer
+    /// that could be read by mistake.
+    pub samples: Samples,
+}
+
+/// Where a split's pixels are.
+#[derive(Clone, Debug)]
+pub enum Samples {
+    /// `len * channels * height * width` bytes, sample-major, channel-major inside a sample.
+    InMemory(Vec<u8>),
     /// For image folders too big to decode into memory: the files, decoded batch by batch as
-    /// training reads them (then `images` is empty).
-    pub files: Option<std::sync::Arc<folder::ImageFiles>>,
+    /// training reads them.
+    Files(std::sync::Arc<folder::ImageFiles>),
 }
 
 impl Split {
-    /// The samples whose label `relabel` maps to `Some(new label)`, relabelled, in order.
-    pub fn select(&self, sample_bytes: usize, relabel: impl Fn(u8) -> Option<u8>) -> Split {
-        let mut images = Vec::new();
-        let mut labels = Vec::new();
-        let mut paths = Vec::new();
-        for (i, &label) in self.labels[..self.len].iter().enumerate() {
-            let Some(new) = relabel(label) else { continue };
-            labels.push(new);
-            match &self.files {
-                Some(files) => paths.push(files.paths[i].clone()),
-                None => {
-                    images.extend_from_slice(&self.images[i * sample_bytes..(i + 1) * sample_bytes])
-                }
-            }
-        }
-        let files = self.files.as_ref().map(|f| {
-            std::sync::Arc::new(folder::ImageFiles {
-                paths,
-                channels: f.channels,
-                height: f.height,
-                width: f.width,
-                failed: Default::default(),
-            })
-        });
-        Split { len: labels.len(), images, labels, files }
+    /// A split held in memory: `images` holds one sample per label.
+    pub fn in_memory(images: Vec<u8>, labels: Vec<u8>) -> Split {
+        Split { len: labels.len(), labels, samples: Samples::InMemory(images) }
     }
 
-    /// Keeps the first `n` samples (for `--limit-train` / `--limit-test`).
+    /// The pixels of an in-memory split; `None` for one streamed from files.
+    pub fn images(&self) -> Option<&[u8]> {
+        match &self.samples {
+            Samples::InMemory(images) => Some(images),
+            Samples::Files(_) => None,
+        }
+    }
+
+    /// The files of a split streamed from an image folder; `None` for an in-memory one.
+    pub fn files(&self) -> Option<&std::sync::Arc<folder::ImageFiles>> {
+        match &self.samples {
+            Samples::InMemory(_) => None,
+            Samples::Files(files) => Some(files),
+        }
+    }
+
+    /// Sample `i`'s `sample_bytes` pixels, when the split is in memory.
+    pub fn sample(&self, i: usize, sample_bytes: usize) -> Option<&[u8]> {
+        self.images().map(|images| &images[i * sample_bytes..(i + 1) * sample_bytes])
+    }
+
+    /// The samples whose label `relabel` maps to `Some(new label)`, relabelled, in order.
+    pub fn select(&self, sample_bytes: usize, relabel: impl Fn(u8) -> Option<u8>) -> Split {
+        let mut keep = Vec::new();
+        let mut labels = Vec::new();
+        for (i, &label) in self.labels[..self.len].iter().enumerate() {
+            if let Some(new) = relabel(label) {
+                keep.push(i);
+                labels.push(new);
+            }
+        }
+        let samples = match &self.samples {
+            Samples::InMemory(images) => Samples::InMemory(
+                keep.iter()
+                    .flat_map(|&i| &images[i * sample_bytes..(i + 1) * sample_bytes])
+                    .copied()
+                    .collect(),
+            ),
+            Samples::Files(files) => Samples::Files(std::sync::Arc::new(files.select(&keep))),
+        };
+        Split { len: labels.len(), labels, samples }
+    }
+
+    /// Keeps the first `n` samples (for `--limit-train` / `--limit-test`). A file list, shared
+    /// behind its `Arc`, keeps its paths: past `len` they are never read.
     pub fn truncate(&mut self, n: usize, sample_bytes: usize) {
         if n < self.len {
             self.len = n;
-            self.images.truncate(n * sample_bytes);
+            if let Samples::InMemory(images) = &mut self.samples {
+                images.truncate(n * sample_bytes);
+            }
             self.labels.truncate(n);
         }
     }
@@ -230,26 +262,12 @@ impl Dataset {
             }
             acc
         };
-        let per_sample: Vec<Sums> = match &self.train.files {
-            None => self.train.images.chunks_exact(self.sample_size().max(1)).map(sums).collect(),
-            Some(files) => {
-                // Streamed data: estimate from up to 1,000 images spread over the set, decoded
-                // one per thread at a time, so the estimate stays within the memory budget.
-                let picks: Vec<usize> =
-                    (0..self.train.len).step_by(self.train.len.div_ceil(1000).max(1)).collect();
-                let results: Vec<std::sync::Mutex<Option<Sums>>> =
-                    picks.iter().map(|_| std::sync::Mutex::new(None)).collect();
-                folder::par_for(picks.len(), |k| {
-                    let mut pixels = vec![0u8; self.sample_size()];
-                    if files.decode(picks[k], &mut pixels).is_ok() {
-                        *results[k].lock().unwrap_or_else(|p| p.into_inner()) = Some(sums(&pixels));
-                    }
-                });
-                results
-                    .into_iter()
-                    .filter_map(|r| r.into_inner().unwrap_or_else(|p| p.into_inner()))
-                    .collect()
+        let per_sample: Vec<Sums> = match &self.train.samples {
+            Samples::InMemory(images) => {
+                images.chunks_exact(self.sample_size().max(1)).map(sums).collect()
             }
+            // Streamed data: an estimate from up to 1,000 images spread over the set.
+            Samples::Files(files) => files.map_spread(self.train.len, 1000, sums),
         };
         // Added in sample order, so the result does not depend on thread timing.
         let (mut sum, mut sq) = (vec![0f64; self.channels], vec![0f64; self.channels]);

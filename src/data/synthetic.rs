@@ -71,7 +71,7 @@ fn generate_split(seed: u64, len: usize) -> Split {
     for (image, &label) in images.chunks_exact_mut(SIDE * SIDE).zip(&labels) {
         draw_sample(&mut rng, label, image);
     }
-    Split { images, labels, len, files: None }
+    Split::in_memory(images, labels)
 }
 
 /// Every class appears `len / 10` or `len / 10 + 1` times, in random order.
@@ -279,9 +279,9 @@ mod tests {
     fn same_seed_gives_identical_bytes() {
         let a = generate(7, 300, 100);
         let b = generate(7, 300, 100);
-        assert_eq!(a.train.images, b.train.images);
+        assert_eq!(a.train.images().unwrap(), b.train.images().unwrap());
         assert_eq!(a.train.labels, b.train.labels);
-        assert_eq!(a.test.images, b.test.images);
+        assert_eq!(a.test.images().unwrap(), b.test.images().unwrap());
         assert_eq!(a.test.labels, b.test.labels);
     }
 
@@ -289,9 +289,9 @@ mod tests {
     fn different_seeds_and_splits_differ() {
         let a = generate(1, 200, 200);
         let b = generate(2, 200, 200);
-        assert_ne!(a.train.images, b.train.images);
-        assert_ne!(a.test.images, b.test.images);
-        assert_ne!(a.train.images, a.test.images);
+        assert_ne!(a.train.images().unwrap(), b.train.images().unwrap());
+        assert_ne!(a.test.images().unwrap(), b.test.images().unwrap());
+        assert_ne!(a.train.images().unwrap(), a.test.images().unwrap());
     }
 
     #[test]
@@ -301,8 +301,8 @@ mod tests {
         assert_eq!((ds.channels, ds.height, ds.width, ds.num_classes), (1, 28, 28, 10));
         assert_eq!(ds.class_names.len(), 10);
         assert_eq!((ds.train.len, ds.test.len), (123, 45));
-        assert_eq!(ds.train.images.len(), 123 * ds.sample_size());
-        assert_eq!(ds.test.images.len(), 45 * ds.sample_size());
+        assert_eq!(ds.train.images().unwrap().len(), 123 * ds.sample_size());
+        assert_eq!(ds.test.images().unwrap().len(), 45 * ds.sample_size());
         assert_eq!((ds.train.labels.len(), ds.test.labels.len()), (123, 45));
     }
 
@@ -342,7 +342,7 @@ mod tests {
         let n = SIDE * SIDE;
         let mut means = vec![[0f64; SIDE * SIDE]; NUM_CLASSES];
         let mut counts = [0usize; NUM_CLASSES];
-        for (image, &label) in ds.train.images.chunks_exact(n).zip(&ds.train.labels) {
+        for (image, &label) in ds.train.images().unwrap().chunks_exact(n).zip(&ds.train.labels) {
             counts[label as usize] += 1;
             for (m, &p) in means[label as usize].iter_mut().zip(image) {
                 *m += p as f64;

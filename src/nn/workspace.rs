@@ -176,7 +176,8 @@ pub struct DeviceData<B: Backend> {
 }
 
 impl<B: Backend> DeviceData<B> {
-    /// Uploads `split`; an error when it does not fit one of the device's buffers.
+    /// Uploads `split`; an error when it does not fit one of the device's buffers, or when it is
+    /// streamed from files (those are uploaded batch by batch).
     pub fn new(
         b: &mut B,
         split: &crate::data::Split,
@@ -184,8 +185,13 @@ impl<B: Backend> DeviceData<B> {
         capacity: usize,
     ) -> Result<Self> {
         let sample: usize = shape.iter().product();
+        let Some(pixels) = split.images() else {
+            return Err(Error::Other(
+                "a split streamed from image files is not held on the device".into(),
+            ));
+        };
         let images = b.alloc_bytes(split.len * sample)?;
-        b.write_bytes(&images, &split.images[..split.len * sample]);
+        b.write_bytes(&images, &pixels[..split.len * sample]);
         let labels = b.alloc_indices(split.len)?;
         let l: Vec<u32> = split.labels[..split.len].iter().map(|&v| v as u32).collect();
         b.write_indices(&labels, &l);
