@@ -28,7 +28,7 @@ fn logits(b: &mut CpuBackend, model: &Model<CpuBackend>, pixels: &[u8], rows: us
 /// Every image mirrored left to right, written out index by index.
 fn mirrored(data: &Dataset) -> Vec<u8> {
     let (c, h, w) = (data.channels, data.height, data.width);
-    let src = &data.test.images;
+    let src = data.test.images().expect("in memory");
     let mut out = vec![0; src.len()];
     for n in 0..data.test.len {
         for plane in 0..c {
@@ -54,7 +54,7 @@ fn flip_scores_the_mean_logits_of_image_and_mirror() {
     let model = model(&mut cpu, &data);
     let rows = data.test.len;
     let classes = data.num_classes;
-    let plain = logits(&mut cpu, &model, &data.test.images, rows);
+    let plain = logits(&mut cpu, &model, data.test.images().unwrap(), rows);
     let flipped = logits(&mut cpu, &model, &mirrored(&data), rows);
     assert_ne!(plain, flipped, "the synthetic images are not mirror-symmetric");
     let (mut loss, mut correct) = (0.0f64, 0usize);
