@@ -189,6 +189,46 @@ fn background_decoding_gives_the_in_memory_batches() {
     drop(b);
 }
 
+/// `--classes` on a folder streamed from disk keeps the same samples, relabelled the same way,
+/// as on the folder decoded into memory.
+#[test]
+fn a_class_subset_streams_the_samples_it_keeps_in_memory() {
+    let dir = fixture("stream-classes");
+    std::fs::remove_file(dir.join("train/red/truncated.jpg")).unwrap();
+    // A third class, between the two, for the subset to leave out.
+    for (split, n) in [("train", 5), ("val", 2)] {
+        for i in 0..n {
+            let path = dir.join(split).join("green").join(format!("{i}.png"));
+            save(&solid(12, 8, [10, 250, 10]), &path, ImageFormat::Png);
+        }
+    }
+    let mut memory = folder::load_dir(&dir, &FolderOptions::default(), &mut Vec::new()).unwrap();
+    let opts = FolderOptions { memory_limit: 0, ..Default::default() };
+    let mut streamed = folder::load_dir(&dir, &opts, &mut Vec::new()).unwrap();
+    assert_eq!(memory.class_names, ["blue", "green", "red"]);
+    let before = memory.train.labels.clone();
+    // Green left out, and the others in reverse order: red (2) becomes 0, blue (0) becomes 1.
+    memory.select_classes("red,blue").unwrap();
+    streamed.select_classes("red,blue").unwrap();
+    assert!(streamed.train.files().is_some(), "still streamed");
+    assert_eq!((memory.train.len, streamed.train.len), (16, 16), "green's 5 are gone");
+    let relabelled: Vec<u8> =
+        before.iter().filter(|&&l| l != 1).map(|&l| if l == 2 { 0 } else { 1 }).collect();
+    assert_eq!(memory.train.labels, relabelled);
+    assert_eq!(streamed.train.labels, relabelled);
+    let batches = |split: &steepest::data::Split| {
+        let mut b = Batcher::new(split, memory.sample_size(), 3, false);
+        b.start_epoch(None);
+        let mut all = Vec::new();
+        while let Some((px, labels)) = b.next_batch() {
+            all.push((px.to_vec(), labels.to_vec()));
+        }
+        all
+    };
+    let (m, s) = (batches(&memory.train), batches(&streamed.train));
+    assert_eq!(m, s, "same pixels and labels from both paths");
+}
+
 #[test]
 fn a_file_that_fails_while_streaming_is_left_out_of_its_batch() {
     let dir = fixture("stream-fail");
