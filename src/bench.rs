@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::backend::{Backend, MatmulForm};
 use crate::data::loader::Batcher;
-use crate::data::{synthetic, Dataset};
+use crate::data::{synthetic, Dataset, Split};
 use crate::nn::{Model, ModelSpec, Workspace};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::train::train_step;
@@ -100,8 +100,9 @@ pub fn matmul<B: Timed>(b: &mut B, n: usize) -> Result<MatmulResult> {
     })
 }
 
-/// A training workload on synthetic 28×28 grey data (MNIST-sized), batch 128, SGD momentum
-/// (lr 0.05): each step gathers a batch, uploads it, and runs forward, backward and update.
+/// A training workload on data of the model's input size (synthetic 28×28 grey images, or
+/// random CIFAR-sized ones), batch 128, SGD momentum (lr 0.05): each step gathers a batch,
+/// uploads it, and runs forward, backward and update.
 pub struct Workload<'a, B: Backend> {
     model: Model<B>,
     ws: Workspace<B>,
@@ -118,6 +119,29 @@ pub const BATCH: usize = 128;
 /// `samples` synthetic MNIST-sized images for a `Workload`.
 pub fn data(samples: usize) -> Dataset {
     synthetic::generate(1, samples, 0)
+}
+
+/// `samples` images of `input` (C, H, W) for a `Workload`: the synthetic set at MNIST's size,
+/// else random pixels and labels (speed does not depend on what the pixels show).
+pub fn data_for(input: [usize; 3], samples: usize) -> Dataset {
+    if input == [1, synthetic::SIDE, synthetic::SIDE] {
+        return data(samples);
+    }
+    let [channels, height, width] = input;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let pixels = (0..samples * channels * height * width).map(|_| rng.u8(..)).collect();
+    let labels = (0..samples).map(|_| rng.u8(..10)).collect();
+    Dataset {
+        name: "random".to_string(),
+        channels,
+        height,
+        width,
+        num_classes: 10,
+        class_names: (0..10).map(|c| c.to_string()).collect(),
+        train: Split::in_memory(pixels, labels),
+        test: Split::in_memory(Vec::new(), Vec::new()),
+        held_out: "test",
+    }
 }
 
 impl<'a, B: Backend> Workload<'a, B> {
@@ -164,13 +188,28 @@ pub fn first_step<B: Timed>(b: &mut B) -> Result<()> {
     w.sync(b)
 }
 
-/// The training workloads `steepest bench` times, as (name, model spec): the MNIST MLP and the
-/// LeNet-style CNN of PyTorch's baseline (`shared/bench/torch_mnist.py`).
-pub const TRAINING_MODELS: [(&str, &str); 2] = [("mlp", "mlp:256"), ("lenet", "lenet")];
+/// A training workload `steepest bench` times.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchModel {
+    /// What `--models` calls it.
+    pub name: &'static str,
+    pub spec: &'static str,
+    /// The input it trains on, (C, H, W).
+    pub input: [usize; 3],
+}
 
-/// Training throughput of `spec` (see `Workload`), median of 5 trials.
-pub fn training<B: Timed>(b: &mut B, name: &str, spec: &str) -> Result<TrainingResult> {
-    let data = data(4096);
+/// The training workloads `steepest bench` times: the MNIST MLP and the LeNet-style CNN of
+/// PyTorch's baseline (`shared/bench/torch_mnist.py`), and the CIFAR ResNet.
+pub const TRAINING_MODELS: [BenchModel; 3] = [
+    BenchModel { name: "mlp", spec: "mlp:256", input: [1, 28, 28] },
+    BenchModel { name: "lenet", spec: "lenet", input: [1, 28, 28] },
+    BenchModel { name: "resnet8", spec: "resnet8", input: [3, 32, 32] },
+];
+
+/// Training throughput of `model` (see `Workload`), median of 5 trials.
+pub fn training<B: Timed>(b: &mut B, model: &BenchModel) -> Result<TrainingResult> {
+    let (name, spec) = (model.name, model.spec);
+    let data = data_for(model.input, 4096);
     let mut w = Workload::new(b, &data, spec)?;
     let secs = time_per_call(b, 5, 0.3, |b| w.step(b));
     Ok(TrainingResult {
@@ -187,11 +226,11 @@ pub fn training<B: Timed>(b: &mut B, name: &str, spec: &str) -> Result<TrainingR
 /// when the adapter has no timestamp queries.
 pub fn profile_training(
     g: &mut crate::gpu::GpuBackend,
-    spec: &str,
+    model: &BenchModel,
     steps: usize,
 ) -> Result<Option<Vec<crate::gpu::profile::KernelTime>>> {
-    let data = data(4096);
-    let mut w = Workload::new(g, &data, spec)?;
+    let data = data_for(model.input, 4096);
+    let mut w = Workload::new(g, &data, model.spec)?;
     w.step(g);
     w.sync(g)?;
     if !g.start_profiling() {

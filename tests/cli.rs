@@ -225,6 +225,16 @@ fn bench_prints_json_with_both_sides() {
         (Some("mlp"), Some("lenet"))
     );
     assert!(training.iter().all(|t| t["cpu_samples_per_sec"].as_f64().unwrap() > 0.0));
+    // The CIFAR ResNet trains on 3x32x32 images.
+    let (out, _) =
+        run_ok(&["bench", "--device", "cpu", "--sizes", "32", "--models", "resnet8", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let row = &v["training"][0];
+    assert_eq!(
+        (row["name"].as_str(), row["input"].clone()),
+        (Some("resnet8"), serde_json::json!([3, 32, 32]))
+    );
+    assert!(row["cpu_samples_per_sec"].as_f64().unwrap() > 0.0);
     let o = steepest(&["bench", "--device", "cpu", "--models", "resnet"]);
     assert_clean_error(&o, &["--models", "resnet"]);
 }

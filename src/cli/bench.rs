@@ -1,6 +1,6 @@
 //! `steepest bench`.
 
-use steepest::bench::{self, MatmulResult, Timed, TrainingResult};
+use steepest::bench::{self, BenchModel, MatmulResult, Timed, TrainingResult};
 use steepest::cpu::CpuBackend;
 use steepest::gpu::context::Choice;
 use steepest::gpu::matmul::MatmulVariant;
@@ -30,7 +30,7 @@ const PROFILED_STEPS: usize = 20;
 fn gpu_extras(
     g: &mut GpuBackend,
     sizes: &[usize],
-    models: &[(&str, &str)],
+    models: &[BenchModel],
     opened: f64,
 ) -> Result<GpuExtras> {
     // The cold start: adapter and pipelines (already paid: `opened`) plus the first MLP step.
@@ -45,18 +45,17 @@ fn gpu_extras(
     }
     g.force_matmul_variant(None);
     let mut profiles = Vec::new();
-    for (name, spec) in models {
-        if let Some(p) = bench::profile_training(g, spec, PROFILED_STEPS)? {
-            profiles.push((name.to_string(), p));
+    for model in models {
+        if let Some(p) = bench::profile_training(g, model, PROFILED_STEPS)? {
+            profiles.push((model.name.to_string(), p));
         }
     }
     Ok(GpuExtras { variants, cold_start_seconds, profiles })
 }
 
-fn measure<B: Timed>(b: &mut B, sizes: &[usize], models: &[(&str, &str)]) -> Result<Side> {
+fn measure<B: Timed>(b: &mut B, sizes: &[usize], models: &[BenchModel]) -> Result<Side> {
     let matmul = sizes.iter().map(|&n| bench::matmul(b, n)).collect::<Result<Vec<_>>>()?;
-    let training =
-        models.iter().map(|(name, spec)| bench::training(b, name, spec)).collect::<Result<_>>()?;
+    let training = models.iter().map(|m| bench::training(b, m)).collect::<Result<_>>()?;
     Ok(Side { device: b.device_name(), matmul, training })
 }
 
@@ -77,13 +76,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let mut models = Vec::new();
     for m in &args.models {
-        match bench::TRAINING_MODELS.iter().find(|(name, _)| name == m) {
+        match bench::TRAINING_MODELS.iter().find(|model| model.name == m) {
             Some(entry) => models.push(*entry),
             None if m == "none" => {}
             None => {
                 return Err(Error::config(
                     "--models",
-                    format!("unknown {m:?}; expected a list of mlp, lenet (or none)"),
+                    format!("unknown {m:?}; expected a list of mlp, lenet, resnet8 (or none)"),
                 ))
             }
         }
@@ -137,11 +136,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let training: Vec<_> = models
             .iter()
             .enumerate()
-            .map(|(i, (name, spec))| {
+            .map(|(i, m)| {
                 let c = cpu.as_ref().map(|s| s.training[i].samples_per_sec);
                 let g = gpu.as_ref().map(|s| s.training[i].samples_per_sec);
                 serde_json::json!({
-                    "name": name, "model": spec, "batch_size": 128, "optimizer": "sgd momentum 0.9",
+                    "name": m.name, "model": m.spec, "input": m.input, "batch_size": 128,
+                    "optimizer": "sgd momentum 0.9",
                     "cpu_samples_per_sec": c, "gpu_samples_per_sec": g,
                     "gpu_over_cpu": c.zip(g).and_then(|(c, g)| ratio(g, c)),
                 })
@@ -214,12 +214,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     if !models.is_empty() {
-        println!("training, 28x28 grey, batch 128, SGD momentum (samples/s, median of 5)");
+        println!("training, batch 128, SGD momentum (samples/s, median of 5)");
     }
-    for (i, (name, spec)) in models.iter().enumerate() {
+    for (i, m) in models.iter().enumerate() {
         let c = cpu.as_ref().map(|s| s.training[i].samples_per_sec);
         let g = gpu.as_ref().map(|s| s.training[i].samples_per_sec);
-        let label = if name == spec { name.to_string() } else { format!("{name} ({spec})") };
+        let [ch, h, w] = m.input;
+        let label = match m.name == m.spec {
+            true => format!("{} on {ch}x{h}x{w}", m.name),
+            false => format!("{} ({}) on {ch}x{h}x{w}", m.name, m.spec),
+        };
         println!(
             "  {:<30} {:>12} {:>12} {:>9}",
             label,

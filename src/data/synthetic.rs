@@ -10,7 +10,7 @@ use super::{Dataset, Split};
 pub const DEFAULT_TRAIN: usize = 12_000;
 pub const DEFAULT_TEST: usize = 2_000;
 
-const SIDE: usize = 28;
+pub const SIDE: usize = 28;
 const NUM_CLASSES: usize = 10;
 /// How far (pixels) a shape's centre may move from the image centre.
 const MAX_SHIFT: f32 = 3.5;
