@@ -35,6 +35,10 @@ const CASES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
     (1, 3, 5, 4, 3, 2, 4),
     // A ResNet shortcut: 1×1, stride 2, no padding.
     (2, 4, 8, 8, 1, 2, 0),
+    // A "same" 5×5 conv on a 1×1 map (a deep layer after pooling): most taps see only padding.
+    (2, 3, 1, 1, 5, 1, 2),
+    // Stride past the image: the one output's only tap lands in the padding.
+    (1, 2, 1, 1, 1, 3, 1),
 ];
 
 fn window(c: &(usize, usize, usize, usize, usize, usize, usize)) -> (usize, Window) {

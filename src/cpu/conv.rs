@@ -172,17 +172,46 @@ fn col2im_runs<const K: usize>(col: &[f32], x: &mut [f32], w: &Window) {
     }
 }
 
-/// The output columns `ox0..ox1` whose input column `ox·sw + kx − pw` lies inside the image.
-fn valid_columns(w: &Window, kx: usize) -> (usize, usize) {
+/// One run of the channel-major patch matrix (see [`im2col_channel_major`]): output row `oy` of
+/// patch row `row` = (c, ky, kx) copies input row `iy` of channel `channel` (none: all padding),
+/// every `stride_w`-th value from input column `first` on, into output columns `ox0..ox1`; the
+/// other columns are padding.
+struct Run {
+    row: usize,
+    channel: usize,
+    oy: usize,
+    iy: Option<usize>,
+    ox0: usize,
+    ox1: usize,
+    first: usize,
+}
+
+/// Calls `f` on every run of one sample's channel-major patch matrix, patch row by patch row:
+/// the one walk that im2col and its adjoint col2im share.
+fn for_each_run(w: &Window, mut f: impl FnMut(Run)) {
     let ow = w.out_w();
-    // ox·sw + kx ≥ pw  ⇔  ox ≥ ⌈(pw − kx) / sw⌉
-    let ox0 = w.pad_w.saturating_sub(kx).div_ceil(w.stride_w).min(ow);
-    // ox·sw + kx − pw ≤ width − 1  ⇔  ox ≤ ⌊(width − 1 + pw − kx) / sw⌋
-    let ox1 = match (w.width + w.pad_w).checked_sub(kx + 1) {
-        Some(last) => (last / w.stride_w + 1).min(ow),
-        None => 0,
-    };
-    (ox0, ox1.max(ox0))
+    let mut row = 0;
+    for channel in 0..w.channels {
+        for ky in 0..w.kernel_h {
+            for kx in 0..w.kernel_w {
+                // Output columns whose input column ox·sw + kx − pw lies inside the image:
+                // ox ≥ ⌈(pw − kx) / sw⌉ and ox ≤ ⌊(width − 1 + pw − kx) / sw⌋.
+                let ox0 = w.pad_w.saturating_sub(kx).div_ceil(w.stride_w).min(ow);
+                let ox1 = (w.width + w.pad_w)
+                    .checked_sub(kx + 1)
+                    .map_or(0, |last| (last / w.stride_w + 1).min(ow))
+                    .max(ox0);
+                // Where the run starts in the input row; kept inside the row when the run is
+                // empty (a kernel tap that only ever sees padding).
+                let first = (ox0 * w.stride_w + kx).saturating_sub(w.pad_w).min(w.width);
+                for oy in 0..w.out_h() {
+                    let iy = input_row(w, oy, ky);
+                    f(Run { row, channel, oy, iy, ox0, ox1, first });
+                }
+                row += 1;
+            }
+        }
+    }
 }
 
 /// The training path's patch layout, channel-major (Caffe's): per sample
@@ -191,72 +220,52 @@ fn valid_columns(w: &Window, kx: usize) -> (usize, usize) {
 /// whole output row (32 floats for CIFAR) rather than the kernel-wide runs of [`im2col`]'s
 /// pixel-major layout, and the matmuls read it without a transpose.
 fn im2col_channel_major(x: &[f32], col: &mut [f32], w: &Window) {
-    let (oh, ow, pixels) = (w.out_h(), w.out_w(), w.out_pixels());
-    let plane = w.height * w.width;
+    let (ow, pixels, plane) = (w.out_w(), w.out_pixels(), w.height * w.width);
     for (s, sample) in col.chunks_exact_mut(w.patch_len() * pixels).enumerate() {
         let image = &x[s * w.in_len()..][..w.in_len()];
-        let mut rows = sample.chunks_exact_mut(pixels);
-        for channel in image.chunks_exact(plane) {
-            for ky in 0..w.kernel_h {
-                for kx in 0..w.kernel_w {
-                    let row = rows.next().expect("patch holds C·kh·kw rows");
-                    let (ox0, ox1) = valid_columns(w, kx);
-                    for (oy, out) in row.chunks_exact_mut(ow).enumerate().take(oh) {
-                        let Some(iy) = input_row(w, oy, ky) else {
-                            out.fill(0.0);
-                            continue;
-                        };
-                        let src = &channel[iy * w.width..][..w.width];
-                        out[..ox0].fill(0.0);
-                        out[ox1..].fill(0.0);
-                        let first = ox0 * w.stride_w + kx - w.pad_w;
-                        if w.stride_w == 1 {
-                            out[ox0..ox1].copy_from_slice(&src[first..first + ox1 - ox0]);
-                        } else {
-                            let taps = src[first..].iter().step_by(w.stride_w);
-                            for (v, &u) in out[ox0..ox1].iter_mut().zip(taps) {
-                                *v = u;
-                            }
-                        }
-                    }
+        for_each_run(w, |r| {
+            let out = &mut sample[r.row * pixels + r.oy * ow..][..ow];
+            let Some(iy) = r.iy else {
+                out.fill(0.0);
+                return;
+            };
+            let src = &image[r.channel * plane + iy * w.width..][..w.width];
+            out[..r.ox0].fill(0.0);
+            out[r.ox1..].fill(0.0);
+            if w.stride_w == 1 {
+                out[r.ox0..r.ox1].copy_from_slice(&src[r.first..][..r.ox1 - r.ox0]);
+            } else {
+                let taps = src[r.first..].iter().step_by(w.stride_w);
+                for (v, &u) in out[r.ox0..r.ox1].iter_mut().zip(taps) {
+                    *v = u;
                 }
             }
-        }
+        });
     }
 }
 
 /// The adjoint of [`im2col_channel_major`]: `x` is overwritten with the sum of every patch entry
 /// that copied each input value.
 fn col2im_channel_major(col: &[f32], x: &mut [f32], w: &Window) {
-    let (oh, ow, pixels) = (w.out_h(), w.out_w(), w.out_pixels());
-    let plane = w.height * w.width;
+    let (ow, pixels, plane) = (w.out_w(), w.out_pixels(), w.height * w.width);
     x.fill(0.0);
     for (s, image) in x.chunks_exact_mut(w.in_len()).enumerate() {
         let sample = &col[s * w.patch_len() * pixels..][..w.patch_len() * pixels];
-        let mut rows = sample.chunks_exact(pixels);
-        for channel in image.chunks_exact_mut(plane) {
-            for ky in 0..w.kernel_h {
-                for kx in 0..w.kernel_w {
-                    let row = rows.next().expect("patch holds C·kh·kw rows");
-                    let (ox0, ox1) = valid_columns(w, kx);
-                    for (oy, grad) in row.chunks_exact(ow).enumerate().take(oh) {
-                        let Some(iy) = input_row(w, oy, ky) else { continue };
-                        let dst = &mut channel[iy * w.width..][..w.width];
-                        let first = ox0 * w.stride_w + kx - w.pad_w;
-                        if w.stride_w == 1 {
-                            for (d, g) in dst[first..].iter_mut().zip(&grad[ox0..ox1]) {
-                                *d += g;
-                            }
-                        } else {
-                            let taps = dst[first..].iter_mut().step_by(w.stride_w);
-                            for (d, g) in taps.zip(&grad[ox0..ox1]) {
-                                *d += g;
-                            }
-                        }
-                    }
+        for_each_run(w, |r| {
+            let Some(iy) = r.iy else { return };
+            let grad = &sample[r.row * pixels + r.oy * ow..][..ow];
+            let dst = &mut image[r.channel * plane + iy * w.width..][..w.width];
+            if w.stride_w == 1 {
+                for (d, g) in dst[r.first..].iter_mut().zip(&grad[r.ox0..r.ox1]) {
+                    *d += g;
+                }
+            } else {
+                let taps = dst[r.first..].iter_mut().step_by(w.stride_w);
+                for (d, g) in taps.zip(&grad[r.ox0..r.ox1]) {
+                    *d += g;
                 }
             }
-        }
+        });
     }
 }
 
