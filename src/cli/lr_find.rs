@@ -56,6 +56,8 @@ pub fn search<B: Backend>(
     steps: usize,
 ) -> Result<LrFind> {
     let mut model = Model::new(b, spec, data.input_shape(), data.num_classes, cfg.seed)?;
+    // The range test descends the loss the run will: with its label smoothing.
+    model.label_smoothing = args.label_smoothing;
     if let Some((mean, std)) = super::train::normalization(&args.normalize, data)? {
         model.set_normalization(b, &mean, &std)?;
     }
