@@ -274,6 +274,10 @@ pub struct PredictArgs {
     pub device: String,
     #[arg(long)]
     pub adapter: Option<String>,
+    /// Test-time augmentation: none, or flip (the mean of the logits of each image and its
+    /// mirror) [default: the run's --tta]
+    #[arg(long)]
+    pub tta: Option<String>,
 }
 
 #[derive(Args)]

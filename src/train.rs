@@ -640,12 +640,14 @@ pub fn train<B: Backend>(
 }
 
 /// Class probabilities (softmax of the logits, in f64 on the host) for `rows` samples of u8
-/// pixels, in eval mode, in batches of at most `batch_size`.
+/// pixels, in eval mode, in batches of at most `batch_size`; with test-time flips, of the mean
+/// logits of each image and its mirror.
 pub fn predict<B: Backend>(
     backend: &mut B,
     model: &Model<B>,
     pixels: &[u8],
     batch_size: usize,
+    tta: Tta,
 ) -> Result<Vec<Vec<f32>>> {
     let size = model.input_size;
     let rows = pixels.len() / size.max(1);
@@ -653,14 +655,14 @@ pub fn predict<B: Backend>(
         return Ok(Vec::new());
     }
     let ws = Workspace::new(backend, model, batch_size.clamp(1, rows))?;
+    let mut tta = TtaBuffers::new(backend, model, &ws, tta)?;
     let classes = model.num_classes;
     let mut out = Vec::with_capacity(rows);
     for chunk in pixels.chunks(ws.capacity * size) {
         let n = chunk.len() / size;
-        ws.load_batch(backend, chunk, &vec![0; n]);
-        model.forward(backend, &ws, n, Mode::Eval);
+        let logits = eval_forward(backend, model, &ws, tta.as_mut(), chunk, &vec![0; n]);
         backend.submit();
-        let logits = backend.read(ws.logits(), n * classes)?;
+        let logits = backend.read(logits, n * classes)?;
         for row in logits.chunks_exact(classes) {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
             let exp: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();

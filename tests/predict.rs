@@ -68,9 +68,14 @@ fn predict_matches_the_model_and_names_bad_files() {
     let mut b = CpuBackend::new();
     let (model, described) = loaded.restore(&mut b, &ckpt).unwrap();
     assert_eq!(described.class_names, set.class_names);
-    let want =
-        steepest::train::predict(&mut b, &model, &set.test.images().unwrap()[..n * size], 256)
-            .unwrap();
+    let want = steepest::train::predict(
+        &mut b,
+        &model,
+        &set.test.images().unwrap()[..n * size],
+        256,
+        steepest::train::Tta::None,
+    )
+    .unwrap();
     for (i, probs) in want.iter().enumerate() {
         let entry = &got[i];
         assert_eq!(entry["file"], files[i]);

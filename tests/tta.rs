@@ -1,5 +1,5 @@
 //! Test-time augmentation (`--tta flip`): evaluation scores the mean of the logits of each test
-//! image and its left-right mirror.
+//! image and its left-right mirror, in evaluation and in `predict`.
 
 mod common;
 
@@ -8,7 +8,7 @@ use steepest::backend::Backend;
 use steepest::cpu::CpuBackend;
 use steepest::data::{synthetic, Dataset};
 use steepest::nn::{Mode, Model, ModelSpec, Workspace};
-use steepest::train::{evaluate, Tta};
+use steepest::train::{evaluate, predict, Tta};
 
 const SPEC: &str = "conv:4:3:p=1,relu,maxpool:2,flatten,linear";
 
@@ -77,6 +77,23 @@ fn flip_scores_the_mean_logits_of_image_and_mirror() {
     assert_eq!((got.accuracy * rows as f32).round() as usize, correct, "correct samples");
     let none = evaluate(&mut cpu, &model, &data.test, 64, Tta::None).unwrap();
     assert_ne!(none.loss, got.loss, "flips changed nothing");
+
+    // `predict` (what `steepest predict` prints) scores the same mean logits: its
+    // probabilities are their softmax (f64 on the host both times, rounded once to f32).
+    let probs = predict(&mut cpu, &model, data.test.images().unwrap(), 64, Tta::Flip).unwrap();
+    for (r, (a, b)) in plain.chunks_exact(classes).zip(flipped.chunks_exact(classes)).enumerate() {
+        let mean: Vec<f64> = a.iter().zip(b).map(|(x, y)| ((x + y) * 0.5) as f64).collect();
+        let max = mean.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        let sum: f64 = mean.iter().map(|v| (v - max).exp()).sum();
+        for (j, &v) in mean.iter().enumerate() {
+            let want = ((v - max).exp() / sum) as f32;
+            assert!(
+                (probs[r][j] - want).abs() <= 1e-6,
+                "sample {r} class {j}: {} vs {want}",
+                probs[r][j]
+            );
+        }
+    }
 }
 
 /// The GPU's flip evaluation against the CPU's: the same forward passes (each op cross-checked

@@ -6,7 +6,6 @@ use steepest::data::Dataset;
 use steepest::train;
 use steepest::{with_backend, Error, Result};
 
-use super::note;
 use crate::EvalArgs;
 
 pub fn run(args: &EvalArgs) -> Result<()> {
@@ -127,21 +126,6 @@ fn evaluate_on<B: Backend>(
         optimizer: Vec::new(),
     };
     let (model, _) = ckpt.restore(b, &args.weights)?;
-    train::confusion(b, &model, &data.test, 1000, tta(&ckpt, args)?)
-}
-
-/// `--tta` as given, else the run's (a model trained with flips is scored with them).
-fn tta(ckpt: &Checkpoint, args: &EvalArgs) -> Result<train::Tta> {
-    if let Some(t) = &args.tta {
-        return t.parse();
-    }
-    let saved = ckpt.meta.config.as_ref().and_then(|c| c.get("tta")).and_then(|t| t.as_str());
-    match saved {
-        Some(t) if t != "none" => {
-            note!("--tta {t} (from {})", args.weights.display());
-            t.parse()
-                .map_err(|e| Error::file(&args.weights, format!("metadata steepest.config: {e}")))
-        }
-        _ => Ok(train::Tta::None),
-    }
+    let tta = super::tta_flag(args.tta.as_deref(), &ckpt, &args.weights)?;
+    train::confusion(b, &model, &data.test, 1000, tta)
 }

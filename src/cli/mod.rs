@@ -178,6 +178,26 @@ pub fn data_args_from_checkpoint(
         .map_err(|e| Error::file(source, format!("metadata steepest.config: {e}")))
 }
 
+/// `--tta` as given, else the run's from the checkpoint `source` (a model trained with flips is
+/// scored and used with them), else none.
+pub fn tta_flag(
+    given: Option<&str>,
+    ckpt: &steepest::checkpoint::Checkpoint,
+    source: &std::path::Path,
+) -> Result<steepest::train::Tta> {
+    if let Some(t) = given {
+        return t.parse();
+    }
+    let saved = ckpt.meta.config.as_ref().and_then(|c| c.get("tta")).and_then(|t| t.as_str());
+    match saved {
+        Some(t) if t != "none" => {
+            note!("--tta {t} (from {})", source.display());
+            t.parse().map_err(|e| Error::file(source, format!("metadata steepest.config: {e}")))
+        }
+        _ => Ok(steepest::train::Tta::None),
+    }
+}
+
 /// Opens the device the flags ask for and says which one it is (always, on stderr).
 pub fn open_device(device: &str, adapter: Option<&str>) -> Result<AnyBackend> {
     let choice: DeviceChoice = device.parse()?;

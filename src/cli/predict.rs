@@ -40,10 +40,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     if files.is_empty() {
         return Err(Error::config("IMAGE", "the folders given hold no image files"));
     }
+    let tta = super::tta_flag(args.tta.as_deref(), &ckpt, &args.weights)?;
     let mut backend = super::open_device(&args.device, args.adapter.as_deref())?;
     let failed = with_backend!(&mut backend, b => {
         let (model, _) = ckpt.restore(b, &args.weights)?;
-        classify_all(b, &model, &files, &described.class_names, args)
+        classify_all(b, &model, &files, &described.class_names, args, tta)
     })?;
     if failed > 0 {
         return Err(Error::Other(format!("{failed} of {} images could not be read", files.len())));
@@ -92,6 +93,7 @@ fn classify_all<B: Backend>(
     files: &[PathBuf],
     names: &[String],
     args: &PredictArgs,
+    tta: train::Tta,
 ) -> Result<usize> {
     let (c, h, w) = (model.input.channels, model.input.height, model.input.width);
     let k = args.top_k.min(names.len());
@@ -109,8 +111,11 @@ fn classify_all<B: Backend>(
                 Err(e) => errors.push((path, e)),
             }
         }
-        let probs =
-            if decoded.is_empty() { Vec::new() } else { train::predict(b, model, &pixels, CHUNK)? };
+        let probs = if decoded.is_empty() {
+            Vec::new()
+        } else {
+            train::predict(b, model, &pixels, CHUNK, tta)?
+        };
         for (path, p) in decoded.iter().zip(&probs) {
             print_line(path, &top(p, k), names, args.json);
         }
