@@ -68,11 +68,17 @@ fn softmax_xent(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocati
         }
         let label = labels[r];
         if label < cols {
-            var total = 0.0;
-            for (var j = 0u; j < cols; j++) {
-                total += logits[base + j];
+            // ε·Σx only with smoothing (a uniform branch): Σx of a row holding -inf is -inf,
+            // and 0·inf is NaN.
+            var smoothed = 0.0;
+            if params.smoothing != 0.0 {
+                var total = 0.0;
+                for (var j = 0u; j < cols; j++) {
+                    total += logits[base + j];
+                }
+                smoothed = spread * total;
             }
-            loss = max_v + log(sum) - keep * logits[base + label] - spread * total;
+            loss = max_v + log(sum) - keep * logits[base + label] - smoothed;
         }
         if argmax == label {
             correct = 1.0;

@@ -10,38 +10,51 @@ use crate::backend::{BatchNormHyper, Nchw};
 /// turns into vector adds (a single running sum would be serial) and which round less.
 const LANES: usize = 8;
 
-/// `Σ f(x, dy)` over one plane pair, in [`LANES`] partial sums.
-fn plane_sum(x: &[f32], dy: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
-    let mut acc = [0.0f32; LANES];
+/// `Σ f(x, dy)` over one plane pair, for each of the `N` values `f` returns, in [`LANES`]
+/// partial sums each.
+fn plane_sums<const N: usize>(x: &[f32], dy: &[f32], f: impl Fn(f32, f32) -> [f32; N]) -> [f32; N] {
+    let mut acc = [[0.0f32; LANES]; N];
     let (xs, dys) = (x.chunks_exact(LANES), dy.chunks_exact(LANES));
     let (x_tail, dy_tail) = (xs.remainder(), dys.remainder());
     for (a, b) in xs.zip(dys) {
         for l in 0..LANES {
-            acc[l] += f(a[l], b[l]);
+            let v = f(a[l], b[l]);
+            for k in 0..N {
+                acc[k][l] += v[k];
+            }
         }
     }
-    let tail: f32 = x_tail.iter().zip(dy_tail).map(|(&a, &b)| f(a, b)).sum();
-    acc.iter().sum::<f32>() + tail
+    let mut out = acc.map(|lanes| lanes.iter().sum::<f32>());
+    for (&a, &b) in x_tail.iter().zip(dy_tail) {
+        let v = f(a, b);
+        for k in 0..N {
+            out[k] += v[k];
+        }
+    }
+    out
 }
 
-/// Per channel `c`: `Σ f(x, dy)` over every sample's plane of `c`, channels spread over the threads.
-fn channel_sums(
+/// Per channel `c`: `Σ f(c, x, dy)` over every sample's plane of `c` (each of the `N` values `f`
+/// returns), channels spread over the threads.
+fn channel_sums<const N: usize>(
     x: &[f32],
     dy: &[f32],
-    rows: usize,
-    channels: usize,
-    pixels: usize,
-    f: impl Fn(usize, f32, f32) -> f32 + Sync,
-) -> Vec<f32> {
+    shape: Nchw,
+    f: impl Fn(usize, f32, f32) -> [f32; N] + Sync,
+) -> Vec<[f32; N]> {
+    let Nchw { rows, channels, pixels } = shape;
     let sum = |c: usize| {
-        (0..rows)
-            .map(|n| {
-                let at = (n * channels + c) * pixels;
-                plane_sum(&x[at..at + pixels], &dy[at..at + pixels], |a, b| f(c, a, b))
-            })
-            .sum::<f32>()
+        let mut total = [0.0f32; N];
+        for n in 0..rows {
+            let at = (n * channels + c) * pixels;
+            let part = plane_sums(&x[at..at + pixels], &dy[at..at + pixels], |a, b| f(c, a, b));
+            for k in 0..N {
+                total[k] += part[k];
+            }
+        }
+        total
     };
-    if rows * channels * pixels < 1 << 15 {
+    if shape.len() < 1 << 15 {
         return (0..channels).map(sum).collect();
     }
     (0..channels).into_par_iter().map(sum).collect()
@@ -58,6 +71,9 @@ fn map_planes(
     f: impl Fn(usize, f32, f32) -> f32 + Sync,
 ) {
     let len = channels * pixels;
+    if len == 0 {
+        return;
+    }
     for_samples(out, rows, len, |first, chunk| {
         let (x, dy) = (&x[first * len..], &dy[first * len..]);
         for (i, plane) in chunk.chunks_exact_mut(pixels).enumerate() {
@@ -81,15 +97,12 @@ pub fn batchnorm_stats(
     let Nchw { rows, channels, pixels } = shape;
     let m = (rows * pixels) as f32;
     let (mean, var) = if h.train {
-        let mean: Vec<f32> = channel_sums(x, x, rows, channels, pixels, |_, v, _| v)
+        let mean: Vec<f32> =
+            channel_sums(x, x, shape, |_, v, _| [v]).into_iter().map(|[s]| s / m).collect();
+        let var: Vec<f32> = channel_sums(x, x, shape, |c, v, _| [(v - mean[c]) * (v - mean[c])])
             .into_iter()
-            .map(|s| s / m)
+            .map(|[s]| s / m)
             .collect();
-        let var: Vec<f32> =
-            channel_sums(x, x, rows, channels, pixels, |c, v, _| (v - mean[c]) * (v - mean[c]))
-                .into_iter()
-                .map(|s| s / m)
-                .collect();
         for c in 0..channels {
             let unbiased = if m > 1.0 { var[c] * m / (m - 1.0) } else { var[c] };
             running_mean[c] = (1.0 - h.momentum) * running_mean[c] + h.momentum * mean[c];
@@ -127,12 +140,14 @@ pub fn batchnorm_backward_reduce(
     grad_beta: &mut [f32],
     shape: Nchw,
 ) {
-    let Nchw { rows, channels, pixels } = shape;
+    let channels = shape.channels;
     let (mean, invstd) = saved.split_at(channels);
-    let gg = channel_sums(x, dy, rows, channels, pixels, |c, v, d| d * (v - mean[c]) * invstd[c]);
-    let gb = channel_sums(x, dy, rows, channels, pixels, |_, _, d| d);
-    grad_gamma[..channels].copy_from_slice(&gg);
-    grad_beta[..channels].copy_from_slice(&gb);
+    // Both sums in one pass over x and dy.
+    let sums = channel_sums(x, dy, shape, |c, v, d| [d * (v - mean[c]) * invstd[c], d]);
+    for (c, [gg, gb]) in sums.into_iter().enumerate() {
+        grad_gamma[c] = gg;
+        grad_beta[c] = gb;
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -2,7 +2,8 @@
 
 /// Softmax cross-entropy over `[rows, cols]` logits (rows = `labels.len()`), with PyTorch's
 /// label smoothing: the target is `q = (1 − ε)·onehot + ε/cols`, so a row's loss is
-/// `logsumexp(x) − (1 − ε)·x[label] − ε/cols·Σx` (ε = 0: plain cross-entropy, bit for bit).
+/// `logsumexp(x) − (1 − ε)·x[label] − ε/cols·Σx` (ε = 0: plain cross-entropy, bit for bit, the
+/// ε term left out).
 ///
 /// Writes the gradient of the batch-mean loss, `(softmax - q) / rows`, into `grad` and
 /// returns `[Σ loss, #correct, rows]`. A row is correct when the first index of its largest
@@ -35,11 +36,16 @@ pub fn softmax_xent(
         }
         let label = label as usize;
         if label < cols {
-            let mut total = 0.0f32;
-            for &v in x {
-                total += v;
+            // ε·Σx only with smoothing: Σx of a row holding -inf is -inf, and 0·inf is NaN.
+            let mut smoothed = 0.0f32;
+            if smoothing != 0.0 {
+                let mut total = 0.0f32;
+                for &v in x {
+                    total += v;
+                }
+                smoothed = spread * total;
             }
-            loss_sum += max + sum.ln() - keep * x[label] - spread * total;
+            loss_sum += max + sum.ln() - keep * x[label] - smoothed;
         }
         correct += (argmax == label) as u32 as f32;
         for (j, (gj, &v)) in g.iter_mut().zip(x).enumerate() {
