@@ -49,10 +49,6 @@ impl Nchw {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Values per sample.
-    pub fn sample_len(&self) -> usize {
-        self.channels * self.pixels
-    }
 }
 
 /// The geometry of a sliding window over NCHW images (convolution or pooling), per sample.

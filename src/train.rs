@@ -44,8 +44,7 @@ pub struct TrainConfig {
 }
 
 /// Test-time augmentation: what evaluation averages each sample's logits over.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Tta {
     /// The image as it is.
     #[default]

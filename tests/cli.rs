@@ -427,24 +427,40 @@ fn normalize_and_augment_flags() {
         "0.1",
         "--tta",
         "flip",
+        "--metrics",
+        dir.join("m.jsonl").to_str().unwrap(),
         "--save",
         w.to_str().unwrap(),
     ]);
     assert!(out.contains("normalize: mean") && out.contains("augment: crop:2,flip"), "{out}");
     assert!(out.contains("label smoothing 0.1"), "{out}");
-    // eval applies the stored normalisation and test-time flips by itself.
-    let o = steepest(&[
-        "eval",
-        "--weights",
-        w.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--limit-test",
-        "100",
-        "--json",
-    ]);
-    assert!(o.status.success(), "{:?}", text(&o));
-    assert!(text(&o).1.contains("--tta flip (from"), "{:?}", text(&o));
+    assert!(out.contains("test-time augmentation: flip"), "{out}");
+    // eval applies the stored normalisation and test-time flips by itself: the last epoch's
+    // test numbers, which flips change.
+    let metrics = std::fs::read_to_string(dir.join("m.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    let eval = |tta: &[&str]| {
+        let weights = w.to_str().unwrap();
+        let base = ["eval", "--weights", weights, "--device", "cpu", "--limit-test", "100"];
+        let o = steepest(&[&base[..], tta, &["--json"]].concat());
+        assert!(o.status.success(), "{:?}", text(&o));
+        let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+        (v, text(&o).1)
+    };
+    let (flipped, said) = eval(&[]);
+    assert!(said.contains("--tta flip (from"), "{said}");
+    assert_eq!(flipped["test_acc"], last["test_acc"], "{flipped} vs {last}");
+    let (loss, want) =
+        (flipped["test_loss"].as_f64().unwrap(), last["test_loss"].as_f64().unwrap());
+    assert!((loss - want).abs() <= 1e-6 * want, "{loss} vs {want}");
+    let (plain, _) = eval(&["--tta", "none"]);
+    assert_ne!(plain["test_loss"], flipped["test_loss"]);
+    // The run's flags carry both, for --resume and `inspect --config`.
+    let (config, _) = run_ok(&["inspect", w.to_str().unwrap(), "--config"]);
+    assert!(
+        config.contains("label-smoothing = 0.1") && config.contains("tta = \"flip\""),
+        "{config}"
+    );
     for (flag, value) in [
         ("--normalize", "0.5"),
         ("--normalize", "x,y"),

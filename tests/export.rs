@@ -126,6 +126,7 @@ fn export_writes_the_script_and_the_checkpoints_tensors() {
             "\"crop\": 1",
             "save_file(",
             if i == 1 { "\"tta\": \"flip\"" } else { "\"tta\": \"none\"" },
+            if i == 1 { "\"label_smoothing\": 0.1" } else { "\"label_smoothing\": 0.0" },
         ] {
             assert!(script.contains(needle), "train.py for {model} lacks {needle:?}:\n{script}");
         }

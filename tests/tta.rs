@@ -49,14 +49,22 @@ fn mirrored(data: &Dataset) -> Vec<u8> {
 /// on this data (else the test could not tell a missing flip).
 #[test]
 fn flip_scores_the_mean_logits_of_image_and_mirror() {
-    let data = synthetic::generate(4, 10, 300);
+    // Grey synthetic images, and random RGB ones (each channel mirrored on its own).
+    let mut rgb = steepest::bench::data_for([3, 6, 5], 300);
+    rgb.test = rgb.train.clone();
+    for data in [synthetic::generate(4, 10, 300), rgb] {
+        check_flip(&data);
+    }
+}
+
+fn check_flip(data: &Dataset) {
     let mut cpu = CpuBackend::new();
-    let model = model(&mut cpu, &data);
+    let model = model(&mut cpu, data);
     let rows = data.test.len;
     let classes = data.num_classes;
     let plain = logits(&mut cpu, &model, data.test.images().unwrap(), rows);
-    let flipped = logits(&mut cpu, &model, &mirrored(&data), rows);
-    assert_ne!(plain, flipped, "the synthetic images are not mirror-symmetric");
+    let flipped = logits(&mut cpu, &model, &mirrored(data), rows);
+    assert_ne!(plain, flipped, "the images are not mirror-symmetric");
     let (mut loss, mut correct) = (0.0f64, 0usize);
     for (r, (a, b)) in plain.chunks_exact(classes).zip(flipped.chunks_exact(classes)).enumerate() {
         let mean: Vec<f32> = a.iter().zip(b).map(|(x, y)| (x + y) * 0.5).collect();

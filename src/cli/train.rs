@@ -471,6 +471,9 @@ fn train_on<B: Backend>(
         if model.label_smoothing > 0.0 {
             say!("loss: cross-entropy with label smoothing {}", model.label_smoothing);
         }
+        if cfg.tta != Default::default() {
+            say!("test-time augmentation: {} (test numbers score image and mirror)", cfg.tta);
+        }
         say!(
             "optimizer {} lr {}; batch {}; {} epochs",
             cfg.optimizer.kind,

@@ -100,20 +100,9 @@ impl ImageFiles {
     /// which decoded (a failure leaves its slot as it was). Once `stop` is set the rest are
     /// skipped, so a dropped batcher does not wait for a whole batch of JPEGs.
     pub fn decode_batch(&self, indices: &[usize], out: &mut [u8], stop: &AtomicBool) -> Vec<bool> {
-        let ok: Vec<AtomicBool> = indices.iter().map(|_| AtomicBool::new(false)).collect();
-        let slots: Vec<Mutex<&mut [u8]>> =
-            out.chunks_mut(self.sample_size().max(1)).map(Mutex::new).collect();
-        par_for(indices.len(), |k| {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            // One slot per sample; each index locks only its own (never contended).
-            let mut out = slots[k].lock().unwrap_or_else(|p| p.into_inner());
-            if self.decode(indices[k], &mut out).is_ok() {
-                ok[k].store(true, Ordering::Relaxed);
-            }
-        });
-        ok.into_iter().map(AtomicBool::into_inner).collect()
+        par_decode(out, self.sample_size(), indices.len(), |k, slot| {
+            !stop.load(Ordering::Relaxed) && self.decode(indices[k], slot).is_ok()
+        })
     }
 
     /// `f` of up to `at_most` samples spread evenly over the first `len`, in sample order;
@@ -260,6 +249,26 @@ fn probe(path: &Path) -> Result<Probe> {
 
 /// Runs `f(i)` for `i in 0..n` on every core, handing out indices one at a time (image files
 /// differ wildly in decode cost, so fixed chunks would leave cores idle).
+/// `decode(k, slot)` for each of the first `n` slots of `sample` bytes in `out`, spread over the
+/// threads; which of them succeeded.
+fn par_decode(
+    out: &mut [u8],
+    sample: usize,
+    n: usize,
+    decode: impl Fn(usize, &mut [u8]) -> bool + Sync,
+) -> Vec<bool> {
+    let ok: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
+    let slots: Vec<Mutex<&mut [u8]>> = out.chunks_mut(sample.max(1)).map(Mutex::new).collect();
+    par_for(n, |k| {
+        // One slot per sample; each index locks only its own (never contended).
+        let mut slot = slots[k].lock().unwrap_or_else(|p| p.into_inner());
+        if decode(k, &mut slot) {
+            ok[k].store(true, Ordering::Relaxed);
+        }
+    });
+    ok.into_iter().map(AtomicBool::into_inner).collect()
+}
+
 pub(crate) fn par_for<F: Fn(usize) + Sync>(n: usize, f: F) {
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n.max(1));
     let next = AtomicUsize::new(0);
@@ -603,30 +612,21 @@ fn decode_all(
     let n = l.files.len();
     let bar = bar(progress, n, "decoding images");
     let mut images = vec![0u8; n * sample];
-    let ok: Vec<std::sync::atomic::AtomicBool> =
-        (0..n).map(|_| std::sync::atomic::AtomicBool::new(false)).collect();
-    {
-        // One slot per image; each index locks only its own (never contended).
-        let chunks: Vec<std::sync::Mutex<&mut [u8]>> =
-            images.chunks_mut(sample.max(1)).map(std::sync::Mutex::new).collect();
-        par_for(n, |i| {
-            let mut out = chunks[i].lock().unwrap_or_else(|p| p.into_inner());
-            match decode_into(&l.files[i], channels, height, width, &mut out) {
-                Ok(()) => ok[i].store(true, Ordering::Relaxed),
-                Err(e) => {
-                    skipped.fetch_add(1, Ordering::Relaxed);
-                    bar.suspend(|| crate::data::warn(format_args!("skipping {e}")));
-                }
-            }
-            bar.inc(1);
-        });
-    }
+    let ok = par_decode(&mut images, sample, n, |i, slot| {
+        let decoded = decode_into(&l.files[i], channels, height, width, slot);
+        if let Err(e) = &decoded {
+            skipped.fetch_add(1, Ordering::Relaxed);
+            bar.suspend(|| crate::data::warn(format_args!("skipping {e}")));
+        }
+        bar.inc(1);
+        decoded.is_ok()
+    });
     bar.finish_and_clear();
     // Compact: keep the samples that decoded, in order.
     let mut labels = Vec::with_capacity(n);
     let mut kept = 0;
-    for (i, decoded) in ok.iter().enumerate() {
-        if decoded.load(Ordering::Relaxed) {
+    for (i, &decoded) in ok.iter().enumerate() {
+        if decoded {
             if kept != i {
                 images.copy_within(i * sample..(i + 1) * sample, kept * sample);
             }

@@ -87,11 +87,6 @@ impl Split {
         }
     }
 
-    /// Sample `i`'s `sample_bytes` pixels, when the split is in memory.
-    pub fn sample(&self, i: usize, sample_bytes: usize) -> Option<&[u8]> {
-        self.images().map(|images| &images[i * sample_bytes..(i + 1) * sample_bytes])
-    }
-
     /// The samples whose label `relabel` maps to `Some(new label)`, relabelled, in order.
     pub fn select(&self, sample_bytes: usize, relabel: impl Fn(u8) -> Option<u8>) -> Split {
         let mut keep = Vec::new();

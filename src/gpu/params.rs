@@ -25,7 +25,7 @@ macro_rules! wgsl_struct {
 }
 
 wgsl_struct! {
-    /// `pixels_to_f32`, `add_bias(_relu)`, `relu`, `relu_backward`.
+    /// `pixels_to_f32`, `add_bias(_relu)`, `relu`, `relu_backward`, `add`, `scale` (`factor`).
     Elementwise = "elementwise.wgsl" "Params" { len: u32, cols: u32, factor: f32, _pad1: u32 }
 }
 wgsl_struct! {
