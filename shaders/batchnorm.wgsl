@@ -1,5 +1,9 @@
 // BatchNorm2d over NCHW with PyTorch's rules. The per-channel reductions run one 256-thread
-// workgroup per channel (a tree sum in workgroup memory); the rest is element-wise.
+// workgroup per channel (a tree sum in workgroup memory) while a channel has few values; past
+// that, `batchnorm_partial` cuts each channel into `chunks` spans, one workgroup each, and
+// `batchnorm_finish` adds the spans' sums per channel, so a wide batch fills the device and no
+// invocation loops long (llvmpipe ends an invocation's loops after 65,535 iterations). The rest
+// is element-wise.
 // CPU twins: src/cpu/batchnorm.rs. Test: tests/cross_check_batchnorm.rs.
 
 struct Params {
@@ -9,8 +13,9 @@ struct Params {
     train: u32,
     eps: f32,
     momentum: f32,
-    _pad0: f32,
-    _pad1: f32,
+    // batchnorm_partial / batchnorm_finish: spans per channel, and which sums (see below).
+    chunks: u32,
+    mode: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -146,4 +151,88 @@ fn batchnorm_backward(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_work
     let scale = bwd_gamma[c] * invstd / m;
     let xhat = (bwd_x[i] - mean) * invstd;
     bwd_dx[i] = scale * (m * bwd_dy[i] - bwd_grad_beta[c] - xhat * bwd_grad_gamma[c]);
+}
+
+// batchnorm_partial: workgroup (c, k) sums span k of channel c's values into
+// partials[2·(c·chunks + k)] and [.. + 1]. mode 0: Σx; mode 1: Σ(x - mean)², mean from saved;
+// mode 2: Σ dy·x̂ and Σ dy (the backward sums), mean and invstd from saved.
+@group(0) @binding(1) var<storage, read> part_x: array<f32>;
+@group(0) @binding(2) var<storage, read> part_dy: array<f32>;
+@group(0) @binding(3) var<storage, read> part_saved: array<f32>;
+@group(0) @binding(4) var<storage, read_write> partials: array<f32>;
+
+@compute @workgroup_size(256)
+fn batchnorm_partial(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let c = group.x;
+    let k = group.y;
+    let m = params.rows * params.pixels;
+    let span = (m + params.chunks - 1u) / params.chunks;
+    let begin = min(k * span, m);
+    let end = min(begin + span, m);
+    let mean = part_saved[c];
+    let invstd = part_saved[params.channels + c];
+    var a = 0.0;
+    var b = 0.0;
+    for (var j = begin + t; j < end; j += 256u) {
+        let i = at(c, j);
+        let x = part_x[i];
+        if params.mode == 0u {
+            a += x;
+        } else if params.mode == 1u {
+            let d = x - mean;
+            a += d * d;
+        } else {
+            let dy = part_dy[i];
+            a += dy * (x - mean) * invstd;
+            b += dy;
+        }
+    }
+    part_a[t] = a;
+    part_b[t] = b;
+    reduce(t);
+    if t == 0u {
+        let at_ = 2u * (c * params.chunks + k);
+        partials[at_] = part_a[0];
+        partials[at_ + 1u] = part_b[0];
+    }
+}
+
+// batchnorm_finish: per channel, the spans' sums in span order. mode 0: saved[c] = the mean;
+// mode 1: the variance: running averages (out_a, out_b = running_mean, running_var) and
+// saved[C + c] = invstd, as batchnorm_stats; mode 2: out_a, out_b = grad_gamma, grad_beta.
+@group(0) @binding(1) var<storage, read> fin_partials: array<f32>;
+@group(0) @binding(2) var<storage, read_write> fin_saved: array<f32>;
+@group(0) @binding(3) var<storage, read_write> fin_a: array<f32>;
+@group(0) @binding(4) var<storage, read_write> fin_b: array<f32>;
+
+@compute @workgroup_size(64)
+fn batchnorm_finish(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let c = group.x * 64u + t;
+    if c >= params.channels {
+        return;
+    }
+    var a = 0.0;
+    var b = 0.0;
+    for (var k = 0u; k < params.chunks; k++) {
+        a += fin_partials[2u * (c * params.chunks + k)];
+        b += fin_partials[2u * (c * params.chunks + k) + 1u];
+    }
+    let m = params.rows * params.pixels;
+    let mf = f32(m);
+    if params.mode == 0u {
+        fin_saved[c] = a / mf;
+    } else if params.mode == 1u {
+        let mean = fin_saved[c];
+        let var_ = a / mf;
+        var unbiased = var_;
+        if m > 1u {
+            unbiased = var_ * mf / (mf - 1.0);
+        }
+        fin_a[c] = (1.0 - params.momentum) * fin_a[c] + params.momentum * mean;
+        fin_b[c] = (1.0 - params.momentum) * fin_b[c] + params.momentum * unbiased;
+        fin_saved[params.channels + c] = 1.0 / sqrt(var_ + params.eps);
+    } else {
+        fin_a[c] = a;
+        fin_b[c] = b;
+    }
 }

@@ -178,13 +178,6 @@ pub trait Backend {
         usize::MAX
     }
 
-    /// The most values per channel (batch × pixels) batch norm's reductions can sum: on
-    /// lavapipe each of a workgroup's 256 threads walks its share in a loop, and llvmpipe ends an
-    /// invocation's loops after 65,535 iterations in all, silently.
-    fn max_batchnorm_len(&self) -> usize {
-        usize::MAX
-    }
-
     /// A new zero-filled tensor. Fails with the limit's name if the device cannot hold it.
     fn alloc(&mut self, len: usize) -> Result<Self::Buf>;
     fn alloc_bytes(&mut self, len: usize) -> Result<Self::Bytes>;

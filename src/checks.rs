@@ -257,7 +257,9 @@ pub fn all() -> Vec<Check> {
     checks.extend(elementwise_checks());
     checks.extend(conv_checks());
     checks.extend(pool_checks());
-    checks.push(batchnorm_check());
+    // One workgroup per channel; and channels of 131,072 values, summed in spans (ResNet's first
+    // stage at batch 128).
+    checks.extend([batchnorm_check((64, 16, 16 * 16)), batchnorm_check((128, 16, 32 * 32))]);
     checks.extend([loss_check(0.0), loss_check(0.1)]);
     checks.extend(optimizer_checks());
     checks
@@ -579,8 +581,7 @@ fn bn_outputs<B: Backend>(
 /// on 1/√var, which a square root halves and a division doubles); the element-wise parts agree
 /// to a few ulp. All outputs here are O(1), so one bound relative to M covers them: 8·γ_M·max|v|
 /// plus 4 ulp.
-fn batchnorm_check() -> Check {
-    let (rows, ch, px) = (64, 16, 16 * 16);
+fn batchnorm_check((rows, ch, px): (usize, usize, usize)) -> Check {
     Check::new(
         "batchnorm (stats, forward, backward)",
         format!("{rows}x{ch}x{px}"),

@@ -182,3 +182,65 @@ fn dropout_drops_about_p_and_keeps_the_mean() {
         assert!((mean - 1.0).abs() < 0.03, "p {p}: mean {mean}");
     }
 }
+
+/// Channels with many values: past 16,384 a channel's sums run in spans, one workgroup each,
+/// and a finishing pass adds the spans (`batchnorm_partial`, `batchnorm_finish`). The widest
+/// case, 8.5M values per channel, is past what one workgroup per channel could sum on lavapipe
+/// (each thread's loop would pass 65,535 iterations and be cut short, silently).
+///
+/// Against f64 sums of the same f32 inputs: the GPU adds at most m/(256·spans) values per
+/// thread in order, then a 256-way tree (8 levels), then the spans in order, so each sum is
+/// within γ_n·Σ|terms| with n = that path's length (+3 for the ops inside a term, +2 for the
+/// division and square root after it).
+#[test]
+fn batchnorm_sums_over_wide_channels_are_right() {
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(44);
+    for &(rows, c, p) in &[(64usize, 3usize, 1024usize), (130, 1, 65_536)] {
+        let m = rows * p;
+        let spans = m.div_ceil(16_384).min(256);
+        let n = m.div_ceil(spans).div_ceil(256) + 8 + spans + 5;
+        let gam = |n: usize| n as f64 * U as f64 / (1.0 - n as f64 * U as f64);
+        let len = rows * c * p;
+        let x: Vec<f32> = random(&mut rng, len).iter().map(|v| v * 3.0 + 0.5).collect();
+        let dy = random(&mut rng, len);
+        let up = |g: &mut steepest::gpu::GpuBackend, v: &[f32]| {
+            let b = g.alloc(v.len()).unwrap();
+            g.write(&b, v);
+            b
+        };
+        let (gx, gdy, gs) = (up(&mut g, &x), up(&mut g, &dy), g.alloc(2 * c).unwrap());
+        let (grm, grv) = (up(&mut g, &vec![0.0; c]), up(&mut g, &vec![1.0; c]));
+        let h = BatchNormHyper { eps: 1e-5, momentum: 0.1, train: true };
+        let shape = Nchw::new(rows, c, p);
+        g.batchnorm_stats(&gx, &gs, &grm, &grv, shape, &h);
+        let (ggam, gbet) = (g.alloc(c).unwrap(), g.alloc(c).unwrap());
+        g.batchnorm_backward_reduce(&gx, &gdy, &gs, &ggam, &gbet, shape);
+        let saved = g.read(&gs, 2 * c).unwrap();
+        let (grad_gamma, grad_beta) = (g.read(&ggam, c).unwrap(), g.read(&gbet, c).unwrap());
+        let channel = |v: &[f32], ch: usize| -> Vec<f64> {
+            (0..rows).flat_map(|r| v[(r * c + ch) * p..][..p].iter().map(|&u| u as f64)).collect()
+        };
+        for ch in 0..c {
+            let (xc, dc) = (channel(&x, ch), channel(&dy, ch));
+            let mean = xc.iter().sum::<f64>() / m as f64;
+            let abs_mean = xc.iter().map(|v| v.abs()).sum::<f64>() / m as f64;
+            let what = format!("{rows}x{c}x{p} channel {ch}");
+            assert!((saved[ch] as f64 - mean).abs() <= gam(n) * abs_mean, "mean {what}");
+            // Squared deviations are all positive: a relative bound, halved by the square root.
+            let var = xc.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / m as f64;
+            let invstd = 1.0 / (var + 1e-5).sqrt();
+            let got = saved[c + ch] as f64;
+            assert!((got - invstd).abs() <= gam(n) * invstd, "invstd {what}: {got} vs {invstd}");
+            // The backward sums, from the statistics the GPU saved.
+            let (m32, s32) = (saved[ch] as f64, saved[c + ch] as f64);
+            let terms: Vec<f64> = xc.iter().zip(&dc).map(|(x, d)| d * (x - m32) * s32).collect();
+            let want = terms.iter().sum::<f64>();
+            let bound = gam(n) * terms.iter().map(|t| t.abs()).sum::<f64>();
+            assert!((grad_gamma[ch] as f64 - want).abs() <= bound, "grad gamma {what}");
+            let want = dc.iter().sum::<f64>();
+            let bound = gam(n) * dc.iter().map(|d| d.abs()).sum::<f64>();
+            assert!((grad_beta[ch] as f64 - want).abs() <= bound, "grad beta {what}");
+        }
+    }
+}

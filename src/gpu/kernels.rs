@@ -89,6 +89,8 @@ kernel_table! {
     BatchnormForward => (BATCHNORM_WGSL, "batchnorm_forward", [Read, Read, Read, Read, ReadWrite]),
     BatchnormBackwardReduce => (BATCHNORM_WGSL, "batchnorm_backward_reduce", [Read, Read, Read, ReadWrite, ReadWrite]),
     BatchnormBackward => (BATCHNORM_WGSL, "batchnorm_backward", [Read, Read, Read, Read, Read, Read, ReadWrite]),
+    BatchnormPartial => (BATCHNORM_WGSL, "batchnorm_partial", [Read, Read, Read, ReadWrite]),
+    BatchnormFinish => (BATCHNORM_WGSL, "batchnorm_finish", [Read, ReadWrite, ReadWrite, ReadWrite]),
     Dropout => (ELEMENTWISE_WGSL, "dropout", [ReadWrite]),
     Normalize => (ELEMENTWISE_WGSL, "normalize", [ReadWrite, Read]),
     GatherBatch => (GATHER_WGSL, "gather_batch", [Read, Read, Read, Read, ReadWrite, ReadWrite]),

@@ -50,13 +50,35 @@ fn window_params(rows: usize, w: &Window) -> params::WindowParams {
     }
 }
 
+/// A channel's values past which batch norm's sums are cut into spans of about this many, one
+/// workgroup each (`batchnorm_partial`): one workgroup per channel leaves most of a GPU idle on
+/// a wide batch (ResNet's 16 channels at 128×32×32), and its loops would pass llvmpipe's limit.
+const BN_SPAN: usize = 16_384;
+
+/// Spans per channel: enough to keep each near [`BN_SPAN`] values, at most 256, so the partial
+/// sums of even 2³² values per channel stay within lavapipe's loop limit.
+fn batchnorm_chunks(shape: Nchw) -> u32 {
+    let m = shape.rows * shape.pixels;
+    if m <= BN_SPAN {
+        1
+    } else {
+        m.div_ceil(BN_SPAN).min(256) as u32
+    }
+}
+
 fn batchnorm_params(shape: Nchw) -> params::BatchNorm {
     params::BatchNorm {
         rows: shape.rows as u32,
         channels: shape.channels as u32,
         pixels: shape.pixels as u32,
+        chunks: batchnorm_chunks(shape),
         ..Default::default()
     }
+}
+
+/// `batchnorm_finish`'s grid: one thread per channel, 64 a workgroup.
+fn finish_grid(shape: Nchw) -> [u32; 3] {
+    [shape.channels.div_ceil(64) as u32, 1, 1]
 }
 
 fn layout_params(shape: Nchw) -> params::Layout {
@@ -102,16 +124,6 @@ impl Backend for GpuBackend {
     fn max_matmul_dim(&self) -> usize {
         let smallest_tile = MatmulVariant::ALL.iter().map(|v| v.tile()).min().unwrap_or(1);
         self.limits.max_compute_workgroups_per_dimension as usize * smallest_tile
-    }
-
-    /// Software adapters only (see the trait): batchnorm_stats walks its share twice, plus a
-    /// 16-step tree, within 65,535 iterations, with room to spare.
-    fn max_batchnorm_len(&self) -> usize {
-        if self.class.software {
-            256 * 30_000
-        } else {
-            usize::MAX
-        }
     }
 
     fn alloc(&mut self, len: usize) -> Result<GpuBuf> {
@@ -400,6 +412,18 @@ impl Backend for GpuBackend {
             momentum: h.momentum,
             ..batchnorm_params(shape)
         };
+        if h.train && p.chunks > 1 {
+            // The mean over the spans first, then the squared deviations from it.
+            let scratch = self.scratch(2 * shape.channels * p.chunks as usize);
+            for mode in [0, 1] {
+                let p = params::BatchNorm { mode, ..p };
+                let grid = [shape.channels as u32, p.chunks, 1];
+                self.dispatch(Kernel::BatchnormPartial, &[x, x, saved, &scratch], &p, grid);
+                let outputs = [&scratch, saved, running_mean, running_var];
+                self.dispatch(Kernel::BatchnormFinish, &outputs, &p, finish_grid(shape));
+            }
+            return;
+        }
         let groups = [shape.channels as u32, 1, 1];
         self.dispatch(Kernel::BatchnormStats, &[x, saved, running_mean, running_var], &p, groups);
     }
@@ -428,6 +452,15 @@ impl Backend for GpuBackend {
         shape: Nchw,
     ) {
         let p = batchnorm_params(shape);
+        if p.chunks > 1 {
+            let scratch = self.scratch(2 * shape.channels * p.chunks as usize);
+            let p = params::BatchNorm { mode: 2, ..p };
+            let grid = [shape.channels as u32, p.chunks, 1];
+            self.dispatch(Kernel::BatchnormPartial, &[x, dy, saved, &scratch], &p, grid);
+            let outputs = [&scratch, saved, grad_gamma, grad_beta];
+            self.dispatch(Kernel::BatchnormFinish, &outputs, &p, finish_grid(shape));
+            return;
+        }
         let groups = [shape.channels as u32, 1, 1];
         self.dispatch(
             Kernel::BatchnormBackwardReduce,

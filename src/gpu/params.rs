@@ -76,7 +76,7 @@ wgsl_struct! {
 wgsl_struct! {
     BatchNorm = "batchnorm.wgsl" "Params" {
         rows: u32, channels: u32, pixels: u32, train: u32,
-        eps: f32, momentum: f32, _pad0: f32, _pad1: f32,
+        eps: f32, momentum: f32, chunks: u32, mode: u32,
     }
 }
 wgsl_struct! {
