@@ -496,19 +496,14 @@ pub fn conv2d_backward(
 mod tests {
     use super::*;
 
-    /// (rows, channels, height, width, kernel, stride, padding): tests/cross_check_conv.rs's
-    /// shapes, padding wider than the kernel and taps that only ever see padding among them.
-    const CASES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
-        (1, 1, 1, 1, 1, 1, 0),
+    /// (rows, channels, height, width, kernel, stride, padding): the awkward windows (strides,
+    /// padding wider than the kernel, taps that only ever see padding); tests/cross_check_conv.rs
+    /// runs the whole conv over more.
+    const WINDOWS: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
         (2, 3, 5, 5, 3, 1, 1),
         (3, 5, 7, 6, 3, 2, 1),
-        (2, 1, 28, 28, 5, 1, 0),
-        (1, 6, 9, 9, 2, 2, 0),
         (2, 2, 4, 7, 3, 3, 2),
-        (1, 7, 3, 3, 3, 1, 2),
-        (2, 2, 4, 3, 1, 1, 2),
         (1, 3, 5, 4, 3, 2, 4),
-        (2, 4, 8, 8, 1, 2, 0),
         (2, 3, 1, 1, 5, 1, 2),
         (1, 2, 1, 1, 1, 3, 1),
     ];
@@ -522,7 +517,7 @@ mod tests {
     #[test]
     fn channel_major_patches_are_the_pixel_major_ones_transposed() {
         let mut rng = fastrand::Rng::with_seed(41);
-        for &(rows, c, h, wd, k, s, p) in CASES {
+        for &(rows, c, h, wd, k, s, p) in WINDOWS {
             let w = Window::square(c, h, wd, k, s, p);
             let (patch, pixels) = (w.patch_len(), w.out_pixels());
             let x = random(&mut rng, rows * w.in_len());
@@ -547,7 +542,7 @@ mod tests {
     #[test]
     fn channel_major_col2im_is_the_adjoint_of_im2col() {
         let mut rng = fastrand::Rng::with_seed(42);
-        for &(rows, c, h, wd, k, s, p) in CASES {
+        for &(rows, c, h, wd, k, s, p) in WINDOWS {
             let w = Window::square(c, h, wd, k, s, p);
             let len = rows * w.patch_len() * w.out_pixels();
             let (x, g) = (random(&mut rng, rows * w.in_len()), random(&mut rng, len));
@@ -562,88 +557,6 @@ mod tests {
             };
             let ((lhs, scale), (rhs, _)) = (dot(&col, &g), dot(&x, &back));
             assert!((lhs - rhs).abs() <= 1e-5 * scale + 1e-30, "{w:?}: {lhs} vs {rhs}");
-        }
-    }
-
-    /// The whole CPU conv, forward and backward, against the textbook sums in f64: each output
-    /// is a sum of n f32 products (forward C·k·k + the bias, weight and bias gradients
-    /// rows·pixels, input gradient at most O·k·k), so within 2·γ_n·Σ|terms|.
-    #[test]
-    fn conv_matches_the_definition() {
-        let mut rng = fastrand::Rng::with_seed(43);
-        for (i, &(rows, c, h, wd, k, s, p)) in CASES.iter().enumerate() {
-            let w = Window::square(c, h, wd, k, s, p);
-            let o = [3, 5, 1, 4][i % 4];
-            let (ow, patch, pixels) = (w.out_w(), w.patch_len(), w.out_pixels());
-            let x = random(&mut rng, rows * w.in_len());
-            let weight = random(&mut rng, o * patch);
-            let bias = random(&mut rng, o);
-            let dy = random(&mut rng, rows * o * pixels);
-            let (col_len, part_len) = scratch_len(rows, &w, o);
-            let (mut col, mut partials) = (vec![0.0; col_len], vec![0.0; part_len]);
-            let mut y = vec![f32::NAN; rows * o * pixels];
-            conv2d_forward(&x, &weight, Some(&bias), &mut y, &mut col, rows, &w, o, false);
-            let (mut gw, mut gb, mut dx) =
-                (vec![f32::NAN; o * patch], vec![f32::NAN; o], vec![f32::NAN; x.len()]);
-            let (gb_out, dx_out) = (Some(&mut gb[..]), Some(&mut dx[..]));
-            let scratch = (&mut col[..], &mut partials[..]);
-            conv2d_backward(
-                &x, &dy, &weight, &mut gw, gb_out, dx_out, scratch.0, scratch.1, rows, &w, o,
-            );
-
-            let gamma = |n: usize| {
-                let u = f32::EPSILON as f64 / 2.0;
-                2.0 * n as f64 * u / (1.0 - n as f64 * u)
-            };
-            let check = |what: &str, got: f32, want: f64, abs: f64, n: usize| {
-                assert!(
-                    (got as f64 - want).abs() <= gamma(n) * abs + 1e-30,
-                    "{what} {w:?}: {got} vs {want}"
-                );
-            };
-            let (mut want_gw, mut abs_gw) = (vec![0.0f64; o * patch], vec![0.0f64; o * patch]);
-            let (mut want_dx, mut abs_dx) = (vec![0.0f64; x.len()], vec![0.0f64; x.len()]);
-            for n in 0..rows {
-                for f in 0..o {
-                    for q in 0..pixels {
-                        let (oy, ox) = (q / ow, q % ow);
-                        let (mut sum, mut abs) = (bias[f] as f64, bias[f].abs() as f64);
-                        let g = dy[(n * o + f) * pixels + q] as f64;
-                        for t in 0..patch {
-                            let (ch, ky, kx) = (t / (k * k), (t / k) % k, t % k);
-                            // Input pixel (iy, ix) under this tap, if it is not padding.
-                            let iy = (oy * s + ky).checked_sub(p).filter(|&v| v < h);
-                            let ix = (ox * s + kx).checked_sub(p).filter(|&v| v < wd);
-                            let Some(j) =
-                                iy.zip(ix).map(|(iy, ix)| ((n * c + ch) * h + iy) * wd + ix)
-                            else {
-                                continue;
-                            };
-                            let (v, wt) = (x[j] as f64, weight[f * patch + t] as f64);
-                            sum += wt * v;
-                            abs += (wt * v).abs();
-                            want_gw[f * patch + t] += g * v;
-                            abs_gw[f * patch + t] += (g * v).abs();
-                            want_dx[j] += g * wt;
-                            abs_dx[j] += (g * wt).abs();
-                        }
-                        check("forward", y[(n * o + f) * pixels + q], sum, abs, patch + 1);
-                    }
-                }
-            }
-            let m = rows * pixels;
-            for j in 0..o * patch {
-                check("weight gradient", gw[j], want_gw[j], abs_gw[j], m);
-            }
-            for f in 0..o {
-                let g = (0..rows).flat_map(|n| &dy[(n * o + f) * pixels..][..pixels]);
-                let (want, abs) =
-                    g.fold((0.0, 0.0), |(s, a), &v| (s + v as f64, a + v.abs() as f64));
-                check("bias gradient", gb[f], want, abs, m);
-            }
-            for j in 0..x.len() {
-                check("input gradient", dx[j], want_dx[j], abs_dx[j], o * k * k);
-            }
         }
     }
 }

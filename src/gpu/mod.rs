@@ -76,11 +76,6 @@ fn batchnorm_params(shape: Nchw) -> params::BatchNorm {
     }
 }
 
-/// `batchnorm_finish`'s grid: one thread per channel, 64 a workgroup.
-fn finish_grid(shape: Nchw) -> [u32; 3] {
-    [shape.channels.div_ceil(64) as u32, 1, 1]
-}
-
 fn layout_params(shape: Nchw) -> params::Layout {
     params::Layout {
         rows: shape.rows as u32,
@@ -91,6 +86,25 @@ fn layout_params(shape: Nchw) -> params::Layout {
 }
 
 impl GpuBackend {
+    /// Batch norm's per-channel sums of `p.mode` in `p.chunks` spans a channel
+    /// (`batchnorm_partial`), then added up per channel into `saved` and `outputs`
+    /// (`batchnorm_finish`; see shaders/batchnorm.wgsl).
+    fn batchnorm_in_spans(
+        &mut self,
+        x: &GpuBuf,
+        dy: &GpuBuf,
+        saved: &GpuBuf,
+        [out_a, out_b]: [&GpuBuf; 2],
+        shape: Nchw,
+        p: &params::BatchNorm,
+    ) {
+        let scratch = self.scratch(2 * shape.channels * p.chunks as usize);
+        let grid = [shape.channels as u32, p.chunks, 1];
+        self.dispatch(Kernel::BatchnormPartial, &[x, dy, saved, &scratch], p, grid);
+        let finish = [shape.channels.div_ceil(64) as u32, 1, 1];
+        self.dispatch(Kernel::BatchnormFinish, &[&scratch, saved, out_a, out_b], p, finish);
+    }
+
     /// `out (+)= Σ_s part[s·len..][..len]` over `slices` slices.
     fn sum_splits(
         &mut self,
@@ -414,13 +428,9 @@ impl Backend for GpuBackend {
         };
         if h.train && p.chunks > 1 {
             // The mean over the spans first, then the squared deviations from it.
-            let scratch = self.scratch(2 * shape.channels * p.chunks as usize);
             for mode in [0, 1] {
                 let p = params::BatchNorm { mode, ..p };
-                let grid = [shape.channels as u32, p.chunks, 1];
-                self.dispatch(Kernel::BatchnormPartial, &[x, x, saved, &scratch], &p, grid);
-                let outputs = [&scratch, saved, running_mean, running_var];
-                self.dispatch(Kernel::BatchnormFinish, &outputs, &p, finish_grid(shape));
+                self.batchnorm_in_spans(x, x, saved, [running_mean, running_var], shape, &p);
             }
             return;
         }
@@ -453,12 +463,8 @@ impl Backend for GpuBackend {
     ) {
         let p = batchnorm_params(shape);
         if p.chunks > 1 {
-            let scratch = self.scratch(2 * shape.channels * p.chunks as usize);
             let p = params::BatchNorm { mode: 2, ..p };
-            let grid = [shape.channels as u32, p.chunks, 1];
-            self.dispatch(Kernel::BatchnormPartial, &[x, dy, saved, &scratch], &p, grid);
-            let outputs = [&scratch, saved, grad_gamma, grad_beta];
-            self.dispatch(Kernel::BatchnormFinish, &outputs, &p, finish_grid(shape));
+            self.batchnorm_in_spans(x, dy, saved, [grad_gamma, grad_beta], shape, &p);
             return;
         }
         let groups = [shape.channels as u32, 1, 1];
