@@ -172,41 +172,48 @@ fn col2im_runs<const K: usize>(col: &[f32], x: &mut [f32], w: &Window) {
     }
 }
 
-/// One run of the channel-major patch matrix (see [`im2col_channel_major`]): output row `oy` of
-/// patch row `row` = (c, ky, kx) copies input row `iy` of channel `channel` (none: all padding),
-/// every `stride_w`-th value from input column `first` on, into output columns `ox0..ox1`; the
-/// other columns are padding.
-struct Run {
-    row: usize,
-    channel: usize,
-    oy: usize,
-    iy: Option<usize>,
-    ox0: usize,
-    ox1: usize,
-    first: usize,
+/// Floats of one sample's input zero-padded on every side: the image the channel-major patch
+/// rows are plain copies of, so no run needs a bounds test or a fill.
+fn padded_len(w: &Window) -> usize {
+    w.channels * (w.height + 2 * w.pad_h) * (w.width + 2 * w.pad_w)
 }
 
-/// Calls `f` on every run of one sample's channel-major patch matrix, patch row by patch row:
-/// the one walk that im2col and its adjoint col2im share.
-fn for_each_run(w: &Window, mut f: impl FnMut(Run)) {
-    let ow = w.out_w();
+/// `padded` = one sample's `image` with `pad_h` rows and `pad_w` columns of zeros on each side.
+fn pad_image(image: &[f32], padded: &mut [f32], w: &Window) {
+    let (pw, row) = (w.pad_w, w.width + 2 * w.pad_w);
+    padded.fill(0.0);
+    for (src, dst) in image
+        .chunks_exact(w.height * w.width)
+        .zip(padded.chunks_exact_mut(row * (w.height + 2 * w.pad_h)))
+    {
+        for (s, d) in src.chunks_exact(w.width).zip(dst[w.pad_h * row..].chunks_exact_mut(row)) {
+            d[pw..pw + w.width].copy_from_slice(s);
+        }
+    }
+}
+
+/// `out[ox] = src[ox·stride]` for every `ox` of `out`.
+fn copy_taps(out: &mut [f32], src: &[f32], stride: usize) {
+    if stride == 1 {
+        out.copy_from_slice(&src[..out.len()]);
+    } else {
+        for (v, &u) in out.iter_mut().zip(src.iter().step_by(stride)) {
+            *v = u;
+        }
+    }
+}
+
+/// Calls `f(patch row, padded channel, padded row, kx, output row)` for every run of one
+/// sample's channel-major patch matrix: patch row (c, ky, kx), output row `oy` copies padded
+/// row `oy·sh + ky` of channel `c` from column `kx` on, every `sw`-th value. The one walk that
+/// im2col and its adjoint col2im share.
+fn for_each_run(w: &Window, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
     let mut row = 0;
-    for channel in 0..w.channels {
+    for c in 0..w.channels {
         for ky in 0..w.kernel_h {
             for kx in 0..w.kernel_w {
-                // Output columns whose input column ox·sw + kx − pw lies inside the image:
-                // ox ≥ ⌈(pw − kx) / sw⌉ and ox ≤ ⌊(width − 1 + pw − kx) / sw⌋.
-                let ox0 = w.pad_w.saturating_sub(kx).div_ceil(w.stride_w).min(ow);
-                let ox1 = (w.width + w.pad_w)
-                    .checked_sub(kx + 1)
-                    .map_or(0, |last| (last / w.stride_w + 1).min(ow))
-                    .max(ox0);
-                // Where the run starts in the input row; kept inside the row when the run is
-                // empty (a kernel tap that only ever sees padding).
-                let first = (ox0 * w.stride_w + kx).saturating_sub(w.pad_w).min(w.width);
                 for oy in 0..w.out_h() {
-                    let iy = input_row(w, oy, ky);
-                    f(Run { row, channel, oy, iy, ox0, ox1, first });
+                    f(row, c, oy * w.stride_h + ky, kx, oy);
                 }
                 row += 1;
             }
@@ -217,55 +224,49 @@ fn for_each_run(w: &Window, mut f: impl FnMut(Run)) {
 /// The training path's patch layout, channel-major (Caffe's): per sample
 /// `col[(c, ky, kx), (oy, ox)] = x[c, oy·sh + ky − ph, ox·sw + kx − pw]`, 0 off the image. Each
 /// row of the patch matrix is a shifted copy of one input channel, so it is written in runs of a
-/// whole output row (32 floats for CIFAR) rather than the kernel-wide runs of [`im2col`]'s
-/// pixel-major layout, and the matmuls read it without a transpose.
-fn im2col_channel_major(x: &[f32], col: &mut [f32], w: &Window) {
-    let (ow, pixels, plane) = (w.out_w(), w.out_pixels(), w.height * w.width);
+/// whole output row (32 floats for CIFAR), copied from the zero-padded image in `padded` (one
+/// sample's [`padded_len`]), and the matmuls read it without a transpose.
+fn im2col_channel_major(x: &[f32], col: &mut [f32], padded: &mut [f32], w: &Window) {
+    let (ow, pixels) = (w.out_w(), w.out_pixels());
+    let (row_len, plane) = (w.width + 2 * w.pad_w, padded_len(w) / w.channels.max(1));
     for (s, sample) in col.chunks_exact_mut(w.patch_len() * pixels).enumerate() {
-        let image = &x[s * w.in_len()..][..w.in_len()];
-        for_each_run(w, |r| {
-            let out = &mut sample[r.row * pixels + r.oy * ow..][..ow];
-            let Some(iy) = r.iy else {
-                out.fill(0.0);
-                return;
-            };
-            let src = &image[r.channel * plane + iy * w.width..][..w.width];
-            out[..r.ox0].fill(0.0);
-            out[r.ox1..].fill(0.0);
-            if w.stride_w == 1 {
-                out[r.ox0..r.ox1].copy_from_slice(&src[r.first..][..r.ox1 - r.ox0]);
-            } else {
-                let taps = src[r.first..].iter().step_by(w.stride_w);
-                for (v, &u) in out[r.ox0..r.ox1].iter_mut().zip(taps) {
-                    *v = u;
-                }
-            }
+        pad_image(&x[s * w.in_len()..][..w.in_len()], padded, w);
+        for_each_run(w, |row, c, py, kx, oy| {
+            let out = &mut sample[row * pixels + oy * ow..][..ow];
+            copy_taps(out, &padded[c * plane + py * row_len + kx..], w.stride_w);
         });
     }
 }
 
 /// The adjoint of [`im2col_channel_major`]: `x` is overwritten with the sum of every patch entry
-/// that copied each input value.
-fn col2im_channel_major(col: &[f32], x: &mut [f32], w: &Window) {
-    let (ow, pixels, plane) = (w.out_w(), w.out_pixels(), w.height * w.width);
-    x.fill(0.0);
+/// that copied each input value (added into the padded image in `padded`, then cropped).
+fn col2im_channel_major(col: &[f32], x: &mut [f32], padded: &mut [f32], w: &Window) {
+    let (ow, pixels) = (w.out_w(), w.out_pixels());
+    let (row_len, plane) = (w.width + 2 * w.pad_w, padded_len(w) / w.channels.max(1));
     for (s, image) in x.chunks_exact_mut(w.in_len()).enumerate() {
         let sample = &col[s * w.patch_len() * pixels..][..w.patch_len() * pixels];
-        for_each_run(w, |r| {
-            let Some(iy) = r.iy else { return };
-            let grad = &sample[r.row * pixels + r.oy * ow..][..ow];
-            let dst = &mut image[r.channel * plane + iy * w.width..][..w.width];
+        padded.fill(0.0);
+        for_each_run(w, |row, c, py, kx, oy| {
+            let grad = &sample[row * pixels + oy * ow..][..ow];
+            let dst = &mut padded[c * plane + py * row_len + kx..];
             if w.stride_w == 1 {
-                for (d, g) in dst[r.first..].iter_mut().zip(&grad[r.ox0..r.ox1]) {
+                // A plain zip, so the adds vectorize (step_by(1) keeps them one at a time).
+                for (d, g) in dst[..ow].iter_mut().zip(grad) {
                     *d += g;
                 }
             } else {
-                let taps = dst[r.first..].iter_mut().step_by(w.stride_w);
-                for (d, g) in taps.zip(&grad[r.ox0..r.ox1]) {
+                for (d, g) in dst.iter_mut().step_by(w.stride_w).zip(grad) {
                     *d += g;
                 }
             }
         });
+        for (src, dst) in padded.chunks_exact(plane).zip(image.chunks_exact_mut(w.height * w.width))
+        {
+            let rows = src[w.pad_h * row_len..].chunks_exact(row_len);
+            for (s, d) in rows.zip(dst.chunks_exact_mut(w.width)) {
+                d.copy_from_slice(&s[w.pad_w..w.pad_w + w.width]);
+            }
+        }
     }
 }
 
@@ -330,9 +331,13 @@ fn chunk_samples(w: &Window) -> usize {
 /// partial weight and bias gradients backward adds up (`partials`). Far less than the
 /// batch-sized buffers of the GPU's method.
 pub fn scratch_len(rows: usize, w: &Window, outputs: usize) -> (usize, usize) {
-    let per_thread = chunk_samples(w).min(rows.max(1));
     let threads = super::parallel::threads().min(rows.max(1));
-    (per_thread * threads * w.out_pixels() * w.patch_len(), threads * partial_len(w, outputs))
+    (threads * col_len(rows, w), threads * partial_len(w, outputs))
+}
+
+/// One thread's `col` scratch: a chunk's patch matrix, then one padded sample.
+fn col_len(rows: usize, w: &Window) -> usize {
+    chunk_samples(w).min(rows.max(1)) * w.out_pixels() * w.patch_len() + padded_len(w)
 }
 
 /// One thread's partial gradients: `[weight (outputs·patch) | bias (outputs)]`.
@@ -372,18 +377,19 @@ pub fn conv2d_forward(
     let (y_len, x_len) = (outputs * pixels, w.in_len());
     assert!(y.len() >= rows * y_len && x.len() >= rows * x_len, "conv buffers");
     let parts = ranges(rows);
-    let chunk_col = chunk.min(rows) * pixels * patch;
-    assert!(col.len() >= parts.len() * chunk_col, "conv col scratch");
+    let per_thread = col_len(rows, w);
+    assert!(col.len() >= parts.len() * per_thread, "conv col scratch");
     // Each thread gets its samples' outputs and its own part of the scratch.
     let ys = split_parts(&mut y[..rows * y_len], parts.iter().map(|r| r.len() * y_len));
-    let cols = split_parts(col, parts.iter().map(|_| chunk_col));
+    let cols = split_parts(col, parts.iter().map(|_| per_thread));
     let jobs: Vec<_> = parts.into_iter().zip(ys).zip(cols).collect();
     jobs.into_par_iter().for_each(|((range, y), col)| {
         let mut n0 = range.start;
         while n0 < range.end {
             let g = chunk.min(range.end - n0);
+            let (col, padded) = col.split_at_mut(col.len() - padded_len(w));
             let col = &mut col[..g * pixels * patch];
-            im2col_channel_major(&x[n0 * x_len..][..g * x_len], col, w);
+            im2col_channel_major(&x[n0 * x_len..][..g * x_len], col, padded, w);
             let y = &mut y[(n0 - range.start) * y_len..][..g * y_len];
             for (yn, cn) in y.chunks_exact_mut(y_len).zip(col.chunks_exact(pixels * patch)) {
                 matmul_serial(MatmulForm::AB, weight, cn, 0.0, yn, outputs, patch, pixels);
@@ -427,14 +433,14 @@ pub fn conv2d_backward(
     }
     let (y_len, x_len) = (outputs * pixels, w.in_len());
     let parts = ranges(rows);
-    let chunk_col = chunk.min(rows) * pixels * patch;
-    assert!(col.len() >= parts.len() * chunk_col, "conv col scratch");
+    let per_thread = col_len(rows, w);
+    assert!(col.len() >= parts.len() * per_thread, "conv col scratch");
     assert!(dy.len() >= rows * y_len && x.len() >= rows * x_len, "conv buffers");
     let stride = partial_len(w, outputs);
     let partials = &mut partials[..parts.len() * stride];
     partials.fill(0.0);
     // Each thread gets its scratch part, its partial sums and its samples' input gradient.
-    let cols = split_parts(col, parts.iter().map(|_| chunk_col));
+    let cols = split_parts(col, parts.iter().map(|_| per_thread));
     let sums = split_parts(&mut *partials, parts.iter().map(|_| stride));
     let want_dx = dx.is_some();
     let dxs: Vec<Option<&mut [f32]>> = match dx {
@@ -453,8 +459,9 @@ pub fn conv2d_backward(
         let mut n0 = range.start;
         while n0 < range.end {
             let g = chunk.min(range.end - n0);
+            let (col, padded) = col.split_at_mut(col.len() - padded_len(w));
             let col = &mut col[..g * pixels * patch];
-            im2col_channel_major(&x[n0 * x_len..][..g * x_len], col, w);
+            im2col_channel_major(&x[n0 * x_len..][..g * x_len], col, padded, w);
             let dy = &dy[n0 * y_len..][..g * y_len];
             for (dn, cn) in dy.chunks_exact(y_len).zip(col.chunks_exact_mut(pixels * patch)) {
                 for (b, row) in gb.iter_mut().zip(dn.chunks_exact(pixels)) {
@@ -467,7 +474,8 @@ pub fn conv2d_backward(
                 }
             }
             if let Some(dx) = dx.as_deref_mut() {
-                col2im_channel_major(col, &mut dx[(n0 - range.start) * x_len..][..g * x_len], w);
+                let dx = &mut dx[(n0 - range.start) * x_len..][..g * x_len];
+                col2im_channel_major(col, dx, padded, w);
             }
             n0 += g;
         }
@@ -524,7 +532,8 @@ mod tests {
             let mut pixel_major = vec![f32::NAN; rows * pixels * patch];
             im2col_packed(&x, &mut pixel_major, rows, &w);
             let mut channel_major = vec![f32::NAN; rows * pixels * patch];
-            im2col_channel_major(&x, &mut channel_major, &w);
+            let mut padded = vec![f32::NAN; padded_len(&w)];
+            im2col_channel_major(&x, &mut channel_major, &mut padded, &w);
             for n in 0..rows {
                 for q in 0..pixels {
                     for t in 0..patch {
@@ -547,9 +556,10 @@ mod tests {
             let len = rows * w.patch_len() * w.out_pixels();
             let (x, g) = (random(&mut rng, rows * w.in_len()), random(&mut rng, len));
             let mut col = vec![0.0; len];
-            im2col_channel_major(&x, &mut col, &w);
+            let mut padded = vec![f32::NAN; padded_len(&w)];
+            im2col_channel_major(&x, &mut col, &mut padded, &w);
             let mut back = vec![f32::NAN; x.len()];
-            col2im_channel_major(&g, &mut back, &w);
+            col2im_channel_major(&g, &mut back, &mut padded, &w);
             // Σ a·b and Σ |a·b| in f64.
             let dot = |a: &[f32], b: &[f32]| {
                 let terms = a.iter().zip(b).map(|(&u, &v)| u as f64 * v as f64);
