@@ -118,5 +118,9 @@ fn gpu_flip_evaluation_matches_cpu() {
     let want = evaluate(&mut cpu, &on_cpu, &data.test, 128, Tta::Flip).unwrap();
     let got = evaluate(&mut g, &on_gpu, &data.test, 128, Tta::Flip).unwrap();
     assert!((got.loss - want.loss).abs() <= 1e-4 * want.loss, "{} vs {}", got.loss, want.loss);
+    // The two passes must see different pixels: the GPU's queue writes run before anything
+    // recorded, so an upload that jumped ahead of the first pass would score the batch twice.
+    let plain = evaluate(&mut g, &on_gpu, &data.test, 128, Tta::None).unwrap();
+    assert!((plain.loss - got.loss).abs() > 1e-3 * want.loss, "{plain:?} vs {got:?}");
     assert!((got.accuracy - want.accuracy).abs() <= 1.5 / 300.0, "{got:?} vs {want:?}");
 }
