@@ -373,7 +373,7 @@ pub fn conv2d_forward(
     if rows == 0 {
         return;
     }
-    let (pixels, patch, chunk) = (w.out_pixels(), w.patch_len(), chunk_samples(w));
+    let (pixels, patch) = (w.out_pixels(), w.patch_len());
     let (y_len, x_len) = (outputs * pixels, w.in_len());
     assert!(y.len() >= rows * y_len && x.len() >= rows * x_len, "conv buffers");
     let parts = ranges(rows);
@@ -384,13 +384,9 @@ pub fn conv2d_forward(
     let cols = split_parts(col, parts.iter().map(|_| per_thread));
     let jobs: Vec<_> = parts.into_iter().zip(ys).zip(cols).collect();
     jobs.into_par_iter().for_each(|((range, y), col)| {
-        let mut n0 = range.start;
-        while n0 < range.end {
-            let g = chunk.min(range.end - n0);
-            let (col, padded) = col.split_at_mut(col.len() - padded_len(w));
-            let col = &mut col[..g * pixels * patch];
-            im2col_channel_major(&x[n0 * x_len..][..g * x_len], col, padded, w);
-            let y = &mut y[(n0 - range.start) * y_len..][..g * y_len];
+        let first = range.start;
+        for_each_chunk(x, w, range, col, |n0, g, col, _| {
+            let y = &mut y[(n0 - first) * y_len..][..g * y_len];
             for (yn, cn) in y.chunks_exact_mut(y_len).zip(col.chunks_exact(pixels * patch)) {
                 matmul_serial(MatmulForm::AB, weight, cn, 0.0, yn, outputs, patch, pixels);
                 for (o, row) in yn.chunks_exact_mut(pixels).enumerate() {
@@ -400,9 +396,30 @@ pub fn conv2d_forward(
                     }
                 }
             }
-            n0 += g;
-        }
+        });
     });
+}
+
+/// One thread's share of a conv: its samples `range` a chunk at a time, each chunk's
+/// channel-major patch matrix built in `scratch` (a [`col_len`] part: the chunk's patches, then
+/// one padded sample); `f(first sample, samples, patches, padded scratch)` does the rest.
+fn for_each_chunk(
+    x: &[f32],
+    w: &Window,
+    range: std::ops::Range<usize>,
+    scratch: &mut [f32],
+    mut f: impl FnMut(usize, usize, &mut [f32], &mut [f32]),
+) {
+    let (chunk, x_len) = (chunk_samples(w), w.in_len());
+    let (col, padded) = scratch.split_at_mut(scratch.len() - padded_len(w));
+    let mut n0 = range.start;
+    while n0 < range.end {
+        let g = chunk.min(range.end - n0);
+        let col = &mut col[..g * w.out_pixels() * w.patch_len()];
+        im2col_channel_major(&x[n0 * x_len..][..g * x_len], col, padded, w);
+        f(n0, g, col, padded);
+        n0 += g;
+    }
 }
 
 /// Conv2d backward on the CPU: per thread, per chunk of samples, redo im2col; per sample add
@@ -422,7 +439,7 @@ pub fn conv2d_backward(
     w: &Window,
     outputs: usize,
 ) {
-    let (pixels, patch, chunk) = (w.out_pixels(), w.patch_len(), chunk_samples(w));
+    let (pixels, patch) = (w.out_pixels(), w.patch_len());
     if rows == 0 {
         // No samples: zero gradients, as the sums over an empty batch are.
         grad_weight[..outputs * patch].fill(0.0);
@@ -456,12 +473,8 @@ pub fn conv2d_backward(
     let jobs: Vec<_> = parts.into_iter().zip(cols).zip(sums).zip(dxs).collect();
     jobs.into_par_iter().for_each(|(((range, col), partial), mut dx)| {
         let (gw, gb) = partial.split_at_mut(outputs * patch);
-        let mut n0 = range.start;
-        while n0 < range.end {
-            let g = chunk.min(range.end - n0);
-            let (col, padded) = col.split_at_mut(col.len() - padded_len(w));
-            let col = &mut col[..g * pixels * patch];
-            im2col_channel_major(&x[n0 * x_len..][..g * x_len], col, padded, w);
+        let first = range.start;
+        for_each_chunk(x, w, range, col, |n0, g, col, padded| {
             let dy = &dy[n0 * y_len..][..g * y_len];
             for (dn, cn) in dy.chunks_exact(y_len).zip(col.chunks_exact_mut(pixels * patch)) {
                 for (b, row) in gb.iter_mut().zip(dn.chunks_exact(pixels)) {
@@ -474,11 +487,10 @@ pub fn conv2d_backward(
                 }
             }
             if let Some(dx) = dx.as_deref_mut() {
-                let dx = &mut dx[(n0 - range.start) * x_len..][..g * x_len];
+                let dx = &mut dx[(n0 - first) * x_len..][..g * x_len];
                 col2im_channel_major(col, dx, padded, w);
             }
-            n0 += g;
-        }
+        });
     });
     // The threads' partials, added in thread order (so the result does not depend on timing).
     let (grad_weight, mut grad_bias) = (&mut grad_weight[..outputs * patch], grad_bias);
