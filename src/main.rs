@@ -182,8 +182,9 @@ pub struct TrainArgs {
     /// weights as NAME.epochE.safetensors), so a crash loses at most N epochs.
     #[arg(long, value_name = "N")]
     pub save_every: Option<usize>,
-    /// Leave these parameters as they are: comma-separated state_dict name prefixes (e.g. 0.,3.
-    /// or 3.body); `steepest inspect` lists the names.
+    /// Leave these parameters as they are: comma-separated state_dict name prefixes of whole
+    /// dot-separated parts (e.g. 0.,3.body or layer1; 1 never covers 10); `steepest inspect`
+    /// lists the names.
     #[arg(long, value_name = "PREFIXES")]
     pub freeze: Option<String>,
     /// Keep the best epoch's weights in --save (by --best-by), not the last epoch's; the

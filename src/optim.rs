@@ -154,13 +154,18 @@ impl<B: Backend> Optimizer<B> {
         Ok(Optimizer { config, steps: 0, state, frozen })
     }
 
-    /// Leaves every parameter whose `state_dict` name starts with one of `prefixes` as it is
-    /// (`--freeze 0.,3.body`); an error names a prefix that matches nothing. Returns how many
-    /// parameters are frozen.
+    /// Leaves every parameter under one of `prefixes` as it is (`--freeze 0.,3.body`); an error
+    /// names a prefix that matches nothing. A prefix covers whole dot-separated parts of a name:
+    /// `1` and `1.` freeze `1.weight`, never `10.weight`. Returns how many parameters are frozen.
     pub fn freeze(&mut self, model: &Model<B>, prefixes: &[String]) -> Result<usize> {
         let names: Vec<String> = model.params().into_iter().map(|p| p.name).collect();
+        let under = |name: &str, prefix: &str| {
+            name.strip_prefix(prefix).is_some_and(|rest| {
+                rest.is_empty() || prefix.ends_with('.') || rest.starts_with('.')
+            })
+        };
         for prefix in prefixes {
-            if !names.iter().any(|n| n.starts_with(prefix.as_str())) {
+            if !names.iter().any(|n| under(n, prefix)) {
                 return Err(Error::config(
                     "--freeze",
                     format!("{prefix:?} matches no parameter; they are {}", names.join(", ")),
@@ -168,7 +173,7 @@ impl<B: Backend> Optimizer<B> {
             }
         }
         for (flag, name) in self.frozen.iter_mut().zip(&names) {
-            *flag = prefixes.iter().any(|p| name.starts_with(p.as_str()));
+            *flag = prefixes.iter().any(|p| under(name, p));
         }
         Ok(self.frozen.iter().filter(|f| **f).count())
     }

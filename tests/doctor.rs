@@ -66,4 +66,10 @@ fn doctor_reports_a_wrong_kernel() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     assert!(out.contains("checks agree with the CPU") && !out.contains("MISMATCH"), "{out}");
+    // A name that matches no check is an error, not "all 0 checks agree".
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_steepest"))
+        .args(["doctor", "--only", "addd"])
+        .output()
+        .unwrap();
+    common::cli::assert_clean_error(&o, &["--only", "\"addd\" names no check", "add_bias"]);
 }

@@ -279,3 +279,20 @@ fn training_on_device_held_data_matches_the_cpu_with_augmentation() {
         assert!(worst <= 2e-3 * scale, "tensor {t} differs by {worst} (max |w| {scale})");
     }
 }
+
+/// `--freeze` prefixes cover whole dot-separated parts of a name: `1` is layer 1 (a ReLU,
+/// which has no parameters, so an error), never layer 10; `10` freezes layer 10's two tensors.
+#[test]
+fn freeze_prefixes_match_whole_name_parts() {
+    let mut cpu = CpuBackend::new();
+    let spec = ModelSpec::mlp(&[4, 4, 4, 4, 4]);
+    let model = Model::new(&mut cpu, &spec, 8, 3, 0).unwrap();
+    let cfg = OptimizerConfig::new(OptimizerKind::Sgd);
+    let mut opt = Optimizer::new(&mut cpu, cfg, &model).unwrap();
+    let err = opt.freeze(&model, &["1".to_string()]).unwrap_err().to_string();
+    assert!(err.contains("\"1\" matches no parameter") && err.contains("10.weight"), "{err}");
+    assert_eq!(opt.freeze(&model, &["10".to_string()]).unwrap(), 2);
+    assert_eq!(opt.freeze(&model, &["10.".to_string(), "0.weight".to_string()]).unwrap(), 3);
+    // Part of a part names nothing.
+    assert!(opt.freeze(&model, &["0.w".to_string()]).is_err());
+}

@@ -28,10 +28,21 @@ pub fn run(args: &DoctorArgs) -> Result<()> {
     let adapter =
         format!("{} ({:?}, {:?}, {})", info.name, info.backend, info.device_type, info.driver_info);
     let mut cpu = CpuBackend::new();
-    let list: Vec<_> = checks::all()
+    let all = checks::all();
+    let kernels: std::collections::BTreeSet<String> =
+        all.iter().map(|c| c.kernel.clone()).collect();
+    let list: Vec<_> = all
         .into_iter()
         .filter(|c| args.only.as_ref().is_none_or(|o| c.kernel.contains(o.as_str())))
         .collect();
+    if let (Some(only), true) = (&args.only, list.is_empty()) {
+        // Zero checks would pass, and say nothing about the GPU.
+        let names: Vec<&str> = kernels.iter().map(String::as_str).collect();
+        return Err(Error::config(
+            "--only",
+            format!("{only:?} names no check; the kernels are {}", names.join(", ")),
+        ));
+    }
     if !args.json {
         println!("doctor: {adapter}");
         println!(
@@ -85,6 +96,11 @@ pub fn run(args: &DoctorArgs) -> Result<()> {
         println!("{report}");
     }
     let skipped = outcomes.iter().filter(|o| o.skipped.is_some()).count();
+    if bad.is_empty() && skipped == outcomes.len() {
+        return Err(Error::Other(format!(
+            "none of the {skipped} checks could run on {adapter}: their buffers exceed its limits"
+        )));
+    }
     if bad.is_empty() {
         if !args.json {
             let ran = outcomes.len() - skipped;

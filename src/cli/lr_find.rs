@@ -93,6 +93,9 @@ pub fn draw(f: &LrFind, out: &Path) -> Result<()> {
     root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
     let (lo, hi) = (f.lrs[0] as f64, f.lrs[f.lrs.len() - 1].max(f.lrs[0] * 1.01) as f64);
     let finite: Vec<f64> = f.smoothed.iter().map(|&s| s as f64).filter(|s| s.is_finite()).collect();
+    if finite.is_empty() {
+        return Err(fail("the loss was never finite (it blew up at the first rate)".into()));
+    }
     let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
     // The curve up to its lowest point bounds the top: the blow-up at the end would flatten
     // the rest.
