@@ -140,15 +140,21 @@ pub struct Optimizer<B: Backend> {
 impl<B: Backend> Optimizer<B> {
     pub fn new(backend: &mut B, config: OptimizerConfig, model: &Model<B>) -> Result<Self> {
         config.validate()?;
+        let needs_two = matches!(
+            config.kind,
+            OptimizerKind::Adam | OptimizerKind::AdamW | OptimizerKind::Rmsprop
+        );
         let mut state = Vec::new();
-        for (_, _, len) in model.param_buffers() {
-            let needs_two = matches!(
-                config.kind,
-                OptimizerKind::Adam | OptimizerKind::AdamW | OptimizerKind::Rmsprop
-            );
-            let first = backend.alloc(len)?;
-            let second = backend.alloc(if needs_two { len } else { 1 })?;
-            state.push((first, second));
+        let mut failed = None;
+        model.for_each_param(|_, _, _, len| {
+            let second = if needs_two { len } else { 1 };
+            match (backend.alloc(len), backend.alloc(second)) {
+                (Ok(first), Ok(second)) => state.push((first, second)),
+                (Err(e), _) | (_, Err(e)) => failed = failed.take().or(Some(e)),
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
         let frozen = vec![false; state.len()];
         Ok(Optimizer { config, steps: 0, state, frozen })
@@ -260,11 +266,10 @@ impl<B: Backend> Optimizer<B> {
         self.steps += 1;
         let c = &self.config;
         let t = self.steps as i32;
-        for (((value, grad, len), (s1, s2)), frozen) in
-            model.param_buffers().into_iter().zip(&self.state).zip(&self.frozen)
-        {
-            if *frozen {
-                continue;
+        model.for_each_param(|i, value, grad, len| {
+            let (s1, s2) = &self.state[i];
+            if self.frozen[i] {
+                return;
             }
             match c.kind {
                 OptimizerKind::Sgd | OptimizerKind::Momentum | OptimizerKind::Nesterov => {
@@ -301,6 +306,6 @@ impl<B: Backend> Optimizer<B> {
                     backend.rmsprop_update(value, grad, s1, s2, len, &h);
                 }
             }
-        }
+        });
     }
 }

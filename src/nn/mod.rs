@@ -212,31 +212,32 @@ impl<B: Backend> Model<B> {
         state_dict::params(&self.chain, self.rename())
     }
 
-    /// `(value, grad, len)` of every parameter in `state_dict` order: what the optimizer walks
-    /// each step, so it builds no names (one small list, no strings).
-    pub fn param_buffers(&self) -> Vec<(&B::Buf, &B::Buf, usize)> {
-        fn walk<'a, B: Backend>(
-            chain: &'a Chain<B>,
-            out: &mut Vec<(&'a B::Buf, &'a B::Buf, usize)>,
+    /// Calls `f(index, value, grad, len)` for every parameter in `state_dict` order: what the
+    /// optimizer walks each step, so it builds no names and allocates nothing.
+    pub fn for_each_param(&self, mut f: impl FnMut(usize, &B::Buf, &B::Buf, usize)) {
+        fn walk<B: Backend>(
+            chain: &Chain<B>,
+            next: &mut usize,
+            f: &mut impl FnMut(usize, &B::Buf, &B::Buf, usize),
         ) {
             for layer in &chain.layers {
                 if let Some(w) = layer.weights() {
-                    out.push((&w.weight, &w.grad_weight, w.len()));
+                    f(*next, &w.weight, &w.grad_weight, w.len());
+                    *next += 1;
                     if let (Some(b), Some(g)) = (&w.bias, &w.grad_bias) {
-                        out.push((b, g, w.weight_shape[0]));
+                        f(*next, b, g, w.weight_shape[0]);
+                        *next += 1;
                     }
                 }
                 if let Layer::Residual(r) = layer {
-                    walk(&r.body, out);
+                    walk(&r.body, next, f);
                     if let Some(s) = &r.shortcut {
-                        walk(s, out);
+                        walk(s, next, f);
                     }
                 }
             }
         }
-        let mut out = Vec::new();
-        walk(&self.chain, &mut out);
-        out
+        walk(&self.chain, &mut 0, &mut f);
     }
 
     pub fn num_params(&self) -> usize {
