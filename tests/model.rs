@@ -129,6 +129,13 @@ fn residual_build_errors() {
     assert!(e.contains("its shortcut gives 5x8x8"), "{e}");
     let e = err("res(conv:4:3:p=1,res(conv:4:9)),flatten,linear");
     assert!(e.contains("layer 0.body.1.body.0"), "{e}");
+    // Nesting is bounded (parsing recurses): 100,000 levels are an error, not a stack overflow.
+    let deep = format!("{}conv:3:1{},flatten,linear", "res(".repeat(100_000), ")".repeat(100_000));
+    let e = deep.parse::<steepest::nn::ModelSpec>().unwrap_err().to_string();
+    assert!(e.contains("--model") && e.contains("nested 100000 deep; at most 32"), "{e}");
+    assert!(format!("{}conv:3:1{},flatten,linear", "res(".repeat(32), ")".repeat(32))
+        .parse::<steepest::nn::ModelSpec>()
+        .is_ok());
 }
 
 /// `resnet18`'s tensors are torchvision's `resnet18` state_dict, name for name and shape for

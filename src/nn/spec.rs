@@ -277,6 +277,9 @@ impl fmt::Display for ModelSpec {
 }
 
 /// A `--model` error: what is wrong, where (1-based item in the list), and the grammar.
+/// The deepest `res(...)` nesting a model may have.
+const MAX_NESTING: i64 = 32;
+
 fn bad(text: &str, position: Option<usize>, why: String) -> Error {
     let place = match position {
         Some(p) => format!(" at item {p} of {text:?}"),
@@ -499,6 +502,22 @@ impl FromStr for ModelSpec {
         }
         if text.is_empty() {
             return Err(bad(text, None, "empty model".into()));
+        }
+        // Blocks parse recursively: a bound keeps a pathological string (a config file, say)
+        // from overflowing the stack.
+        let deepest = text
+            .chars()
+            .scan(0i64, |depth, c| {
+                *depth += (c == '(') as i64 - (c == ')') as i64;
+                Some(*depth)
+            })
+            .max()
+            .unwrap_or(0);
+        if deepest > MAX_NESTING {
+            return Err(Error::config(
+                "--model",
+                format!("blocks are nested {deepest} deep; at most {MAX_NESTING} are allowed"),
+            ));
         }
         let layers = parse_list(text, text, 1)?;
         if !matches!(layers.last(), Some(LayerSpec::Linear { .. })) {
