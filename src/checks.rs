@@ -516,6 +516,10 @@ fn pool_outputs<B: Backend>(
     b.maxpool_backward(&gdy, &idx, &dx, rows, w);
     let mut v = b.read(&y, out_len)?;
     v.extend(b.read(&dx, x.len())?);
+    if w.pad_h + w.pad_w > 0 {
+        // Average pooling takes no padding.
+        return Ok(v);
+    }
     b.avgpool(&gx, &y, rows, w);
     b.avgpool_backward(&gdy, &dx, rows, w);
     v.extend(b.read(&y, out_len)?);
@@ -524,28 +528,36 @@ fn pool_outputs<B: Backend>(
 }
 
 fn pool_checks() -> Vec<Check> {
-    // (rows, channels, height, width, kernel, stride)
-    [(3, 5, 7, 5, 2, 2), (2, 6, 9, 9, 3, 2), (128, 32, 24, 24, 2, 2)]
-        .into_iter()
-        .map(|(rows, ch, h, wd, k, s)| {
-            Check::new(
-                "maxpool, avgpool (+ backward)",
-                format!("{rows}x{ch}x{h}x{wd}, {k}x{k} stride {s}"),
-                move |cpu, gpu, c| {
-                    let w = Window::square(ch, h, wd, k, s, 0);
-                    let mut rng = fastrand::Rng::with_seed((rows + ch + h) as u64);
-                    let x = random(&mut rng, rows * w.in_len());
-                    let dy = random(&mut rng, rows * ch * w.out_pixels());
-                    let want = pool_outputs(cpu, &w, rows, &x, &dy)?;
-                    let mut got = pool_outputs(gpu, &w, rows, &x, &dy)?;
-                    inject("maxpool, avgpool (+ backward)", &mut got);
-                    let largest = dy.iter().fold(0f32, |m, v| m.max(v.abs())) * (k * k) as f32;
-                    c.add(&got, &want, &sum_bound(k * k, &[largest]), 0.0);
-                    Ok(())
-                },
-            )
-        })
-        .collect()
+    // (rows, channels, height, width, kernel, stride, padding): odd shapes, a CNN's at batch 128,
+    // and resnet18's padded stem at batch 4 and 32 (25.7M inputs: past 65,535 workgroups, so
+    // the dispatch folds into two dimensions). Padded windows check max pooling only.
+    [
+        (3, 5, 7, 5, 2, 2, 0),
+        (2, 6, 9, 9, 3, 2, 0),
+        (128, 32, 24, 24, 2, 2, 0),
+        (4, 64, 112, 112, 3, 2, 1),
+        (32, 64, 112, 112, 3, 2, 1),
+    ]
+    .into_iter()
+    .map(|(rows, ch, h, wd, k, s, p)| {
+        Check::new(
+            "maxpool, avgpool (+ backward)",
+            format!("{rows}x{ch}x{h}x{wd}, {k}x{k} stride {s} pad {p}"),
+            move |cpu, gpu, c| {
+                let w = Window::square(ch, h, wd, k, s, p);
+                let mut rng = fastrand::Rng::with_seed((rows + ch + h) as u64);
+                let x = random(&mut rng, rows * w.in_len());
+                let dy = random(&mut rng, rows * ch * w.out_pixels());
+                let want = pool_outputs(cpu, &w, rows, &x, &dy)?;
+                let mut got = pool_outputs(gpu, &w, rows, &x, &dy)?;
+                inject("maxpool, avgpool (+ backward)", &mut got);
+                let largest = dy.iter().fold(0f32, |m, v| m.max(v.abs())) * (k * k) as f32;
+                c.add(&got, &want, &sum_bound(k * k, &[largest]), 0.0);
+                Ok(())
+            },
+        )
+    })
+    .collect()
 }
 
 /// Batch norm's four kernels: statistics, forward, the backward sums, the input gradient.
