@@ -117,7 +117,16 @@ pub fn save(path: &Path, tensors: &HostTensors, meta: &CheckpointMeta) -> Result
     }
     let data = safetensors::tensor::serialize(views, Some(info))
         .map_err(|e| Error::file(path, format!("could not encode the checkpoint: {e}")))?;
+    write_atomic(path, &data, "the checkpoint")
+}
 
+/// Writes `data` to `path` through a temporary file beside it that is synced and renamed over
+/// `path`, so a crash or a full disk leaves the old file or the new one, never half of one.
+/// `what` names the file in the error.
+pub fn write_atomic(path: &Path, data: &[u8], what: &str) -> Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(Error::file(path, "exists and is not a regular file; not replaced"));
+    }
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     remove_stale_temp_files(dir, &file_name);
@@ -128,13 +137,13 @@ pub fn save(path: &Path, tensors: &HostTensors, meta: &CheckpointMeta) -> Result
     let tmp = dir.join(format!(".{file_name}.{}.{n}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&data)?;
+        f.write_all(data)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::file(path, format!("could not write the checkpoint: {e}"))
+        Error::file(path, format!("could not write {what}: {e}"))
     })
 }
 

@@ -145,6 +145,12 @@ fn export_writes_the_script_and_the_checkpoints_tensors() {
             state.optimizer.iter().map(|t| &t.0).collect::<Vec<_>>()
         );
         assert_eq!(state.meta.progress.map(|p| p.epoch), Some(2));
+        // The same weights without their resume file, exported over that folder: the earlier
+        // optimizer state does not stay beside weights it no longer belongs to.
+        let alone = dir.join(format!("alone{i}.safetensors"));
+        std::fs::copy(&weights, &alone).unwrap();
+        export(&alone, &out);
+        assert!(!out.join("optimizer.safetensors").exists(), "stale optimizer state removed");
     }
 }
 

@@ -107,9 +107,18 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         ..ckpt.meta.clone()
     };
     checkpoint::save(&dir.join(WEIGHTS_NAME), &ckpt.tensors, &meta)?;
-    if let (Some(s), true) = (&state, with_optimizer) {
-        let meta = CheckpointMeta { progress: Some(s.progress), ..CheckpointMeta::default() };
-        checkpoint::save(&dir.join(OPTIMIZER_NAME), &s.optimizer, &meta)?;
+    match (&state, with_optimizer) {
+        (Some(s), true) => {
+            let meta = CheckpointMeta { progress: Some(s.progress), ..CheckpointMeta::default() };
+            checkpoint::save(&dir.join(OPTIMIZER_NAME), &s.optimizer, &meta)?;
+        }
+        // An earlier export's state would not belong to these weights.
+        _ => match std::fs::remove_file(dir.join(OPTIMIZER_NAME)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::file(dir.join(OPTIMIZER_NAME), format!("cannot remove: {e}")))
+            }
+            _ => {}
+        },
     }
 
     let run = json!({
@@ -162,8 +171,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         ],
     );
     let script_path = dir.join(SCRIPT_NAME);
-    std::fs::write(&script_path, script)
-        .map_err(|e| Error::file(&script_path, format!("cannot write: {e}")))?;
+    checkpoint::write_atomic(&script_path, script.as_bytes(), "the script")?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

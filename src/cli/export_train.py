@@ -658,7 +658,14 @@ def save(net, path, data_dir, epochs):
     }
     if RUN["normalize"] is not None:
         meta["steepest.normalize"] = json.dumps(RUN["normalize"])
-    save_file(tensors, path, metadata=meta)
+    # Beside the target, then renamed over it: an interrupted save leaves no half-written file.
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 if __name__ == "__main__":
