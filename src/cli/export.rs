@@ -190,17 +190,9 @@ fn run_flags(stored: &Map<String, Value>, source: &Path) -> Result<TrainArgs> {
         .try_get_matches_from(["train"])
         .and_then(|m| TrainArgs::from_arg_matches(&m))
         .map_err(|e| Error::Other(format!("train's default flags: {e}")))?;
-    let mut merged = serde_json::to_value(&defaults)
-        .map_err(|e| Error::Other(format!("cannot encode train's flags: {e}")))?;
-    if let Value::Object(map) = &mut merged {
-        for (key, value) in stored {
-            if map.contains_key(key) {
-                map.insert(key.clone(), value.clone());
-            }
-        }
-    }
-    serde_json::from_value(merged)
-        .map_err(|e| Error::file(source, format!("metadata steepest.config: {e}")))
+    // Nothing was given on a command line, so every stored flag is taken; a value of the wrong
+    // type is an error naming its key.
+    super::train::merge_flags(&defaults, stored, &[], source, "steepest.config")
 }
 
 /// A saved run's position and optimizer state, when the export can continue it exactly.

@@ -195,7 +195,7 @@ pub fn config(args: &TrainArgs) -> Result<TrainConfig> {
 /// command line, except the `skip`ped ones. A given flag that differs from the layer's value
 /// gets a note naming both (`what` names the layer: "the saved run", "run.toml"). A value of
 /// the wrong type is an error naming `source` and its key.
-fn merge_flags(
+pub(super) fn merge_flags(
     base: &TrainArgs,
     layer: &serde_json::Map<String, serde_json::Value>,
     skip: &[&str],
