@@ -429,15 +429,17 @@ def evaluate(net, inputs, split, batch=1000):
     its mirror."""
     images, labels = split
     net.eval()
-    loss, correct = 0.0, 0
+    # Summed on the device in f64 and read once, not twice a batch.
+    sums = torch.zeros(2, dtype=torch.float64, device=inputs.device)
     for i in range(0, len(labels), batch):
         y = labels[i:i + batch].to(inputs.device)
         x = inputs(images[i:i + batch])
         logits = net(x).float()
         if RUN.get("tta") == "flip":
             logits = (logits + net(x.flip(3)).float()) * 0.5
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        sums[0] += F.cross_entropy(logits, y, reduction="sum").double()
+        sums[1] += (logits.argmax(1) == y).sum()
+    loss, correct = sums.tolist()
     n = max(len(labels), 1)
     return loss / n, correct / n
 
@@ -613,10 +615,10 @@ def main():
             optimizer.step()
             step += 1
             with torch.no_grad():
-                stats += torch.stack([loss.detach().double() * len(y),
-                                      (logits.argmax(1) == y).sum().double(),
-                                      torch.tensor(float(len(y)), dtype=torch.float64,
-                                                   device=device)])
+                # Summed on the device (no copy to or from the host each step).
+                stats[0] += loss.detach().double() * len(y)
+                stats[1] += (logits.argmax(1) == y).sum()
+                stats[2] += len(y)
         if distributed:
             dist.all_reduce(stats)
         train_seconds = time.time() - started
