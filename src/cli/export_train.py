@@ -174,8 +174,16 @@ def load_cifar(folder, need_train):
         fail(f"{folder}: expected data_batch_N.bin and test_batch*.bin (CIFAR-10 binary batches)")
 
     def read(files):
-        raw = b"".join(open(os.path.join(folder, f), "rb").read() for f in files)
-        records = np.frombuffer(raw, np.uint8).reshape(-1, 3073)
+        parts = []
+        for f in files:
+            path = os.path.join(folder, f)
+            with open(path, "rb") as handle:
+                raw = handle.read()
+            if len(raw) == 0 or len(raw) % 3073:
+                fail(f"{path}: {len(raw)} bytes; expected whole 3073-byte CIFAR-10 records "
+                     "(1 label byte, then 3x32x32 pixels)")
+            parts.append(raw)
+        records = np.frombuffer(b"".join(parts), np.uint8).reshape(-1, 3073)
         return records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0].astype(np.int64)
 
     meta = os.path.join(folder, "batches.meta.txt")
