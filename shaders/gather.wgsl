@@ -5,6 +5,9 @@
 // backends). input[r, c, y, x] = image[c, y + dy, x' + dx] / 255 with x' = w - 1 - x when
 // flipped, 0 outside the image (the CPU's `augment_image`, then `pixels_to_f32`'s table), and
 // labels_out[r] = labels[index].
+// A data set larger than one binding is split across buffers of whole samples, one dispatch per
+// buffer: `images` holds samples first..first + held, and rows whose index lies outside are left
+// for another buffer's dispatch.
 // CPU twin: src/cpu/elementwise.rs (`gather_batch`). Test: tests/cross_check_elementwise.rs.
 
 struct GatherParams {
@@ -12,6 +15,10 @@ struct GatherParams {
     channels: u32,
     height: u32,
     width: u32,
+    first: u32,
+    held: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> gather: GatherParams;
@@ -37,6 +44,9 @@ fn gather_batch(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups
     let y = (q / gather.width) % gather.height;
     let x = q % gather.width;
     let index = batch[2u * r];
+    if index < gather.first || index - gather.first >= gather.held {
+        return;
+    }
     let code = batch[2u * r + 1u];
     let dy = i32(code & 255u) - 128;
     let dx = i32((code >> 8u) & 255u) - 128;
@@ -48,7 +58,7 @@ fn gather_batch(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups
     let sx = i32(xx) + dx;
     var byte = 0u;
     if sy >= 0 && sx >= 0 && sy < i32(gather.height) && sx < i32(gather.width) {
-        let at = index * sample + c * plane + u32(sy) * gather.width + u32(sx);
+        let at = (index - gather.first) * sample + c * plane + u32(sy) * gather.width + u32(sx);
         byte = (images[at / 4u] >> ((at % 4u) * 8u)) & 255u;
     }
     input[i] = pixel_values[byte];

@@ -254,10 +254,15 @@ pub trait Backend {
     /// augmentation code (`data::loader::decode_shift`); `input[r] = augment(images[index]) / 255`
     /// exactly as `augment_image` then `pixels_to_f32` make it, and `labels_out[r] =
     /// labels[index]`. `shape` is (channels, height, width).
+    ///
+    /// `images` holds the samples `held` (a data set larger than one buffer is split across
+    /// several, see [`max_bytes_per_buffer`](Backend::max_bytes_per_buffer)): rows whose index
+    /// falls outside are left as they are, for another part's call to write.
     #[allow(clippy::too_many_arguments)]
     fn gather_batch(
         &mut self,
         images: &Self::Bytes,
+        held: std::ops::Range<usize>,
         labels: &Self::Indices,
         batch: &Self::Indices,
         input: &Self::Buf,
@@ -265,6 +270,10 @@ pub trait Backend {
         rows: usize,
         shape: [usize; 3],
     );
+    /// The most bytes one `alloc_bytes` buffer can hold: a GPU caps what one binding may span.
+    fn max_bytes_per_buffer(&self) -> usize {
+        usize::MAX
+    }
     /// Whether training should keep an in-memory data set on the device and upload only each
     /// batch's indices (`gather_batch`): yes for a GPU, where every upload crosses the bus.
     fn holds_data(&self) -> bool {

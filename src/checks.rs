@@ -372,7 +372,7 @@ fn elementwise_checks() -> Vec<Check> {
     let (rows, shape) = (128usize, [3usize, 32usize, 32usize]);
     out.push(Check::new(
         "gather_batch",
-        format!("{rows} of 300 x {}x{}x{} (crop, flip)", shape[0], shape[1], shape[2]),
+        format!("{rows} of 300 x {}x{}x{} in 2 parts (crop, flip)", shape[0], shape[1], shape[2]),
         move |cpu, gpu, c| {
             let mut rng = fastrand::Rng::with_seed(10);
             let n = 300;
@@ -386,17 +386,18 @@ fn elementwise_checks() -> Vec<Check> {
                     [rng.u32(0..n as u32), dy | dx << 8 | (rng.bool() as u32) << 16]
                 })
                 .collect();
+            // Held in two buffers, as a data set larger than one binding is.
+            let parts = [0..170, 170..n];
             let (want, mut got) = on_both!(cpu, gpu, |b| {
-                let (im, lb, bt) = (
-                    b.alloc_bytes(images.len())?,
-                    b.alloc_indices(n)?,
-                    b.alloc_indices(codes.len())?,
-                );
-                b.write_bytes(&im, &images);
+                let (lb, bt) = (b.alloc_indices(n)?, b.alloc_indices(codes.len())?);
                 b.write_indices(&lb, &labels);
                 b.write_indices(&bt, &codes);
                 let (input, out_labels) = (b.alloc(rows * sample)?, b.alloc_indices(rows)?);
-                b.gather_batch(&im, &lb, &bt, &input, &out_labels, rows, shape);
+                for held in &parts {
+                    let im = b.alloc_bytes(held.len() * sample)?;
+                    b.write_bytes(&im, &images[held.start * sample..held.end * sample]);
+                    b.gather_batch(&im, held.clone(), &lb, &bt, &input, &out_labels, rows, shape);
+                }
                 b.read(&input, rows * sample)?
             });
             inject("gather_batch", &mut got);

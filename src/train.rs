@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
-use crate::data::loader::{augment_image, Augment, Batcher};
+use crate::data::loader::{augment_image, decode_shift, encode_shift, Augment, Batcher};
 use crate::data::{Dataset, Split};
 use crate::nn::{DeviceData, HostTensors, Mode, Model, Workspace};
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -80,6 +80,8 @@ impl std::fmt::Display for Tta {
 /// mirrored batch on the host, the first pass's logits and their mean with the second's.
 pub struct TtaBuffers<B: Backend> {
     mirrored: Vec<u8>,
+    /// A held batch's codes with the mirror bit set.
+    mirrored_codes: Vec<u32>,
     saved: B::Buf,
     mean: B::Buf,
 }
@@ -93,41 +95,83 @@ impl<B: Backend> TtaBuffers<B> {
         let len = ws.capacity * model.num_classes;
         Ok(Some(TtaBuffers {
             mirrored: vec![0; ws.capacity * model.input_size],
+            mirrored_codes: Vec::with_capacity(2 * ws.capacity),
             saved: b.alloc(len)?,
             mean: b.alloc(len)?,
         }))
     }
 }
 
-/// Forward passes of one evaluation batch (`pixels`, `labels`) into `ws`: with test-time
-/// augmentation the mirrored batch first, then the batch itself, and the mean of their logits.
-/// Returns the buffer that holds the logits to score.
+/// One evaluation batch: pixels and labels from the host, or the codes of samples the device
+/// holds ([`DeviceData`]), which upload 8 bytes a sample instead of the pixels.
+enum EvalBatch<'a, B: Backend> {
+    Host { pixels: &'a [u8], labels: &'a [u32] },
+    Held { data: &'a DeviceData<B>, codes: &'a [u32] },
+}
+
+impl<B: Backend> EvalBatch<'_, B> {
+    fn rows(&self) -> usize {
+        match self {
+            EvalBatch::Host { labels, .. } => labels.len(),
+            EvalBatch::Held { codes, .. } => codes.len() / 2,
+        }
+    }
+
+    /// Puts the batch, mirrored left to right when `mirror`, into `ws`'s input and labels.
+    fn load(
+        &self,
+        b: &mut B,
+        model: &Model<B>,
+        ws: &Workspace<B>,
+        mirror: Option<&mut TtaBuffers<B>>,
+    ) {
+        match (self, mirror) {
+            (EvalBatch::Host { pixels, labels }, None) => ws.load_batch(b, pixels, labels),
+            (EvalBatch::Held { data, codes }, None) => ws.load_codes(b, data, codes),
+            (EvalBatch::Host { pixels, labels }, Some(t)) => {
+                let s = model.input;
+                let mirrored = &mut t.mirrored[..pixels.len()];
+                for (src, dst) in pixels
+                    .chunks_exact(model.input_size)
+                    .zip(mirrored.chunks_exact_mut(model.input_size))
+                {
+                    augment_image(src, dst, s.channels, s.height, s.width, 0, 0, true);
+                }
+                ws.load_batch(b, mirrored, labels);
+            }
+            (EvalBatch::Held { data, codes }, Some(t)) => {
+                t.mirrored_codes.clear();
+                for pair in codes.chunks_exact(2) {
+                    let (dy, dx, _) = decode_shift(pair[1]);
+                    t.mirrored_codes.extend([pair[0], encode_shift(dy, dx, true)]);
+                }
+                ws.load_codes(b, data, &t.mirrored_codes);
+            }
+        }
+    }
+}
+
+/// Forward passes of one evaluation batch into `ws`: with test-time augmentation the mirrored
+/// batch first, then the batch itself, and the mean of their logits. Returns the buffer that
+/// holds the logits to score.
 fn eval_forward<'a, B: Backend>(
     backend: &mut B,
     model: &Model<B>,
     ws: &'a Workspace<B>,
     tta: Option<&'a mut TtaBuffers<B>>,
-    pixels: &[u8],
-    labels: &[u32],
+    batch: EvalBatch<B>,
 ) -> &'a B::Buf {
-    let rows = labels.len();
+    let rows = batch.rows();
     let Some(t) = tta else {
-        ws.load_batch(backend, pixels, labels);
+        batch.load(backend, model, ws, None);
         model.forward(backend, ws, rows, Mode::Eval);
         return ws.logits();
     };
-    let s = model.input;
-    let mirrored = &mut t.mirrored[..pixels.len()];
-    for (src, dst) in
-        pixels.chunks_exact(model.input_size).zip(mirrored.chunks_exact_mut(model.input_size))
-    {
-        augment_image(src, dst, s.channels, s.height, s.width, 0, 0, true);
-    }
-    ws.load_batch(backend, mirrored, labels);
+    batch.load(backend, model, ws, Some(&mut *t));
     model.forward(backend, ws, rows, Mode::Eval);
     let (classes, len) = (model.num_classes, rows * model.num_classes);
     backend.copy_rows(ws.logits(), &t.saved, rows, classes, classes, classes);
-    ws.load_batch(backend, pixels, labels);
+    batch.load(backend, model, ws, None);
     model.forward(backend, ws, rows, Mode::Eval);
     backend.add(ws.logits(), &t.saved, &t.mean, len);
     backend.scale(&t.mean, len, 0.5);
@@ -321,23 +365,52 @@ pub fn train_step<B: Backend>(
 
 /// Loss and accuracy of `model` on `split`, forward passes only, in batches of the workspace's
 /// capacity (with test-time augmentation when `tta` holds its buffers); one read at the end.
+/// `held` is `split` held on the device, when it is: then each batch uploads only its codes.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate_with<B: Backend>(
     backend: &mut B,
     model: &Model<B>,
     ws: &Workspace<B>,
     stats: &B::Buf,
     split: &Split,
+    held: Option<&DeviceData<B>>,
     mut tta: Option<&mut TtaBuffers<B>>,
 ) -> Result<Metrics> {
     backend.fill_zero(stats);
     let mut batches = Batcher::new(split, model.input_size, ws.capacity, false);
     batches.start_epoch(None);
-    while let Some((pixels, labels)) = batches.next_batch() {
-        let logits = eval_forward(backend, model, ws, tta.as_deref_mut(), pixels, labels);
-        model.loss_on(backend, ws, logits, stats, labels.len());
+    loop {
+        let batch = match held {
+            Some(data) => match batches.next_codes() {
+                Some(codes) => EvalBatch::Held { data, codes },
+                None => break,
+            },
+            None => match batches.next_batch() {
+                Some((pixels, labels)) => EvalBatch::Host { pixels, labels },
+                None => break,
+            },
+        };
+        let rows = batch.rows();
+        let logits = eval_forward(backend, model, ws, tta.as_deref_mut(), batch);
+        model.loss_on(backend, ws, logits, stats, rows);
         backend.submit();
     }
     Ok(Metrics::from_stats(&backend.read(stats, 3)?))
+}
+
+/// `split` held on a device that holds data sets (`Backend::holds_data`), for batches of up to
+/// `capacity`; `None` when the device does not, the split streams from files, or it does not
+/// fit (then its batches are uploaded one by one).
+pub fn hold_split<B: Backend>(
+    backend: &mut B,
+    split: &Split,
+    shape: [usize; 3],
+    capacity: usize,
+) -> Option<DeviceData<B>> {
+    if !backend.holds_data() || split.images().is_none() || split.len == 0 {
+        return None;
+    }
+    DeviceData::new(backend, split, shape, capacity).ok()
 }
 
 /// Loss, accuracy and the confusion matrix (`[true class][predicted class]` counts) of `model`
@@ -367,7 +440,8 @@ pub fn confusion<B: Backend>(
     batches.start_epoch(None);
     while let Some((pixels, labels)) = batches.next_batch() {
         let rows = labels.len();
-        let logits = eval_forward(backend, model, &ws, tta.as_mut(), pixels, labels);
+        let batch = EvalBatch::Host { pixels, labels };
+        let logits = eval_forward(backend, model, &ws, tta.as_mut(), batch);
         model.loss_on(backend, &ws, logits, &stats, rows);
         let logits = backend.read(logits, rows * classes)?;
         for (row, &label) in logits.chunks_exact(classes).zip(labels) {
@@ -395,7 +469,9 @@ pub fn evaluate<B: Backend>(
     let ws = Workspace::new(backend, model, batch_size.clamp(1, split.len.max(1)))?;
     let stats = backend.alloc(3)?;
     let mut tta = TtaBuffers::new(backend, model, &ws, tta)?;
-    evaluate_with(backend, model, &ws, &stats, split, tta.as_mut())
+    let s = model.input;
+    let held = hold_split(backend, split, [s.channels, s.height, s.width], ws.capacity);
+    evaluate_with(backend, model, &ws, &stats, split, held.as_ref(), tta.as_mut())
 }
 
 /// Trains `model` on `data.train` for `cfg.epochs`, evaluating on `data.test` after each epoch.
@@ -443,12 +519,12 @@ pub fn train<B: Backend>(
     // A device that holds the data set gets it once, and each step uploads only the batch's
     // indices and augmentation codes (8 bytes a sample); a split that does not fit one of its
     // buffers, streamed image folders, and shifts past the codes' ±127 are uploaded per batch.
-    let resident =
-        if backend.holds_data() && data.train.images().is_some() && cfg.augment.crop_pad <= 127 {
-            DeviceData::new(backend, &data.train, shape, capacity).ok()
-        } else {
-            None
-        };
+    let resident = if cfg.augment.crop_pad <= 127 {
+        hold_split(backend, &data.train, shape, capacity)
+    } else {
+        None
+    };
+    let held_test = hold_split(backend, &data.test, shape, capacity);
     let train_stats = backend.alloc(3)?;
     let eval_stats = backend.alloc(3)?;
     let mut tta = TtaBuffers::new(backend, model, &ws, cfg.tta)?;
@@ -590,7 +666,8 @@ pub fn train<B: Backend>(
             last_finite = Some((epoch, model.export(backend)?));
         }
         let test = if data.test.len > 0 {
-            Some(evaluate_with(backend, model, &ws, &eval_stats, &data.test, tta.as_mut())?)
+            let held = held_test.as_ref();
+            Some(evaluate_with(backend, model, &ws, &eval_stats, &data.test, held, tta.as_mut())?)
         } else {
             None
         };
@@ -659,7 +736,9 @@ pub fn predict<B: Backend>(
     let mut out = Vec::with_capacity(rows);
     for chunk in pixels.chunks(ws.capacity * size) {
         let n = chunk.len() / size;
-        let logits = eval_forward(backend, model, &ws, tta.as_mut(), chunk, &vec![0; n]);
+        let labels = vec![0; n];
+        let batch = EvalBatch::Host { pixels: chunk, labels: &labels };
+        let logits = eval_forward(backend, model, &ws, tta.as_mut(), batch);
         backend.submit();
         let logits = backend.read(logits, n * classes)?;
         for row in logits.chunks_exact(classes) {

@@ -233,6 +233,7 @@ fn gather_batch_matches_cpu_exactly() {
         let shape = [c, h, w];
         elementwise::gather_batch(
             &images,
+            0..n,
             &labels,
             &batch,
             &mut want,
@@ -241,16 +242,51 @@ fn gather_batch_matches_cpu_exactly() {
             shape,
         );
 
-        let gi = g.alloc_bytes(images.len()).unwrap();
-        g.write_bytes(&gi, &images);
         let (gl, gb) = (g.alloc_indices(n).unwrap(), g.alloc_indices(batch.len()).unwrap());
         g.write_indices(&gl, &labels);
         g.write_indices(&gb, &batch);
-        let (go, gol) = (g.alloc(rows * sample).unwrap(), g.alloc_indices(rows).unwrap());
-        g.gather_batch(&gi, &gl, &gb, &go, &gol, rows, shape);
-        assert_eq!(g.read(&go, rows * sample).unwrap(), want, "gather_batch pixels {shape:?}");
-        // Labels come back through an f32 read of the u32 buffer: compare the bits.
-        let got: Vec<u32> = g.read(&gol, rows).unwrap().iter().map(|v| v.to_bits()).collect();
-        assert_eq!(got, want_labels, "gather_batch labels {shape:?}");
+        // The data set in one buffer, and split across up to three (as one larger than a
+        // binding is held): every row comes from the one part that holds its sample.
+        for parts in [1, 3] {
+            let (go, gol) = (g.alloc(rows * sample).unwrap(), g.alloc_indices(rows).unwrap());
+            g.write(&go, &vec![f32::NAN; rows * sample]);
+            let per_part = n.div_ceil(parts);
+            for first in (0..n).step_by(per_part) {
+                let held = first..(first + per_part).min(n);
+                let gi = g.alloc_bytes(held.len() * sample).unwrap();
+                g.write_bytes(&gi, &images[held.start * sample..held.end * sample]);
+                g.gather_batch(&gi, held, &gl, &gb, &go, &gol, rows, shape);
+            }
+            let what = format!("gather_batch {shape:?} in {parts} parts");
+            assert_eq!(g.read(&go, rows * sample).unwrap(), want, "{what}: pixels");
+            // Labels come back through an f32 read of the u32 buffer: compare the bits.
+            let got: Vec<u32> = g.read(&gol, rows).unwrap().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want_labels, "{what}: labels");
+        }
     }
+}
+
+/// The CPU twin leaves rows whose sample another part holds as they were.
+#[test]
+fn gather_batch_writes_only_the_rows_its_part_holds() {
+    let images: Vec<u8> = (0..4 * 2).map(|v| v as u8 * 30).collect();
+    let labels = [7, 8, 9, 6];
+    // Samples 3, 1, 2 with no shift; the part holds samples 2..4.
+    let code = (128 | 128 << 8) as u32;
+    let batch = [3, code, 1, code, 2, code];
+    let mut input = vec![-1.0; 3 * 2];
+    let mut out = vec![99; 3];
+    elementwise::gather_batch(
+        &images[4..],
+        2..4,
+        &labels,
+        &batch,
+        &mut input,
+        &mut out,
+        3,
+        [1, 1, 2],
+    );
+    let px = |v: u8| v as f32 / 255.0;
+    assert_eq!(input, [px(180), px(210), -1.0, -1.0, px(120), px(150)]);
+    assert_eq!(out, [6, 99, 9]);
 }

@@ -120,3 +120,32 @@ fn a_step_on_device_held_data_uploads_one_kilobyte() {
     assert_eq!(after.submits - before.submits, steps, "one submit per step");
     assert_eq!(g.read(&stats, 3).unwrap()[2], 5.0 * 128.0);
 }
+
+/// Evaluation from a test split the device holds uploads only each batch's codes (8 bytes a
+/// sample, twice with test-time flips), and scores exactly as uploading the pixels does.
+#[test]
+fn evaluation_on_device_held_data_uploads_only_codes() {
+    use steepest::data::synthetic;
+    use steepest::nn::DeviceData;
+    use steepest::train::{evaluate_with, Tta, TtaBuffers};
+    let Some(mut g) = gpu() else { return };
+    let data = synthetic::generate(5, 10, 300);
+    let shape = [data.channels, data.height, data.width];
+    let spec: ModelSpec = "conv:4:3,relu,flatten,linear".parse().unwrap();
+    let model = Model::new(&mut g, &spec, data.input_shape(), 10, 0).unwrap();
+    let ws = Workspace::new(&mut g, &model, 128).unwrap();
+    let held = DeviceData::new(&mut g, &data.test, shape, 128).unwrap();
+    let stats = g.alloc(3).unwrap();
+    for (tta, passes) in [(Tta::None, 1), (Tta::Flip, 2)] {
+        let mut t = TtaBuffers::new(&mut g, &model, &ws, tta).unwrap();
+        let uploaded = evaluate_with(&mut g, &model, &ws, &stats, &data.test, None, t.as_mut());
+        let before = g.counters();
+        let on_device =
+            evaluate_with(&mut g, &model, &ws, &stats, &data.test, Some(&held), t.as_mut());
+        let written = g.counters().bytes_written - before.bytes_written;
+        assert_eq!(written, passes * 300 * 8, "{tta}: bytes uploaded");
+        let (uploaded, on_device) = (uploaded.unwrap(), on_device.unwrap());
+        assert_eq!(on_device.samples, 300);
+        assert_eq!(on_device, uploaded, "{tta}: the same scores");
+    }
+}

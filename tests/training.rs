@@ -272,6 +272,10 @@ fn training_on_device_held_data_matches_the_cpu_with_augmentation() {
     for (c, g) in cpu_reports.iter().zip(&gpu_reports) {
         let (cl, gl) = (c.train_loss, g.train_loss);
         assert!((cl - gl).abs() <= 1e-3 * cl.abs(), "epoch {}: loss cpu {cl} gpu {gl}", c.epoch);
+        // The GPU evaluates from its own copy of the test split too.
+        let (ct, gt) = (c.test_loss.unwrap(), g.test_loss.unwrap());
+        assert!((ct - gt).abs() <= 1e-3 * ct.abs(), "epoch {}: test cpu {ct} gpu {gt}", c.epoch);
+        assert_eq!(c.test_acc, g.test_acc, "epoch {}: test accuracy", c.epoch);
     }
     for (t, (c, g)) in cpu_w.iter().zip(&gpu_w).enumerate() {
         let scale = c.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -295,4 +299,38 @@ fn freeze_prefixes_match_whole_name_parts() {
     assert_eq!(opt.freeze(&model, &["10.".to_string(), "0.weight".to_string()]).unwrap(), 3);
     // Part of a part names nothing.
     assert!(opt.freeze(&model, &["0.w".to_string()]).is_err());
+}
+
+/// A data set larger than one device buffer is held in parts of whole samples: training from
+/// 7-sample parts (one `gather_batch` per part) gives bit for bit the weights of one part.
+#[test]
+fn device_held_data_in_parts_trains_as_in_one_buffer() {
+    use steepest::nn::DeviceData;
+    let Some(mut g) = gpu() else { return };
+    let data = synthetic::generate(8, 100, 0);
+    let shape = [data.channels, data.height, data.width];
+    let spec: ModelSpec = "conv:4:3,relu,flatten,linear".parse().unwrap();
+    let mut weights = Vec::new();
+    for part_bytes in [usize::MAX, 7 * data.sample_size() + 5] {
+        let model = Model::new(&mut g, &spec, data.input_shape(), data.num_classes, 1).unwrap();
+        let ws = Workspace::new(&mut g, &model, 32).unwrap();
+        let held = DeviceData::in_parts(&mut g, &data.train, shape, 32, part_bytes).unwrap();
+        assert_eq!(held.parts.len(), if part_bytes == usize::MAX { 1 } else { 15 });
+        let stats = g.alloc(3).unwrap();
+        let cfg = OptimizerConfig::new(OptimizerKind::Momentum);
+        let mut opt = Optimizer::new(&mut g, cfg, &model).unwrap();
+        let mut batches = Batcher::new(&data.train, data.sample_size(), 32, false).with_augment(
+            "crop:2,flip".parse().unwrap(),
+            5,
+            shape,
+        );
+        batches.start_epoch(Some(&mut fastrand::Rng::with_seed(2)));
+        while let Some(codes) = batches.next_codes() {
+            ws.load_codes(&mut g, &held, codes);
+            train_step(&mut g, &model, &ws, &mut opt, &stats, codes.len() / 2, 0.05);
+        }
+        assert_eq!(g.read(&stats, 3).unwrap()[2], 100.0, "every sample trained once");
+        weights.push(model.export(&mut g).unwrap());
+    }
+    assert_eq!(weights[0], weights[1]);
 }

@@ -87,9 +87,12 @@ pub fn copy_rows(
 }
 
 /// CPU twin of `shaders/gather.wgsl`: `input[r] = augment(images[batch[2r]]) / 255` and
-/// `labels_out[r] = labels[batch[2r]]`, with `batch[2r + 1]` the augmentation code.
+/// `labels_out[r] = labels[batch[2r]]`, with `batch[2r + 1]` the augmentation code; `images`
+/// holds the samples `held`, and rows of other samples are left as they are.
+#[allow(clippy::too_many_arguments)]
 pub fn gather_batch(
     images: &[u8],
+    held: std::ops::Range<usize>,
     labels: &[u32],
     batch: &[u32],
     input: &mut [f32],
@@ -101,8 +104,11 @@ pub fn gather_batch(
     let mut pixels = vec![0u8; sample];
     for r in 0..rows {
         let index = batch[2 * r] as usize;
+        if !held.contains(&index) {
+            continue;
+        }
         let (dy, dx, flip) = crate::data::loader::decode_shift(batch[2 * r + 1]);
-        let src = &images[index * sample..][..sample];
+        let src = &images[(index - held.start) * sample..][..sample];
         crate::data::loader::augment_image(src, &mut pixels, c, h, w, dy, dx, flip);
         pixels_to_f32(&pixels, &mut input[r * sample..][..sample]);
         labels_out[r] = labels[index];

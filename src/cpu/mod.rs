@@ -130,6 +130,7 @@ impl Backend for CpuBackend {
     fn gather_batch(
         &mut self,
         images: &Self::Bytes,
+        held: std::ops::Range<usize>,
         labels: &Self::Indices,
         batch: &Self::Indices,
         input: &CpuBuf,
@@ -139,6 +140,7 @@ impl Backend for CpuBackend {
     ) {
         elementwise::gather_batch(
             &images.borrow(),
+            held,
             &labels.borrow(),
             &batch.borrow(),
             &mut input.0.borrow_mut(),

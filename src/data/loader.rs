@@ -119,8 +119,13 @@ struct Shift {
 impl Shift {
     /// As `gather_batch` takes it: `(dy + 128) | (dx + 128) << 8 | flip << 16`.
     fn code(self) -> u32 {
-        (self.dy + 128) as u32 | ((self.dx + 128) as u32) << 8 | (self.flip as u32) << 16
+        encode_shift(self.dy, self.dx, self.flip)
     }
+}
+
+/// A batch code's augmentation from its parts (`|dy|, |dx| <= 127`); see `decode_shift`.
+pub fn encode_shift(dy: isize, dx: isize, flip: bool) -> u32 {
+    (dy + 128) as u32 | ((dx + 128) as u32) << 8 | (flip as u32) << 16
 }
 
 /// A batch code's augmentation: (dy, dx, flip); see `Batcher::next_codes`.

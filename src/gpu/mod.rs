@@ -268,6 +268,7 @@ impl Backend for GpuBackend {
     fn gather_batch(
         &mut self,
         images: &GpuBuf,
+        held: std::ops::Range<usize>,
         labels: &GpuBuf,
         batch: &GpuBuf,
         input: &GpuBuf,
@@ -280,6 +281,9 @@ impl Backend for GpuBackend {
             channels: channels as u32,
             height: height as u32,
             width: width as u32,
+            first: held.start as u32,
+            held: held.len() as u32,
+            ..Default::default()
         };
         let groups = self.groups_1d(rows * channels * height * width);
         let table = self.pixel_values.clone();
@@ -289,6 +293,12 @@ impl Backend for GpuBackend {
             &p,
             groups,
         );
+    }
+
+    fn max_bytes_per_buffer(&self) -> usize {
+        // `create_buffer` rounds sizes up to whole 16-byte vec4s.
+        let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        (limit / 16 * 16) as usize
     }
 
     fn holds_data(&self) -> bool {

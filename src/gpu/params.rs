@@ -101,7 +101,10 @@ wgsl_struct! {
 }
 
 wgsl_struct! {
-    Gather = "gather.wgsl" "GatherParams" { rows: u32, channels: u32, height: u32, width: u32 }
+    Gather = "gather.wgsl" "GatherParams" {
+        rows: u32, channels: u32, height: u32, width: u32,
+        first: u32, held: u32, _pad0: u32, _pad1: u32,
+    }
 }
 
 /// Every params struct, for the layout test.

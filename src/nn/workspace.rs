@@ -8,6 +8,7 @@ use crate::nn::layer::{Chain, Layer};
 use crate::nn::residual::ResidualBuffers;
 use crate::nn::Model;
 use crate::{Error, Result};
+use std::ops::Range;
 
 /// Extra buffers a layer needs besides its output and gradient.
 pub struct Scratch<B: Backend> {
@@ -155,9 +156,11 @@ fn each_chain<'a, B: Backend>(bufs: &'a Buffers<B>, f: &mut dyn FnMut(&'a Buffer
 }
 
 /// An in-memory split held on the device, uploaded once (see `Backend::holds_data`), and room
-/// for one batch's codes.
+/// for one batch's codes. A split larger than one device buffer is held in parts of whole
+/// samples, each gathered from by its own `gather_batch` call.
 pub struct DeviceData<B: Backend> {
-    pub images: B::Bytes,
+    /// The pixels, u8, in parts, each with the samples it holds.
+    pub parts: Vec<(B::Bytes, Range<usize>)>,
     pub labels: B::Indices,
     pub batch: B::Indices,
     /// (channels, height, width)
@@ -165,13 +168,25 @@ pub struct DeviceData<B: Backend> {
 }
 
 impl<B: Backend> DeviceData<B> {
-    /// Uploads `split`; an error when it does not fit one of the device's buffers, or when it is
-    /// streamed from files (those are uploaded batch by batch).
+    /// Uploads `split` in parts as large as the device's buffers allow; an error when it does
+    /// not fit the device, or when it is streamed from files (those are uploaded batch by batch).
     pub fn new(
         b: &mut B,
         split: &crate::data::Split,
         shape: [usize; 3],
         capacity: usize,
+    ) -> Result<Self> {
+        let part_bytes = b.max_bytes_per_buffer();
+        Self::in_parts(b, split, shape, capacity, part_bytes)
+    }
+
+    /// [`DeviceData::new`] with parts of at most `part_bytes` bytes (tests use small parts).
+    pub fn in_parts(
+        b: &mut B,
+        split: &crate::data::Split,
+        shape: [usize; 3],
+        capacity: usize,
+        part_bytes: usize,
     ) -> Result<Self> {
         let sample: usize = shape.iter().product();
         let Some(pixels) = split.images() else {
@@ -179,13 +194,43 @@ impl<B: Backend> DeviceData<B> {
                 "a split streamed from image files is not held on the device".into(),
             ));
         };
-        let images = b.alloc_bytes(split.len * sample)?;
-        b.write_bytes(&images, &pixels[..split.len * sample]);
+        let per_part = part_bytes / sample.max(1);
+        if per_part == 0 {
+            return Err(Error::Other(format!(
+                "one sample ({sample} bytes) is larger than the device's buffers ({part_bytes})"
+            )));
+        }
+        let mut parts = Vec::with_capacity(split.len.div_ceil(per_part));
+        for first in (0..split.len).step_by(per_part) {
+            let held = first..(first + per_part).min(split.len);
+            let bytes = b.alloc_bytes(held.len() * sample)?;
+            b.write_bytes(&bytes, &pixels[held.start * sample..held.end * sample]);
+            parts.push((bytes, held));
+        }
         let labels = b.alloc_indices(split.len)?;
         let l: Vec<u32> = split.labels[..split.len].iter().map(|&v| v as u32).collect();
         b.write_indices(&labels, &l);
         let batch = b.alloc_indices(2 * capacity)?;
-        Ok(DeviceData { images, labels, batch, shape })
+        Ok(DeviceData { parts, labels, batch, shape })
+    }
+
+    /// Uploads `codes` (each sample's index and augmentation code) and gathers those samples
+    /// into `input` (f32) and `labels_out`.
+    pub fn gather(&self, b: &mut B, codes: &[u32], input: &B::Buf, labels_out: &B::Indices) {
+        b.write_indices(&self.batch, codes);
+        for (images, held) in &self.parts {
+            let rows = codes.len() / 2;
+            b.gather_batch(
+                images,
+                held.clone(),
+                &self.labels,
+                &self.batch,
+                input,
+                labels_out,
+                rows,
+                self.shape,
+            );
+        }
     }
 }
 
@@ -253,16 +298,7 @@ impl<B: Backend> Workspace<B> {
     pub fn load_codes(&self, b: &mut B, data: &DeviceData<B>, codes: &[u32]) {
         let rows = codes.len() / 2;
         debug_assert!(rows <= self.capacity);
-        b.write_indices(&data.batch, codes);
-        b.gather_batch(
-            &data.images,
-            &data.labels,
-            &data.batch,
-            &self.input,
-            &self.labels,
-            rows,
-            data.shape,
-        );
+        data.gather(b, codes, &self.input, &self.labels);
         self.normalize_input(b, rows);
     }
 
