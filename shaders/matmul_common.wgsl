@@ -11,6 +11,10 @@
 // With one split, workgroup z = 0 writes C (adding to it when `accumulate` is set, for the
 // passes after the first); with several, split z writes its partial sums to slice z of a
 // scratch buffer and `sum_splits` (shaders/reduce.wgsl) adds the slices into C.
+//
+// Epilogue (`matmul_bias`): when `epilogue` is set, the kernel that writes C's final values adds
+// bias[col] (bit 0) and then applies ReLU (bit 1) as it stores them, saving the separate
+// `add_bias` pass over C. Only a single-range plan's matmul or its `sum_splits` sets it.
 
 struct MatmulParams {
     m: u32,
@@ -21,7 +25,23 @@ struct MatmulParams {
     accumulate: u32,
     // `register` only: bit 0 set when A is loaded as vec4s, bit 1 for B (see that shader).
     vec4_loads: u32,
-    _pad0: u32,
+    // Bit 0: add bias[col]; bit 1: then ReLU (see above).
+    epilogue: u32,
+}
+
+// The epilogue's bias; a placeholder buffer when there is none.
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+
+// v with the epilogue applied, for column `col`.
+fn epilogue(col: u32, v: f32) -> f32 {
+    var out = v;
+    if (params.epilogue & 1u) != 0u {
+        out += bias[col];
+    }
+    if (params.epilogue & 2u) != 0u {
+        out = max(out, 0.0);
+    }
+    return out;
 }
 
 // [start, end) of the K range of split z.
@@ -34,6 +54,8 @@ fn store_c(z: u32, row: u32, col: u32, v: f32) {
     let i = z * params.m * params.n + row * params.n + col;
     if params.accumulate != 0u {
         c[i] += v;
+    } else if params.epilogue != 0u {
+        c[i] = epilogue(col, v);
     } else {
         c[i] = v;
     }

@@ -10,11 +10,18 @@ struct Params {
     chunk: u32,
     // sum_splits: add to `out` instead of overwriting it.
     accumulate: u32,
+    // sum_splits as a matmul's last pass: add bias[i % bias_cols] (bit 0), then ReLU (bit 1).
+    epilogue: u32,
+    bias_cols: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+// sum_splits' epilogue bias; a placeholder buffer when there is none.
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -41,7 +48,8 @@ fn bias_grad(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_
 }
 
 // sum_splits: out[i] (+)= Σ_s grad[s·cols + i] for s < chunk, i < cols, in slice order: the
-// second pass of a split-K matmul and of a chunked bias_grad.
+// second pass of a split-K matmul and of a chunked bias_grad; as a `matmul_bias`'s last pass,
+// with its epilogue (bias[i % bias_cols], then ReLU; see shaders/matmul_common.wgsl).
 @compute @workgroup_size(256)
 fn sum_splits(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
               @builtin(local_invocation_index) local: u32) {
@@ -56,6 +64,12 @@ fn sum_splits(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) 
     if params.accumulate != 0u {
         out[i] += sum;
     } else {
+        if (params.epilogue & 1u) != 0u {
+            sum += bias[i % params.bias_cols];
+        }
+        if (params.epilogue & 2u) != 0u {
+            sum = max(sum, 0.0);
+        }
         out[i] = sum;
     }
 }

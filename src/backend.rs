@@ -210,6 +210,24 @@ pub trait Backend {
         k: usize,
         n: usize,
     );
+    /// `C = op(A) · op(B) + bias[col]` over `[m, n]` (`mkn` = `[m, k, n]`), then `max(C, 0)`
+    /// when `relu`: a Linear layer's forward as one op, so that the GPU adds the bias and
+    /// applies the ReLU as its matmul stores C (an epilogue) instead of in a pass of its own.
+    /// The CPU runs `matmul` then `add_bias`, which the GPU matches bit for bit.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_bias(
+        &mut self,
+        form: MatmulForm,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        c: &Self::Buf,
+        [m, k, n]: [usize; 3],
+        bias: &Self::Buf,
+        relu: bool,
+    ) {
+        self.matmul(form, a, b, c, m, k, n);
+        self.add_bias(c, bias, m, n, relu);
+    }
     /// `x[r, c] += bias[c]` over `[rows, cols]`, then `max(x, 0)` when `relu`.
     fn add_bias(&mut self, x: &Self::Buf, bias: &Self::Buf, rows: usize, cols: usize, relu: bool);
     /// `x = (x - mean[c]) · inv_std[c]` in place over NCHW `shape`, with `stats` =

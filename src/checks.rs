@@ -229,6 +229,34 @@ fn matmul_check(
     })
 }
 
+/// `matmul_bias` (a Linear forward, bias and ReLU applied as C is stored) in the variant and K
+/// split the adapter picks: against the CPU's matmul then add_bias, within the matmul's bound
+/// plus one rounding of the bias add on each side.
+fn matmul_bias_check((m, k, n): (usize, usize, usize), relu: bool) -> Check {
+    let what = if relu { "matmul_bias (relu)" } else { "matmul_bias" };
+    Check::new(what, format!("{m}x{k}x{n}"), move |cpu, gpu, c| {
+        let mut rng = fastrand::Rng::with_seed((m * 31 + k * 7 + n) as u64);
+        let (a, b, bias) = (random(&mut rng, m * k), random(&mut rng, k * n), random(&mut rng, n));
+        let form = MatmulForm::ABt;
+        let (want, mut got) = on_both!(cpu, gpu, |be| {
+            let (ga, gb, gbias, gc) =
+                (buf(be, &a)?, buf(be, &b)?, buf(be, &bias)?, be.alloc(m * n)?);
+            be.matmul_bias(form, &ga, &gb, &gc, [m, k, n], &gbias, relu);
+            be.read(&gc, m * n)?
+        });
+        inject(what, &mut got);
+        let mut sums = vec![0.0; m * n];
+        crate::cpu::matmul::matmul(form, &abs(&a), &abs(&b), &mut sums, m, k, n);
+        let bound: Vec<f64> = sum_bound(k, &sums)
+            .iter()
+            .zip(&want)
+            .map(|(s, w)| s + 2.0 * U * w.abs() as f64)
+            .collect();
+        c.add(&got, &want, &bound, f32::MIN_POSITIVE as f64);
+        Ok(())
+    })
+}
+
 /// Every check: each matmul variant and form at odd shapes, the presets' training shapes,
 /// the element-wise, data, conv, pooling, batch norm, loss and optimizer kernels.
 pub fn all() -> Vec<Check> {
@@ -254,6 +282,13 @@ pub fn all() -> Vec<Check> {
             }
         }
     }
+    // The MLP's hidden layer (one K range: the matmul kernel's epilogue), its output layer, and
+    // a K split side by side (the epilogue in `sum_splits`).
+    checks.extend([
+        matmul_bias_check((128, 784, 256), true),
+        matmul_bias_check((128, 256, 10), false),
+        matmul_bias_check((8, 40_000, 24), true),
+    ]);
     checks.extend(elementwise_checks());
     checks.extend(conv_checks());
     checks.extend(pool_checks());

@@ -173,3 +173,85 @@ fn cpu_matmul_forms_agree_with_a_naive_loop() {
         }
     }
 }
+
+/// `matmul_bias` (a Linear forward: the bias and ReLU applied as C is stored) gives bit for bit
+/// what `matmul` then `add_bias` give on the GPU, in every variant and in each way the last pass
+/// can be run: the matmul kernel itself (one K range), `sum_splits` (K split side by side), and
+/// passes one after another (the scratch capped, so the epilogue falls back to `add_bias`). It
+/// also stays within the matmul bound above of the CPU's (plus one rounding of the bias add
+/// on each side: 2u·|C|). The biases are large enough that ReLU clips about half of the outputs.
+#[test]
+fn matmul_bias_is_matmul_then_add_bias_exactly() {
+    let Some(mut g) = gpu() else { return };
+    let mut cpu = CpuBackend::new();
+    let mut rng = fastrand::Rng::with_seed(5);
+    // (form, m, k, n, scratch cap in floats: 0 leaves the adapter's)
+    let cases = [
+        (MatmulForm::ABt, 128, 784, 256, 0),
+        (MatmulForm::ABt, 128, 256, 10, 0),
+        (MatmulForm::ABt, 7, 13, 5, 0),
+        (MatmulForm::ABt, 130, 257, 63, 0),
+        (MatmulForm::AB, 64, 64, 132, 0),
+        (MatmulForm::ABt, 8, 40_000, 24, 0),
+        (MatmulForm::ABt, 8, 40_000, 24, 2 * 8 * 24),
+        (MatmulForm::AtB, 24, 20_000, 16, 3 * 24 * 16),
+    ];
+    for variant in MatmulVariant::ALL {
+        g.force_matmul_variant(Some(variant));
+        for &(form, m, k, n, cap) in &cases {
+            g.limit_split_scratch(if cap == 0 { 16 << 20 } else { cap });
+            let plan = g.matmul_plan(form, m, k, n);
+            let (a, b) = (random(&mut rng, m * k), random(&mut rng, k * n));
+            let bias: Vec<f32> = (0..n).map(|_| rng.f32() * 4.0 - 2.0).collect();
+            for relu in [false, true] {
+                let what = format!("{} {m}x{k}x{n} relu {relu} ({plan:?})", form.name());
+                let mut on_gpu = |fused: bool| {
+                    let [ga, gb, gbias, gc] =
+                        [&a[..], &b, &bias, &vec![f32::NAN; m * n]].map(|v| {
+                            let x = g.alloc(v.len()).unwrap();
+                            g.write(&x, v);
+                            x
+                        });
+                    if fused {
+                        g.matmul_bias(form, &ga, &gb, &gc, [m, k, n], &gbias, relu);
+                    } else {
+                        g.matmul(form, &ga, &gb, &gc, m, k, n);
+                        g.add_bias(&gc, &gbias, m, n, relu);
+                    }
+                    g.read(&gc, m * n).unwrap()
+                };
+                let fused = on_gpu(true);
+                let unfused = on_gpu(false);
+                assert_eq!(fused, unfused, "{what}: fused against unfused");
+                let clipped = fused.iter().filter(|&&v| v == 0.0).count();
+                assert!(!relu || (clipped > 0 && clipped < m * n) || m * n < 64, "{what}");
+
+                let (ca, cb, cbias, cc) = (
+                    cpu.alloc(m * k).unwrap(),
+                    cpu.alloc(k * n).unwrap(),
+                    cpu.alloc(n).unwrap(),
+                    cpu.alloc(m * n).unwrap(),
+                );
+                cpu.write(&ca, &a);
+                cpu.write(&cb, &b);
+                cpu.write(&cbias, &bias);
+                cpu.matmul_bias(form, &ca, &cb, &cc, [m, k, n], &cbias, relu);
+                let want = cpu.read(&cc, m * n).unwrap();
+                let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+                let mut bound = vec![0.0; m * n];
+                matmul(form, &abs(&a), &abs(&b), &mut bound, m, k, n);
+                let gamma = k as f32 * U / (1.0 - k as f32 * U);
+                for i in 0..m * n {
+                    let tol = 2.0 * gamma * bound[i] + 2.0 * U * want[i].abs() + f32::MIN_POSITIVE;
+                    let diff = (fused[i] - want[i]).abs();
+                    assert!(
+                        diff <= tol,
+                        "{what} at {i}: gpu {} cpu {} (tol {tol})",
+                        fused[i],
+                        want[i]
+                    );
+                }
+            }
+        }
+    }
+}

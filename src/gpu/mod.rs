@@ -105,7 +105,8 @@ impl GpuBackend {
         self.dispatch(Kernel::BatchnormFinish, &[&scratch, saved, out_a, out_b], p, finish);
     }
 
-    /// `out (+)= Σ_s part[s·len..][..len]` over `slices` slices.
+    /// `out (+)= Σ_s part[s·len..][..len]` over `slices` slices, then the epilogue, if any, on
+    /// rows of `epilogue.cols`.
     fn sum_splits(
         &mut self,
         part: &GpuBuf,
@@ -113,15 +114,92 @@ impl GpuBackend {
         len: usize,
         slices: usize,
         accumulate: bool,
+        epilogue: Option<Epilogue>,
     ) {
         let p = params::Reduce {
             rows: 0,
             cols: len as u32,
             chunk: slices as u32,
             accumulate: accumulate as u32,
+            epilogue: epilogue.map_or(0, |e| e.flags()),
+            bias_cols: epilogue.map_or(1, |e| e.cols as u32),
+            ..Default::default()
         };
         let groups = self.groups_1d(len);
-        self.dispatch(Kernel::SumSplits, &[part, out], &p, groups);
+        let bias = epilogue.map_or_else(|| self.placeholder.clone(), |e| e.bias.clone());
+        self.dispatch(Kernel::SumSplits, &[part, out, &bias], &p, groups);
+    }
+
+    /// `matmul`, with the epilogue applied by whichever pass writes C's final values. A plan of
+    /// several passes one after another (K longer than the split scratch holds) adds into C,
+    /// so there the bias and ReLU run as `add_bias` afterwards.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_with(
+        &mut self,
+        form: MatmulForm,
+        a: &GpuBuf,
+        b: &GpuBuf,
+        c: &GpuBuf,
+        m: usize,
+        k: usize,
+        n: usize,
+        epilogue: Option<Epilogue>,
+    ) {
+        if m == 0 || n == 0 {
+            return;
+        }
+        let plan = self.matmul_plan(form, m, k, n);
+        if let (Some(e), true) = (epilogue, k == 0 || plan.ranges > plan.splits) {
+            self.matmul_with(form, a, b, c, m, k, n, None);
+            self.add_bias(c, e.bias, m, n, e.relu);
+            return;
+        }
+        if k == 0 {
+            self.fill_zero(c);
+            return;
+        }
+        let kernel = plan.variant.kernel(form);
+        for (first, splits) in plan.passes() {
+            let accumulate = first > 0;
+            let last = first + splits == plan.ranges;
+            let in_kernel = if last && splits == 1 { epilogue } else { None };
+            let p = params::Matmul {
+                m: m as u32,
+                k: k as u32,
+                n: n as u32,
+                k_begin: (first * plan.k_chunk) as u32,
+                k_chunk: plan.k_chunk as u32,
+                accumulate: (accumulate && splits == 1) as u32,
+                vec4_loads: matmul::vec4_loads(form, m, k, n),
+                epilogue: in_kernel.map_or(0, |e| e.flags()),
+            };
+            let groups = plan.groups(m, n, splits);
+            let bias = in_kernel.map_or_else(|| self.placeholder.clone(), |e| e.bias.clone());
+            if splits == 1 {
+                self.dispatch(kernel, &[a, b, c, &bias], &p, groups);
+            } else {
+                let scratch = self.scratch(splits * m * n);
+                self.dispatch(kernel, &[a, b, &scratch, &bias], &p, groups);
+                let e = if last { epilogue } else { None };
+                self.sum_splits(&scratch, c, m * n, splits, accumulate, e);
+            }
+        }
+    }
+}
+
+/// What a matmul's last pass does to C as it stores it: `+ bias[col]`, then ReLU if `relu`.
+#[derive(Clone, Copy)]
+struct Epilogue<'a> {
+    bias: &'a GpuBuf,
+    relu: bool,
+    /// C's columns (the bias's length).
+    cols: usize,
+}
+
+impl Epilogue<'_> {
+    /// `epilogue` in `MatmulParams` and the reduce `Params`: bit 0 bias, bit 1 ReLU.
+    fn flags(self) -> u32 {
+        1 | (self.relu as u32) << 1
     }
 }
 
@@ -192,36 +270,20 @@ impl Backend for GpuBackend {
         k: usize,
         n: usize,
     ) {
-        if m == 0 || n == 0 {
-            return;
-        }
-        if k == 0 {
-            self.fill_zero(c);
-            return;
-        }
-        let plan = self.matmul_plan(form, m, k, n);
-        let kernel = plan.variant.kernel(form);
-        for (first, splits) in plan.passes() {
-            let accumulate = first > 0;
-            let p = params::Matmul {
-                m: m as u32,
-                k: k as u32,
-                n: n as u32,
-                k_begin: (first * plan.k_chunk) as u32,
-                k_chunk: plan.k_chunk as u32,
-                accumulate: (accumulate && splits == 1) as u32,
-                vec4_loads: matmul::vec4_loads(form, m, k, n),
-                ..Default::default()
-            };
-            let groups = plan.groups(m, n, splits);
-            if splits == 1 {
-                self.dispatch(kernel, &[a, b, c], &p, groups);
-            } else {
-                let scratch = self.scratch(splits * m * n);
-                self.dispatch(kernel, &[a, b, &scratch], &p, groups);
-                self.sum_splits(&scratch, c, m * n, splits, accumulate);
-            }
-        }
+        self.matmul_with(form, a, b, c, m, k, n, None);
+    }
+
+    fn matmul_bias(
+        &mut self,
+        form: MatmulForm,
+        a: &GpuBuf,
+        b: &GpuBuf,
+        c: &GpuBuf,
+        [m, k, n]: [usize; 3],
+        bias: &GpuBuf,
+        relu: bool,
+    ) {
+        self.matmul_with(form, a, b, c, m, k, n, Some(Epilogue { bias, relu, cols: n }));
     }
 
     fn add_bias(&mut self, x: &GpuBuf, bias: &GpuBuf, rows: usize, cols: usize, relu: bool) {
@@ -534,14 +596,14 @@ impl Backend for GpuBackend {
             rows: rows as u32,
             cols: cols as u32,
             chunk: BIAS_GRAD_CHUNK as u32,
-            accumulate: 0,
+            ..Default::default()
         };
         if chunks == 1 {
             self.dispatch(Kernel::BiasGrad, &[grad, out], &p, groups);
         } else {
             let scratch = self.scratch(chunks * cols);
             self.dispatch(Kernel::BiasGrad, &[grad, &scratch], &p, groups);
-            self.sum_splits(&scratch, out, cols, chunks, false);
+            self.sum_splits(&scratch, out, cols, chunks, false, None);
         }
     }
 

@@ -68,6 +68,8 @@ pub struct GpuBackend {
     pub(super) conv_scratch: Option<GpuBuf>,
     /// byte / 255 for every byte, computed by the CPU twin (see `pixels_to_f32` in the WGSL).
     pub(super) pixel_values: GpuBuf,
+    /// Bound where a kernel's optional input is absent (a matmul's epilogue bias).
+    pub(super) placeholder: GpuBuf,
     pub(super) class: AdapterClass,
     pub(super) forced_matmul: Option<MatmulVariant>,
     /// Per-kernel GPU time from timestamp queries, when profiling is on.
@@ -99,6 +101,14 @@ impl GpuBackend {
         queue.write_buffer(&table, 0, bytemuck::cast_slice(&pixel_values));
         let pixel_values =
             GpuBuf { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), buffer: table, len: 256 };
+        let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("placeholder"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let placeholder =
+            GpuBuf { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), buffer: placeholder, len: 4 };
         // For comparing kernels on one's own adapter (`steepest bench` times each anyway).
         let forced_matmul = match std::env::var("STEEPEST_MATMUL") {
             Ok(v) => Some(MatmulVariant::parse(&v).ok_or_else(|| {
@@ -108,6 +118,7 @@ impl GpuBackend {
         };
         Ok(GpuBackend {
             pixel_values,
+            placeholder,
             device,
             queue,
             info: adapter.get_info(),
@@ -187,6 +198,12 @@ impl GpuBackend {
         n: usize,
     ) -> matmul::MatmulPlan {
         matmul::plan(&self.class, self.forced_matmul, form, m, k, n)
+    }
+
+    /// Caps the split-K scratch at `floats`, so that long-K plans run as several passes one
+    /// after another (for tests of that path at small shapes).
+    pub fn limit_split_scratch(&mut self, floats: usize) {
+        self.class.scratch_floats = floats;
     }
 
     /// The split-K scratch, at least `floats` long.

@@ -13,9 +13,22 @@ pub fn forward<B: Backend>(
     y: &B::Buf,
     rows: usize,
 ) {
-    b.matmul(MatmulForm::ABt, x, &weights.weight, y, rows, inputs, outputs);
-    if let Some(bias) = &weights.bias {
-        b.add_bias(y, bias, rows, outputs, relu);
+    match &weights.bias {
+        Some(bias) => b.matmul_bias(
+            MatmulForm::ABt,
+            x,
+            &weights.weight,
+            y,
+            [rows, inputs, outputs],
+            bias,
+            relu,
+        ),
+        None => {
+            b.matmul(MatmulForm::ABt, x, &weights.weight, y, rows, inputs, outputs);
+            if relu {
+                b.relu(y, rows * outputs);
+            }
+        }
     }
 }
 
