@@ -180,6 +180,12 @@ pub trait Backend {
 
     /// A new zero-filled tensor. Fails with the limit's name if the device cannot hold it.
     fn alloc(&mut self, len: usize) -> Result<Self::Buf>;
+    /// One allocation holding tensors of `lens` back to back, each from an offset the device
+    /// can bind on its own ([`arena_layout`] with the device's alignment): the whole arena
+    /// (zero-filled, padding included) and a view per tensor, in order (see [`Arena`]). An op on the whole
+    /// arena treats it as one flat tensor, so the optimizer updates every parameter of a model
+    /// in one call. Fails like `alloc` when the arena does not fit one buffer.
+    fn alloc_arena(&mut self, lens: &[usize]) -> Result<Arena<Self::Buf>>;
     fn alloc_bytes(&mut self, len: usize) -> Result<Self::Bytes>;
     fn alloc_indices(&mut self, len: usize) -> Result<Self::Indices>;
 
@@ -465,6 +471,29 @@ pub trait Backend {
         len: usize,
         h: &RmspropHyper,
     );
+}
+
+/// Tensors in one allocation ([`Backend::alloc_arena`]).
+pub struct Arena<Buf> {
+    /// The whole allocation, padding included.
+    pub whole: Buf,
+    /// Its length in values.
+    pub len: usize,
+    /// One view per tensor, in the order asked for, and where each starts.
+    pub views: Vec<Buf>,
+    pub starts: Vec<usize>,
+}
+
+/// Where each of the tensors `lens` starts in an arena whose tensors start at multiples of
+/// `align` values, and the arena's length (a multiple of `align` too).
+pub fn arena_layout(lens: &[usize], align: usize) -> (Vec<usize>, usize) {
+    let mut starts = Vec::with_capacity(lens.len());
+    let mut end = 0;
+    for &len in lens {
+        starts.push(end);
+        end += len.div_ceil(align).max(1) * align;
+    }
+    (starts, end)
 }
 
 /// A 32-bit integer hash (PCG's output permutation), the same on the CPU and in WGSL.

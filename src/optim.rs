@@ -1,6 +1,7 @@
 //! Optimizers, written once over [`Backend`]: host-side hyperparameters and step counting; the
-//! element-wise update runs on the device (`sgd_update`, `adam_update`, `rmsprop_update`), one
-//! launch per parameter tensor, with its state kept on the device.
+//! element-wise update runs on the device (`sgd_update`, `adam_update`, `rmsprop_update`), with
+//! its state kept there: one launch over the model's whole parameter arena per step (see
+//! [`Optimizer`]), or one per tensor when some are frozen.
 
 use std::fmt;
 use std::str::FromStr;
@@ -127,14 +128,22 @@ impl OptimizerConfig {
     }
 }
 
-/// An optimizer bound to one model's parameters: two state tensors per parameter.
+/// An optimizer bound to one model's parameters: two state tensors per parameter. For a model
+/// whose parameters are in an arena ([`crate::nn::ParamArena`]) the state is in two arenas laid
+/// out alike, and a step is one update over the whole arenas (one dispatch on a GPU, whatever
+/// the number of tensors); with frozen parameters, or without an arena, one per tensor.
 pub struct Optimizer<B: Backend> {
     pub config: OptimizerConfig,
     /// Steps taken so far (PyTorch's `step` in the optimizer state).
     pub steps: u64,
+    /// Per parameter: its two state tensors (views of `arenas` when there are arenas).
     state: Vec<(B::Buf, B::Buf)>,
+    /// The whole state arenas, when the model's parameters are in one.
+    arenas: Option<(B::Buf, B::Buf)>,
     /// Per parameter: left as it is (`--freeze`).
     frozen: Vec<bool>,
+    /// Updates tensor by tensor even when there are arenas (what tests hold the one update to).
+    pub per_tensor: bool,
 }
 
 impl<B: Backend> Optimizer<B> {
@@ -145,19 +154,33 @@ impl<B: Backend> Optimizer<B> {
             OptimizerKind::Adam | OptimizerKind::AdamW | OptimizerKind::Rmsprop
         );
         let mut state = Vec::new();
-        let mut failed = None;
-        model.for_each_param(|_, _, _, len| {
-            let second = if needs_two { len } else { 1 };
-            match (backend.alloc(len), backend.alloc(second)) {
-                (Ok(first), Ok(second)) => state.push((first, second)),
-                (Err(e), _) | (_, Err(e)) => failed = failed.take().or(Some(e)),
+        let mut arenas = None;
+        if let Some(arena) = &model.arena {
+            // Laid out as the parameters (same lengths, same device, so the same layout).
+            let first = backend.alloc_arena(&arena.lens)?;
+            let second = if needs_two { Some(backend.alloc_arena(&arena.lens)?) } else { None };
+            let unused = backend.alloc(1)?;
+            let seconds = match &second {
+                Some(s) => s.views.clone(),
+                None => vec![unused.clone(); arena.lens.len()],
+            };
+            state.extend(first.views.into_iter().zip(seconds));
+            arenas = Some((first.whole, second.map_or(unused, |s| s.whole)));
+        } else {
+            let mut failed = None;
+            model.for_each_param(|_, _, _, len| {
+                let second = if needs_two { len } else { 1 };
+                match (backend.alloc(len), backend.alloc(second)) {
+                    (Ok(first), Ok(second)) => state.push((first, second)),
+                    (Err(e), _) | (_, Err(e)) => failed = failed.take().or(Some(e)),
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
             }
-        });
-        if let Some(e) = failed {
-            return Err(e);
         }
         let frozen = vec![false; state.len()];
-        Ok(Optimizer { config, steps: 0, state, frozen })
+        Ok(Optimizer { config, steps: 0, state, arenas, frozen, per_tensor: false })
     }
 
     /// Leaves every parameter under one of `prefixes` as it is (`--freeze 0.,3.body`); an error
@@ -261,51 +284,79 @@ impl<B: Backend> Optimizer<B> {
         Ok(())
     }
 
-    /// One update of every parameter from its gradient, at learning rate `lr`.
+    /// One update of every parameter from its gradient, at learning rate `lr`: over the whole
+    /// arenas at once when the model has them and nothing is frozen (the padding between
+    /// tensors is 0 in values, gradients and state alike, and stays 0), else tensor by tensor.
     pub fn step(&mut self, backend: &mut B, model: &Model<B>, lr: f32) {
         self.steps += 1;
-        let c = &self.config;
-        let t = self.steps as i32;
+        // With eps = 0, Adam and RMSprop turn a zero gradient into 0/0 (as PyTorch does): NaN
+        // in the padding, which no tensor should be near. Those update tensor by tensor.
+        let zero_stays_zero = self.config.eps > 0.0
+            || matches!(
+                self.config.kind,
+                OptimizerKind::Sgd | OptimizerKind::Momentum | OptimizerKind::Nesterov
+            );
+        let whole = !self.per_tensor && zero_stays_zero && !self.frozen.contains(&true);
+        if let (Some(arena), Some((s1, s2)), true) = (&model.arena, &self.arenas, whole) {
+            self.update(backend, &arena.values, &arena.grads, s1, s2, arena.len, lr);
+            return;
+        }
         model.for_each_param(|i, value, grad, len| {
-            let (s1, s2) = &self.state[i];
-            if self.frozen[i] {
-                return;
-            }
-            match c.kind {
-                OptimizerKind::Sgd | OptimizerKind::Momentum | OptimizerKind::Nesterov => {
-                    let h = SgdHyper {
-                        lr,
-                        momentum: c.momentum,
-                        weight_decay: c.weight_decay,
-                        nesterov: c.kind == OptimizerKind::Nesterov,
-                        first_step: self.steps == 1,
-                    };
-                    backend.sgd_update(value, grad, s1, len, &h);
-                }
-                OptimizerKind::Adam | OptimizerKind::AdamW => {
-                    let h = AdamHyper {
-                        lr,
-                        beta1: c.beta1,
-                        beta2: c.beta2,
-                        eps: c.eps,
-                        weight_decay: c.weight_decay,
-                        decoupled: c.kind == OptimizerKind::AdamW,
-                        bias_correction1: (1.0 - (c.beta1 as f64).powi(t)) as f32,
-                        bias_correction2: (1.0 - (c.beta2 as f64).powi(t)) as f32,
-                    };
-                    backend.adam_update(value, grad, s1, s2, len, &h);
-                }
-                OptimizerKind::Rmsprop => {
-                    let h = RmspropHyper {
-                        lr,
-                        alpha: c.alpha,
-                        eps: c.eps,
-                        weight_decay: c.weight_decay,
-                        momentum: c.momentum,
-                    };
-                    backend.rmsprop_update(value, grad, s1, s2, len, &h);
-                }
+            if !self.frozen[i] {
+                let (s1, s2) = &self.state[i];
+                self.update(backend, value, grad, s1, s2, len, lr);
             }
         });
+    }
+
+    /// The update of `len` values of `value` with this step's hyperparameters.
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &self,
+        backend: &mut B,
+        value: &B::Buf,
+        grad: &B::Buf,
+        s1: &B::Buf,
+        s2: &B::Buf,
+        len: usize,
+        lr: f32,
+    ) {
+        let c = &self.config;
+        let t = self.steps as i32;
+        match c.kind {
+            OptimizerKind::Sgd | OptimizerKind::Momentum | OptimizerKind::Nesterov => {
+                let h = SgdHyper {
+                    lr,
+                    momentum: c.momentum,
+                    weight_decay: c.weight_decay,
+                    nesterov: c.kind == OptimizerKind::Nesterov,
+                    first_step: self.steps == 1,
+                };
+                backend.sgd_update(value, grad, s1, len, &h);
+            }
+            OptimizerKind::Adam | OptimizerKind::AdamW => {
+                let h = AdamHyper {
+                    lr,
+                    beta1: c.beta1,
+                    beta2: c.beta2,
+                    eps: c.eps,
+                    weight_decay: c.weight_decay,
+                    decoupled: c.kind == OptimizerKind::AdamW,
+                    bias_correction1: (1.0 - (c.beta1 as f64).powi(t)) as f32,
+                    bias_correction2: (1.0 - (c.beta2 as f64).powi(t)) as f32,
+                };
+                backend.adam_update(value, grad, s1, s2, len, &h);
+            }
+            OptimizerKind::Rmsprop => {
+                let h = RmspropHyper {
+                    lr,
+                    alpha: c.alpha,
+                    eps: c.eps,
+                    weight_decay: c.weight_decay,
+                    momentum: c.momentum,
+                };
+                backend.rmsprop_update(value, grad, s1, s2, len, &h);
+            }
+        }
     }
 }

@@ -12,21 +12,53 @@ pub mod parallel;
 pub mod pool;
 pub mod reduce;
 
-use std::cell::RefCell;
+use std::cell::{Ref, RefCell, RefMut};
 use std::rc::Rc;
 
 use crate::backend::{
-    AdamHyper, Backend, BatchNormHyper, MatmulForm, Nchw, RmspropHyper, SgdHyper, Window,
+    AdamHyper, Arena, Backend, BatchNormHyper, MatmulForm, Nchw, RmspropHyper, SgdHyper, Window,
 };
 use crate::Result;
 
-/// A CPU tensor: shared so that layers and the workspace can hold the same storage.
+/// A CPU tensor: shared so that layers and the workspace can hold the same storage; a view of
+/// `len` values from `start` (a whole allocation, or one tensor of an arena, see `alloc_arena`).
 #[derive(Clone, Debug, Default)]
-pub struct CpuBuf(Rc<RefCell<Vec<f32>>>);
+pub struct CpuBuf {
+    data: Rc<RefCell<Vec<f32>>>,
+    start: usize,
+    len: usize,
+}
 
 impl CpuBuf {
     pub fn to_vec(&self) -> Vec<f32> {
-        self.0.borrow().clone()
+        self.get().to_vec()
+    }
+
+    fn get(&self) -> Ref<'_, [f32]> {
+        Ref::map(self.data.borrow(), |v| &v[self.start..self.start + self.len])
+    }
+
+    fn get_mut(&self) -> RefMut<'_, [f32]> {
+        RefMut::map(self.data.borrow_mut(), |v| &mut v[self.start..self.start + self.len])
+    }
+
+    /// Two tensors to write at once, which may be views of one arena (a layer's weight and
+    /// bias gradients): one borrow of the storage, split between them.
+    fn get_two_mut<'a>(a: &'a CpuBuf, b: &'a CpuBuf) -> (RefMut<'a, [f32]>, RefMut<'a, [f32]>) {
+        if !Rc::ptr_eq(&a.data, &b.data) {
+            return (a.get_mut(), b.get_mut());
+        }
+        let (ra, rb) = (a.start..a.start + a.len, b.start..b.start + b.len);
+        assert!(ra.end <= rb.start || rb.end <= ra.start, "overlapping views written at once");
+        RefMut::map_split(a.data.borrow_mut(), move |v| {
+            if ra.start < rb.start {
+                let (lo, hi) = v.split_at_mut(rb.start);
+                (&mut lo[ra], &mut hi[..rb.end - rb.start])
+            } else {
+                let (lo, hi) = v.split_at_mut(ra.start);
+                (&mut hi[..ra.end - ra.start], &mut lo[rb])
+            }
+        })
     }
 }
 
@@ -49,7 +81,18 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&mut self, len: usize) -> Result<CpuBuf> {
-        Ok(CpuBuf(Rc::new(RefCell::new(vec![0.0; len]))))
+        Ok(CpuBuf { data: Rc::new(RefCell::new(vec![0.0; len])), start: 0, len })
+    }
+    fn alloc_arena(&mut self, lens: &[usize]) -> Result<Arena<CpuBuf>> {
+        // Tensors on 64-byte lines.
+        let (starts, len) = crate::backend::arena_layout(lens, 16);
+        let whole = self.alloc(len)?;
+        let views = starts
+            .iter()
+            .zip(lens)
+            .map(|(&start, &len)| CpuBuf { data: whole.data.clone(), start, len })
+            .collect();
+        Ok(Arena { whole, len, views, starts })
     }
     fn alloc_bytes(&mut self, len: usize) -> Result<Self::Bytes> {
         Ok(RefCell::new(vec![0; len]))
@@ -59,7 +102,7 @@ impl Backend for CpuBackend {
     }
 
     fn write(&mut self, dst: &CpuBuf, data: &[f32]) {
-        dst.0.borrow_mut()[..data.len()].copy_from_slice(data);
+        dst.get_mut()[..data.len()].copy_from_slice(data);
     }
     fn write_bytes(&mut self, dst: &Self::Bytes, data: &[u8]) {
         dst.borrow_mut()[..data.len()].copy_from_slice(data);
@@ -68,15 +111,15 @@ impl Backend for CpuBackend {
         dst.borrow_mut()[..data.len()].copy_from_slice(data);
     }
     fn fill_zero(&mut self, dst: &CpuBuf) {
-        dst.0.borrow_mut().fill(0.0);
+        dst.get_mut().fill(0.0);
     }
     fn read(&mut self, src: &CpuBuf, len: usize) -> Result<Vec<f32>> {
-        Ok(src.0.borrow()[..len].to_vec())
+        Ok(src.get()[..len].to_vec())
     }
     fn submit(&mut self) {}
 
     fn pixels_to_f32(&mut self, src: &Self::Bytes, dst: &CpuBuf, len: usize) {
-        elementwise::pixels_to_f32(&src.borrow()[..len], &mut dst.0.borrow_mut()[..len]);
+        elementwise::pixels_to_f32(&src.borrow()[..len], &mut dst.get_mut()[..len]);
     }
 
     fn matmul(
@@ -89,13 +132,13 @@ impl Backend for CpuBackend {
         k: usize,
         n: usize,
     ) {
-        let (a, b) = (a.0.borrow(), b.0.borrow());
-        matmul::matmul(form, &a, &b, &mut c.0.borrow_mut(), m, k, n);
+        let (a, b) = (a.get(), b.get());
+        matmul::matmul(form, &a, &b, &mut c.get_mut(), m, k, n);
     }
 
     fn add_bias(&mut self, x: &CpuBuf, bias: &CpuBuf, rows: usize, cols: usize, relu: bool) {
-        let bias = bias.0.borrow();
-        let mut x = x.0.borrow_mut();
+        let bias = bias.get();
+        let mut x = x.get_mut();
         let x = &mut x[..rows * cols];
         if relu {
             elementwise::add_bias_relu(x, &bias[..cols]);
@@ -105,9 +148,9 @@ impl Backend for CpuBackend {
     }
 
     fn normalize(&mut self, x: &CpuBuf, stats: &CpuBuf, shape: Nchw) {
-        let stats = stats.0.borrow();
+        let stats = stats.get();
         elementwise::normalize(
-            &mut x.0.borrow_mut()[..shape.len()],
+            &mut x.get_mut()[..shape.len()],
             &stats,
             shape.channels,
             shape.pixels,
@@ -115,16 +158,16 @@ impl Backend for CpuBackend {
     }
 
     fn relu(&mut self, x: &CpuBuf, len: usize) {
-        elementwise::relu(&mut x.0.borrow_mut()[..len]);
+        elementwise::relu(&mut x.get_mut()[..len]);
     }
 
     fn scale(&mut self, x: &CpuBuf, len: usize, factor: f32) {
-        elementwise::scale(&mut x.0.borrow_mut()[..len], factor);
+        elementwise::scale(&mut x.get_mut()[..len], factor);
     }
 
     fn add(&mut self, a: &CpuBuf, b: &CpuBuf, out: &CpuBuf, len: usize) {
-        let (a, b) = (a.0.borrow(), b.0.borrow());
-        elementwise::add(&a[..len], &b[..len], &mut out.0.borrow_mut()[..len]);
+        let (a, b) = (a.get(), b.get());
+        elementwise::add(&a[..len], &b[..len], &mut out.get_mut()[..len]);
     }
 
     fn gather_batch(
@@ -143,7 +186,7 @@ impl Backend for CpuBackend {
             held,
             &labels.borrow(),
             &batch.borrow(),
-            &mut input.0.borrow_mut(),
+            &mut input.get_mut(),
             &mut labels_out.borrow_mut(),
             rows,
             shape,
@@ -159,16 +202,16 @@ impl Backend for CpuBackend {
         src_width: usize,
         dst_width: usize,
     ) {
-        let src = src.0.borrow();
-        elementwise::copy_rows(&src, &mut dst.0.borrow_mut(), rows, cols, src_width, dst_width);
+        let src = src.get();
+        elementwise::copy_rows(&src, &mut dst.get_mut(), rows, cols, src_width, dst_width);
     }
 
     fn im2col(&mut self, x: &CpuBuf, col: &CpuBuf, rows: usize, w: &Window) {
-        conv::im2col(&x.0.borrow(), &mut col.0.borrow_mut(), rows, w);
+        conv::im2col(&x.get(), &mut col.get_mut(), rows, w);
     }
 
     fn col2im(&mut self, col: &CpuBuf, x: &CpuBuf, rows: usize, w: &Window) {
-        conv::col2im(&col.0.borrow(), &mut x.0.borrow_mut(), rows, w);
+        conv::col2im(&col.get(), &mut x.get_mut(), rows, w);
     }
 
     fn to_channels_first(
@@ -179,18 +222,12 @@ impl Backend for CpuBackend {
         shape: Nchw,
         relu: bool,
     ) {
-        let bias = bias.map(|b| b.0.borrow());
-        conv::to_channels_first(
-            &z.0.borrow(),
-            bias.as_deref().map(|b| &b[..]),
-            &mut y.0.borrow_mut(),
-            shape,
-            relu,
-        );
+        let bias = bias.map(|b| b.get());
+        conv::to_channels_first(&z.get(), bias.as_deref(), &mut y.get_mut(), shape, relu);
     }
 
     fn to_channels_last(&mut self, y: &CpuBuf, z: &CpuBuf, shape: Nchw) {
-        conv::to_channels_last(&y.0.borrow(), &mut z.0.borrow_mut(), shape);
+        conv::to_channels_last(&y.get(), &mut z.get_mut(), shape);
     }
 
     fn conv2d_forward(
@@ -206,13 +243,13 @@ impl Backend for CpuBackend {
         outputs: usize,
         relu: bool,
     ) {
-        let bias = bias.map(|b| b.0.borrow());
+        let bias = bias.map(|b| b.get());
         conv::conv2d_forward(
-            &x.0.borrow(),
-            &weight.0.borrow(),
-            bias.as_deref().map(|b| &b[..]),
-            &mut y.0.borrow_mut(),
-            &mut col.0.borrow_mut(),
+            &x.get(),
+            &weight.get(),
+            bias.as_deref(),
+            &mut y.get_mut(),
+            &mut col.get_mut(),
             rows,
             w,
             outputs,
@@ -238,17 +275,24 @@ impl Backend for CpuBackend {
         w: &Window,
         outputs: usize,
     ) {
-        let mut grad_bias = grad_bias.map(|b| b.0.borrow_mut());
-        let mut dx = dx.map(|d| d.0.borrow_mut());
+        // The weight and bias gradients may be views of one arena.
+        let (mut grad_weight, mut grad_bias) = match grad_bias {
+            Some(gb) => {
+                let (w, b) = CpuBuf::get_two_mut(grad_weight, gb);
+                (w, Some(b))
+            }
+            None => (grad_weight.get_mut(), None),
+        };
+        let mut dx = dx.map(|d| d.get_mut());
         conv::conv2d_backward(
-            &x.0.borrow(),
-            &dy.0.borrow(),
-            &weight.0.borrow(),
-            &mut grad_weight.0.borrow_mut(),
+            &x.get(),
+            &dy.get(),
+            &weight.get(),
+            &mut grad_weight,
             grad_bias.as_deref_mut().map(|b| &mut b[..]),
             dx.as_deref_mut().map(|d| &mut d[..]),
-            &mut col.0.borrow_mut(),
-            &mut z.0.borrow_mut(),
+            &mut col.get_mut(),
+            &mut z.get_mut(),
             rows,
             w,
             outputs,
@@ -256,7 +300,7 @@ impl Backend for CpuBackend {
     }
 
     fn maxpool(&mut self, x: &CpuBuf, y: &CpuBuf, argmax: &Self::Indices, rows: usize, w: &Window) {
-        pool::maxpool(&x.0.borrow(), &mut y.0.borrow_mut(), &mut argmax.borrow_mut(), rows, w);
+        pool::maxpool(&x.get(), &mut y.get_mut(), &mut argmax.borrow_mut(), rows, w);
     }
 
     fn maxpool_backward(
@@ -267,15 +311,15 @@ impl Backend for CpuBackend {
         rows: usize,
         w: &Window,
     ) {
-        pool::maxpool_backward(&dy.0.borrow(), &argmax.borrow(), &mut dx.0.borrow_mut(), rows, w);
+        pool::maxpool_backward(&dy.get(), &argmax.borrow(), &mut dx.get_mut(), rows, w);
     }
 
     fn avgpool(&mut self, x: &CpuBuf, y: &CpuBuf, rows: usize, w: &Window) {
-        pool::avgpool(&x.0.borrow(), &mut y.0.borrow_mut(), rows, w);
+        pool::avgpool(&x.get(), &mut y.get_mut(), rows, w);
     }
 
     fn avgpool_backward(&mut self, dy: &CpuBuf, dx: &CpuBuf, rows: usize, w: &Window) {
-        pool::avgpool_backward(&dy.0.borrow(), &mut dx.0.borrow_mut(), rows, w);
+        pool::avgpool_backward(&dy.get(), &mut dx.get_mut(), rows, w);
     }
 
     fn batchnorm_stats(
@@ -288,10 +332,10 @@ impl Backend for CpuBackend {
         h: &BatchNormHyper,
     ) {
         batchnorm::batchnorm_stats(
-            &x.0.borrow(),
-            &mut saved.0.borrow_mut(),
-            &mut running_mean.0.borrow_mut(),
-            &mut running_var.0.borrow_mut(),
+            &x.get(),
+            &mut saved.get_mut(),
+            &mut running_mean.get_mut(),
+            &mut running_var.get_mut(),
             shape,
             h,
         );
@@ -306,9 +350,8 @@ impl Backend for CpuBackend {
         y: &CpuBuf,
         shape: Nchw,
     ) {
-        let (x, saved, gamma, beta) =
-            (x.0.borrow(), saved.0.borrow(), gamma.0.borrow(), beta.0.borrow());
-        batchnorm::batchnorm_forward(&x, &saved, &gamma, &beta, &mut y.0.borrow_mut(), shape);
+        let (x, saved, gamma, beta) = (x.get(), saved.get(), gamma.get(), beta.get());
+        batchnorm::batchnorm_forward(&x, &saved, &gamma, &beta, &mut y.get_mut(), shape);
     }
 
     fn batchnorm_backward_reduce(
@@ -320,13 +363,15 @@ impl Backend for CpuBackend {
         grad_beta: &CpuBuf,
         shape: Nchw,
     ) {
-        let (x, dy, saved) = (x.0.borrow(), dy.0.borrow(), saved.0.borrow());
+        let (x, dy, saved) = (x.get(), dy.get(), saved.get());
+        // The two gradients may be views of one arena.
+        let (mut grad_gamma, mut grad_beta) = CpuBuf::get_two_mut(grad_gamma, grad_beta);
         batchnorm::batchnorm_backward_reduce(
             &x,
             &dy,
             &saved,
-            &mut grad_gamma.0.borrow_mut(),
-            &mut grad_beta.0.borrow_mut(),
+            &mut grad_gamma,
+            &mut grad_beta,
             shape,
         );
     }
@@ -342,33 +387,23 @@ impl Backend for CpuBackend {
         dx: &CpuBuf,
         shape: Nchw,
     ) {
-        let (x, dy, saved, gamma) =
-            (x.0.borrow(), dy.0.borrow(), saved.0.borrow(), gamma.0.borrow());
-        let (gg, gb) = (grad_gamma.0.borrow(), grad_beta.0.borrow());
-        batchnorm::batchnorm_backward(
-            &x,
-            &dy,
-            &saved,
-            &gamma,
-            &gg,
-            &gb,
-            &mut dx.0.borrow_mut(),
-            shape,
-        );
+        let (x, dy, saved, gamma) = (x.get(), dy.get(), saved.get(), gamma.get());
+        let (gg, gb) = (grad_gamma.get(), grad_beta.get());
+        batchnorm::batchnorm_backward(&x, &dy, &saved, &gamma, &gg, &gb, &mut dx.get_mut(), shape);
     }
 
     fn dropout(&mut self, x: &CpuBuf, len: usize, seed: u32, p: f32) {
-        elementwise::dropout(&mut x.0.borrow_mut()[..len], seed, p);
+        elementwise::dropout(&mut x.get_mut()[..len], seed, p);
     }
 
     fn relu_backward(&mut self, grad: &CpuBuf, activation: &CpuBuf, len: usize) {
-        let act = activation.0.borrow();
-        elementwise::relu_backward(&mut grad.0.borrow_mut()[..len], &act[..len]);
+        let act = activation.get();
+        elementwise::relu_backward(&mut grad.get_mut()[..len], &act[..len]);
     }
 
     fn bias_grad(&mut self, grad: &CpuBuf, out: &CpuBuf, rows: usize, cols: usize) {
-        let grad = grad.0.borrow();
-        reduce::bias_grad(&grad[..rows * cols], &mut out.0.borrow_mut()[..cols], rows, cols);
+        let grad = grad.get();
+        reduce::bias_grad(&grad[..rows * cols], &mut out.get_mut()[..cols], rows, cols);
     }
 
     fn softmax_xent(
@@ -381,13 +416,13 @@ impl Backend for CpuBackend {
         cols: usize,
         smoothing: f32,
     ) {
-        let logits = logits.0.borrow();
+        let logits = logits.get();
         let labels = labels.borrow();
-        let mut stats = stats.0.borrow_mut();
+        let mut stats = stats.get_mut();
         let s = loss::softmax_xent(
             &logits[..rows * cols],
             &labels[..rows],
-            &mut grad.0.borrow_mut()[..rows * cols],
+            &mut grad.get_mut()[..rows * cols],
             cols,
             smoothing,
         );
@@ -397,13 +432,8 @@ impl Backend for CpuBackend {
     }
 
     fn sgd_update(&mut self, p: &CpuBuf, g: &CpuBuf, vel: &CpuBuf, len: usize, h: &SgdHyper) {
-        let g = g.0.borrow();
-        optim::sgd_update(
-            &mut p.0.borrow_mut()[..len],
-            &g[..len],
-            &mut vel.0.borrow_mut()[..len],
-            h,
-        );
+        let g = g.get();
+        optim::sgd_update(&mut p.get_mut()[..len], &g[..len], &mut vel.get_mut()[..len], h);
     }
 
     fn adam_update(
@@ -415,12 +445,12 @@ impl Backend for CpuBackend {
         len: usize,
         h: &AdamHyper,
     ) {
-        let g = g.0.borrow();
+        let g = g.get();
         optim::adam_update(
-            &mut p.0.borrow_mut()[..len],
+            &mut p.get_mut()[..len],
             &g[..len],
-            &mut m.0.borrow_mut()[..len],
-            &mut v.0.borrow_mut()[..len],
+            &mut m.get_mut()[..len],
+            &mut v.get_mut()[..len],
             h,
         );
     }
@@ -434,12 +464,12 @@ impl Backend for CpuBackend {
         len: usize,
         h: &RmspropHyper,
     ) {
-        let g = g.0.borrow();
+        let g = g.get();
         optim::rmsprop_update(
-            &mut p.0.borrow_mut()[..len],
+            &mut p.get_mut()[..len],
             &g[..len],
-            &mut sq.0.borrow_mut()[..len],
-            &mut vel.0.borrow_mut()[..len],
+            &mut sq.get_mut()[..len],
+            &mut vel.get_mut()[..len],
             h,
         );
     }

@@ -21,7 +21,7 @@ use recorder::Command;
 pub use recorder::{GpuBackend, GpuBuf, GpuCounters};
 
 use crate::backend::{
-    AdamHyper, Backend, BatchNormHyper, MatmulForm, Nchw, RmspropHyper, SgdHyper, Window,
+    AdamHyper, Arena, Backend, BatchNormHyper, MatmulForm, Nchw, RmspropHyper, SgdHyper, Window,
 };
 use crate::Result;
 use kernels::Kernel;
@@ -223,6 +223,14 @@ impl Backend for GpuBackend {
         b.len = len;
         Ok(b)
     }
+    fn alloc_arena(&mut self, lens: &[usize]) -> Result<Arena<GpuBuf>> {
+        // Views must start where the adapter lets a binding start, and span whole vec4s.
+        let align = (self.limits.min_storage_buffer_offset_alignment.max(16) / 4) as usize;
+        let (starts, len) = crate::backend::arena_layout(lens, align);
+        let whole = self.alloc(len)?;
+        let views = starts.iter().zip(lens).map(|(&s, &n)| whole.view_of(s, n)).collect();
+        Ok(Arena { whole, len, views, starts })
+    }
     fn alloc_bytes(&mut self, len: usize) -> Result<GpuBuf> {
         self.create_buffer(len, "pixels")
     }
@@ -242,7 +250,8 @@ impl Backend for GpuBackend {
         self.write_raw(dst, bytemuck::cast_slice(data));
     }
     fn fill_zero(&mut self, dst: &GpuBuf) {
-        self.commands.push(Command::Clear { buffer: dst.buffer.clone() });
+        let size = dst.view.then_some((dst.len * 4) as u64);
+        self.commands.push(Command::Clear { buffer: dst.buffer.clone(), offset: dst.offset, size });
     }
 
     fn read(&mut self, src: &GpuBuf, len: usize) -> Result<Vec<f32>> {

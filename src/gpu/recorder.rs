@@ -21,12 +21,46 @@ const WORKGROUP: usize = 256;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A GPU tensor: a storage buffer and its length in elements (bytes for pixel buffers).
+/// A GPU tensor: a storage buffer and its length in elements (bytes for pixel buffers); or a
+/// view of `len` f32s from byte `offset` of an arena's buffer (see `alloc_arena`), bound as
+/// that range alone.
 #[derive(Clone, Debug)]
 pub struct GpuBuf {
     id: u64,
     pub buffer: wgpu::Buffer,
     pub len: usize,
+    pub offset: u64,
+    pub view: bool,
+}
+
+impl GpuBuf {
+    pub(super) fn whole(buffer: wgpu::Buffer, len: usize) -> Self {
+        GpuBuf { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), buffer, len, offset: 0, view: false }
+    }
+
+    /// A view of `len` f32s from float `start` of `self`'s buffer.
+    pub(super) fn view_of(&self, start: usize, len: usize) -> Self {
+        GpuBuf {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            buffer: self.buffer.clone(),
+            len,
+            offset: (start * 4) as u64,
+            view: true,
+        }
+    }
+
+    /// What a kernel binds: the whole buffer, or the view's range rounded up to whole vec4s
+    /// (arena slots are padded to at least that, see `alloc_arena`).
+    fn binding(&self) -> wgpu::BindingResource<'_> {
+        if !self.view {
+            return self.buffer.as_entire_binding();
+        }
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: wgpu::BufferSize::new(((self.len * 4).max(16).div_ceil(16) * 16) as u64),
+        })
+    }
 }
 
 /// What the backend has created and done, for checking that a training step allocates nothing
@@ -45,9 +79,24 @@ pub struct GpuCounters {
 }
 
 pub(super) enum Command {
-    Dispatch { kernel: Kernel, bind_group: wgpu::BindGroup, slot: u32, groups: [u32; 3] },
-    Copy { src: wgpu::Buffer, dst: wgpu::Buffer, size: u64 },
-    Clear { buffer: wgpu::Buffer },
+    Dispatch {
+        kernel: Kernel,
+        bind_group: wgpu::BindGroup,
+        slot: u32,
+        groups: [u32; 3],
+    },
+    Copy {
+        src: wgpu::Buffer,
+        src_offset: u64,
+        dst: wgpu::Buffer,
+        size: u64,
+    },
+    /// `size` bytes from `offset`, or to the end when `None`.
+    Clear {
+        buffer: wgpu::Buffer,
+        offset: u64,
+        size: Option<u64>,
+    },
 }
 
 pub struct GpuBackend {
@@ -99,16 +148,14 @@ impl GpuBackend {
             mapped_at_creation: false,
         });
         queue.write_buffer(&table, 0, bytemuck::cast_slice(&pixel_values));
-        let pixel_values =
-            GpuBuf { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), buffer: table, len: 256 };
+        let pixel_values = GpuBuf::whole(table, 256);
         let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("placeholder"),
             size: 16,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let placeholder =
-            GpuBuf { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), buffer: placeholder, len: 4 };
+        let placeholder = GpuBuf::whole(placeholder, 4);
         // For comparing kernels on one's own adapter (`steepest bench` times each anyway).
         let forced_matmul = match std::env::var("STEEPEST_MATMUL") {
             Ok(v) => Some(MatmulVariant::parse(&v).ok_or_else(|| {
@@ -246,7 +293,7 @@ impl GpuBackend {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let s = GpuBuf { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), buffer, len: floats };
+        let s = GpuBuf::whole(buffer, floats);
         *slot = Some(s.clone());
         s
     }
@@ -278,7 +325,7 @@ impl GpuBackend {
                 | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        Ok(GpuBuf { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), buffer, len: bytes })
+        Ok(GpuBuf::whole(buffer, bytes))
     }
 
     /// Records one dispatch of `kernel` over `buffers` with `params` in a fresh arena slot.
@@ -318,7 +365,7 @@ impl GpuBackend {
                 for (i, b) in buffers.iter().enumerate() {
                     entries.push(wgpu::BindGroupEntry {
                         binding: i as u32 + 1,
-                        resource: b.buffer.as_entire_binding(),
+                        resource: b.binding(),
                     });
                 }
                 let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -361,7 +408,12 @@ impl GpuBackend {
             }));
         }
         let staging = self.staging.clone().expect("staging buffer exists");
-        self.commands.push(Command::Copy { src: src.buffer.clone(), dst: staging.clone(), size });
+        self.commands.push(Command::Copy {
+            src: src.buffer.clone(),
+            src_offset: src.offset,
+            dst: staging.clone(),
+            size,
+        });
         self.submit_recorded();
         self.counters.readbacks += 1;
 
@@ -422,10 +474,12 @@ impl GpuBackend {
                 continue;
             }
             match &commands[i] {
-                Command::Copy { src, dst, size } => {
-                    encoder.copy_buffer_to_buffer(src, 0, dst, 0, *size);
+                Command::Copy { src, src_offset, dst, size } => {
+                    encoder.copy_buffer_to_buffer(src, *src_offset, dst, 0, *size);
                 }
-                Command::Clear { buffer } => encoder.clear_buffer(buffer, 0, None),
+                Command::Clear { buffer, offset, size } => {
+                    encoder.clear_buffer(buffer, *offset, *size)
+                }
                 Command::Dispatch { .. } => unreachable!("handled above"),
             }
             i += 1;
@@ -450,12 +504,12 @@ impl GpuBackend {
         self.counters.bytes_written += data.len() as u64;
         let aligned = data.len() / 4 * 4;
         if aligned > 0 {
-            self.queue.write_buffer(&dst.buffer, 0, &data[..aligned]);
+            self.queue.write_buffer(&dst.buffer, dst.offset, &data[..aligned]);
         }
         if aligned < data.len() {
             let mut tail = [0u8; 4];
             tail[..data.len() - aligned].copy_from_slice(&data[aligned..]);
-            self.queue.write_buffer(&dst.buffer, aligned as u64, &tail);
+            self.queue.write_buffer(&dst.buffer, dst.offset + aligned as u64, &tail);
         }
     }
 }

@@ -98,6 +98,14 @@ impl<B: Backend> Layer<B> {
         }
     }
 
+    pub fn weights_mut(&mut self) -> Option<&mut Weights<B>> {
+        match self {
+            Layer::Linear { weights, .. } | Layer::Conv { weights, .. } => Some(weights),
+            Layer::BatchNorm(bn) => Some(&mut bn.weights),
+            _ => None,
+        }
+    }
+
     /// Layers that work in place on the buffers of the layer before.
     pub fn in_place(&self) -> bool {
         matches!(self, Layer::Relu { .. } | Layer::Flatten | Layer::Dropout { .. })

@@ -115,6 +115,53 @@ pub struct SummaryRow {
     pub params: usize,
 }
 
+/// Calls `f` on every layer's weights in `state_dict` order, residual blocks' included.
+fn for_each_weights_mut<B: Backend>(chain: &mut Chain<B>, f: &mut impl FnMut(&mut Weights<B>)) {
+    for layer in &mut chain.layers {
+        if let Some(w) = layer.weights_mut() {
+            f(w);
+        }
+        if let Layer::Residual(r) = layer {
+            for_each_weights_mut(&mut r.body, f);
+            if let Some(s) = &mut r.shortcut {
+                for_each_weights_mut(s, f);
+            }
+        }
+    }
+}
+
+/// Moves every parameter (values as built) and gradient of `chain` into an arena each, in
+/// `state_dict` order; `None`, leaving them apart, when the arenas cannot be allocated.
+fn pack_params<B: Backend>(b: &mut B, chain: &mut Chain<B>) -> Option<ParamArena<B>> {
+    let mut lens = Vec::new();
+    for_each_weights_mut(chain, &mut |w| {
+        lens.push(w.len());
+        if w.bias.is_some() {
+            lens.push(w.weight_shape[0]);
+        }
+    });
+    if lens.is_empty() {
+        return None;
+    }
+    let values = b.alloc_arena(&lens).ok()?;
+    let grads = b.alloc_arena(&lens).ok()?;
+    let starts = values.starts.clone();
+    let mut views = values.views.into_iter().zip(grads.views);
+    for_each_weights_mut(chain, &mut |w| {
+        let mut take = |value: &mut B::Buf, grad: &mut B::Buf, len: usize| {
+            let (v, g) = views.next().expect("a view per parameter");
+            b.copy_rows(value, &v, 1, len, len, len);
+            (*value, *grad) = (v, g);
+        };
+        let len = w.len();
+        take(&mut w.weight, &mut w.grad_weight, len);
+        if let (Some(bias), Some(grad)) = (&mut w.bias, &mut w.grad_bias) {
+            take(bias, grad, w.weight_shape[0]);
+        }
+    });
+    Some(ParamArena { values: values.whole, grads: grads.whole, len: values.len, lens, starts })
+}
+
 /// A model over a backend: a chain of layers, the last giving the class scores.
 pub struct Model<B: Backend> {
     pub spec: ModelSpec,
@@ -132,6 +179,24 @@ pub struct Model<B: Backend> {
     /// Label smoothing ε of the training loss ([`Model::train_loss`]); evaluation always
     /// reports plain cross-entropy, so test losses compare across runs.
     pub label_smoothing: f32,
+    /// Every parameter and every gradient in one arena each (`None` when an arena would not
+    /// fit one of the device's buffers: then they stay apart).
+    pub arena: Option<ParamArena<B>>,
+}
+
+/// A model's parameters in one allocation and their gradients in another, laid out alike
+/// ([`Backend::alloc_arena`]): each layer's tensors are views into them, and the optimizer
+/// updates the whole arena in one call instead of one per tensor. The padding between tensors
+/// stays 0 (no gradient is written there, so no update moves it).
+pub struct ParamArena<B: Backend> {
+    pub values: B::Buf,
+    pub grads: B::Buf,
+    /// The arenas' length, padding included.
+    pub len: usize,
+    /// Each parameter's length and start, in `state_dict` order (the layout the optimizer's
+    /// state copies).
+    pub lens: Vec<usize>,
+    pub starts: Vec<usize>,
 }
 
 impl<B: Backend> Model<B> {
@@ -162,7 +227,8 @@ impl<B: Backend> Model<B> {
             id_base: 0,
             is_model: true,
         };
-        let chain = layer::build_chain(b, &spec.layers, input, &mut cx)?;
+        let mut chain = layer::build_chain(b, &spec.layers, input, &mut cx)?;
+        let arena = pack_params(b, &mut chain);
         Ok(Model {
             spec: spec.clone(),
             input,
@@ -172,6 +238,7 @@ impl<B: Backend> Model<B> {
             seed,
             normalization: None,
             label_smoothing: 0.0,
+            arena,
         })
     }
     /// Standardises every input channel: `(x/255 - mean[c]) / std[c]` (one mean and std per
