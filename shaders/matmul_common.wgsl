@@ -12,9 +12,11 @@
 // passes after the first); with several, split z writes its partial sums to slice z of a
 // scratch buffer and `sum_splits` (shaders/reduce.wgsl) adds the slices into C.
 //
-// Epilogue (`matmul_bias`): when `epilogue` is set, the kernel that writes C's final values adds
-// bias[col] (bit 0) and then applies ReLU (bit 1) as it stores them, saving the separate
-// `add_bias` pass over C. Only a single-range plan's matmul or its `sum_splits` sets it.
+// Epilogue (`matmul_bias`, the conv forward): when `epilogue` is set, the kernel that writes C's
+// final values adds bias[col] (bit 0) and then applies ReLU (bit 1) as it stores them, saving a
+// separate `add_bias` pass over C; with bit 2, C's rows are a conv's output pixels, row =
+// n·pixels + p, and C[row, col] is stored at NCHW y[n, col, p] (saving `to_channels_first`).
+// Only a single-pass plan's matmul or its `sum_splits` sets it (src/gpu/mod.rs).
 
 struct MatmulParams {
     m: u32,
@@ -25,8 +27,13 @@ struct MatmulParams {
     accumulate: u32,
     // `register` only: bit 0 set when A is loaded as vec4s, bit 1 for B (see that shader).
     vec4_loads: u32,
-    // Bit 0: add bias[col]; bit 1: then ReLU (see above).
+    // Bit 0: add bias[col]; bit 1: then ReLU; bit 2: NCHW store; bit 3: set (see above).
     epilogue: u32,
+    // Output pixels per sample for the NCHW store (1 otherwise).
+    pixels: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // The epilogue's bias; a placeholder buffer when there is none.
@@ -50,14 +57,21 @@ fn k_range(z: u32) -> vec2<u32> {
     return vec2<u32>(start, min(start + params.k_chunk, params.k));
 }
 
+// Where C[row, col] goes: row-major, or NCHW for a conv's output (see above).
+fn nchw_index(row: u32, col: u32, cols: u32, pixels: u32) -> u32 {
+    return (row / pixels) * cols * pixels + col * pixels + row % pixels;
+}
+
 fn store_c(z: u32, row: u32, col: u32, v: f32) {
     let i = z * params.m * params.n + row * params.n + col;
     if params.accumulate != 0u {
         c[i] += v;
-    } else if params.epilogue != 0u {
-        c[i] = epilogue(col, v);
-    } else {
+    } else if params.epilogue == 0u {
         c[i] = v;
+    } else if (params.epilogue & 4u) != 0u {
+        c[nchw_index(row, col, params.n, params.pixels)] = epilogue(col, v);
+    } else {
+        c[i] = epilogue(col, v);
     }
 }
 

@@ -13,8 +13,9 @@ struct Params {
     // sum_splits as a matmul's last pass: add bias[i % bias_cols] (bit 0), then ReLU (bit 1).
     epilogue: u32,
     bias_cols: u32,
+    // ... and with bit 2, stores row i / bias_cols of `pixels`-row samples as NCHW.
+    pixels: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -61,15 +62,22 @@ fn sum_splits(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) 
     for (var s = 0u; s < params.chunk; s++) {
         sum += grad[s * params.cols + i];
     }
+    let row = i / params.bias_cols;
+    let col = i % params.bias_cols;
     if params.accumulate != 0u {
         out[i] += sum;
     } else {
         if (params.epilogue & 1u) != 0u {
-            sum += bias[i % params.bias_cols];
+            sum += bias[col];
         }
         if (params.epilogue & 2u) != 0u {
             sum = max(sum, 0.0);
         }
-        out[i] = sum;
+        if (params.epilogue & 4u) != 0u {
+            let p = params.pixels;
+            out[(row / p) * params.bias_cols * p + col * p + row % p] = sum;
+        } else {
+            out[i] = sum;
+        }
     }
 }

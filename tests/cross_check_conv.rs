@@ -309,3 +309,61 @@ fn conv_matches_the_definition() {
         }
     }
 }
+
+/// The GPU's conv forward stores the matmul's rows straight into NCHW with the bias and ReLU
+/// (the matmul's epilogue). It must give bit for bit what the separate passes give (im2col,
+/// matmul, `to_channels_first`), in every matmul variant and wherever the epilogue runs: in the
+/// matmul kernel (one K range), in `sum_splits` (a 4,608-long patch split side by side), and
+/// when the plan's passes run one after another (scratch capped), where the separate passes run.
+#[test]
+fn fused_conv_forward_is_the_separate_passes_exactly() {
+    use steepest::backend::MatmulForm;
+    use steepest::gpu::matmul::MatmulVariant;
+    let Some(mut g) = gpu() else { return };
+    let mut rng = fastrand::Rng::with_seed(29);
+    // (rows, window, outputs, scratch cap in floats: 0 leaves the adapter's)
+    let cases = [
+        (8, Window::square(4, 10, 10, 3, 1, 1), 8, 0),
+        (3, Window::square(8, 9, 7, 3, 2, 0), 5, 0),
+        (2, Window::square(512, 4, 4, 3, 1, 1), 12, 0),
+        (2, Window::square(512, 4, 4, 3, 1, 1), 12, 2 * 32 * 12),
+    ];
+    for variant in MatmulVariant::ALL {
+        g.force_matmul_variant(Some(variant));
+        for &(rows, w, outputs, cap) in &cases {
+            assert_eq!(w.col_width(), w.patch_len(), "unpadded patches");
+            g.limit_split_scratch(if cap == 0 { 16 << 20 } else { cap });
+            let (m, pixels) = (rows * w.out_pixels(), w.out_pixels());
+            let plan = g.matmul_plan(MatmulForm::ABt, m, w.patch_len(), outputs);
+            let x = random(&mut rng, rows * w.in_len());
+            let weight = random(&mut rng, outputs * w.patch_len());
+            let bias = random(&mut rng, outputs);
+            for (with_bias, relu) in [(true, false), (true, true), (false, true)] {
+                let [gx, gw, gb] = [&x, &weight, &bias].map(|v| {
+                    let t = g.alloc(v.len()).unwrap();
+                    g.write(&t, v);
+                    t
+                });
+                let bias_buf = with_bias.then_some(&gb);
+                let (col_len, z_len) = g.conv_scratch_len(rows, &w, outputs);
+                let (col, z) = (g.alloc(col_len).unwrap(), g.alloc(z_len).unwrap());
+                let y_len = rows * outputs * pixels;
+                let (fused, apart) = (g.alloc(y_len).unwrap(), g.alloc(y_len).unwrap());
+                g.conv2d_forward(&gx, &gw, bias_buf, &fused, &col, &z, rows, &w, outputs, relu);
+                g.im2col(&gx, &col, rows, &w);
+                g.matmul(MatmulForm::ABt, &col, &gw, &z, m, w.patch_len(), outputs);
+                g.to_channels_first(&z, bias_buf, &apart, Nchw::new(rows, outputs, pixels), relu);
+                let (fused, apart) =
+                    (g.read(&fused, y_len).unwrap(), g.read(&apart, y_len).unwrap());
+                let what =
+                    format!("{variant:?} {w:?} rows {rows} bias {with_bias} relu {relu} {plan:?}");
+                if let Some(i) = (0..y_len).find(|&i| fused[i].to_bits() != apart[i].to_bits()) {
+                    panic!("{what}: y[{i}] fused {} apart {}", fused[i], apart[i]);
+                }
+                assert!(fused.iter().any(|&v| v != 0.0), "{what}: all zero");
+            }
+        }
+    }
+    g.force_matmul_variant(None);
+    g.limit_split_scratch(16 << 20);
+}

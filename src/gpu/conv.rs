@@ -1,5 +1,6 @@
-//! Conv2d on the GPU: im2col, one matmul over the whole batch, and the layout move back to NCHW
-//! (backward: the layout move, the bias sum, the weight-gradient matmul, and the input gradient
+//! Conv2d on the GPU: im2col, then one matmul over the whole batch that stores its rows (output
+//! pixels) straight into NCHW with the bias and ReLU (its epilogue; a separate layout move when
+//! the matmul's plan takes several passes) (backward: the layout move, the bias sum, the weight-gradient matmul, and the input gradient
 //! as a matmul folded back by col2im).
 //!
 //! Patches are padded to whole vec4s (`Window::col_width`), so the first conv of a model (25 or
@@ -9,7 +10,7 @@
 
 use crate::backend::{Backend, MatmulForm, Nchw, Window};
 
-use super::{GpuBackend, GpuBuf};
+use super::{Epilogue, GpuBackend, GpuBuf};
 
 impl GpuBackend {
     /// The weights as the matmuls read them: `weight` itself, or a copy padded to the im2col
@@ -41,8 +42,15 @@ impl GpuBackend {
         let pixels = w.out_pixels();
         let weights = self.conv_weights(weight, w, outputs);
         self.im2col(x, col, rows, w);
-        self.matmul(MatmulForm::ABt, col, &weights, z, rows * pixels, w.col_width(), outputs);
-        self.to_channels_first(z, bias, y, Nchw::new(rows, outputs, pixels), relu);
+        let (m, k) = (rows * pixels, w.col_width());
+        if self.epilogue_fits(MatmulForm::ABt, m, k, outputs) {
+            // The matmul stores straight into NCHW, adding the bias and applying the ReLU.
+            let e = Epilogue { bias, relu, cols: outputs, nchw_pixels: pixels };
+            self.matmul_with(MatmulForm::ABt, col, &weights, y, m, k, outputs, Some(e));
+        } else {
+            self.matmul(MatmulForm::ABt, col, &weights, z, m, k, outputs);
+            self.to_channels_first(z, bias, y, Nchw::new(rows, outputs, pixels), relu);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

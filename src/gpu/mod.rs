@@ -123,16 +123,24 @@ impl GpuBackend {
             accumulate: accumulate as u32,
             epilogue: epilogue.map_or(0, |e| e.flags()),
             bias_cols: epilogue.map_or(1, |e| e.cols as u32),
+            pixels: epilogue.map_or(1, |e| e.nchw_pixels.max(1) as u32),
             ..Default::default()
         };
         let groups = self.groups_1d(len);
-        let bias = epilogue.map_or_else(|| self.placeholder.clone(), |e| e.bias.clone());
+        let bias = self.epilogue_bias(epilogue);
         self.dispatch(Kernel::SumSplits, &[part, out, &bias], &p, groups);
     }
 
-    /// `matmul`, with the epilogue applied by whichever pass writes C's final values. A plan of
-    /// several passes one after another (K longer than the split scratch holds) adds into C,
-    /// so there the bias and ReLU run as `add_bias` afterwards.
+    /// Whether a matmul of this shape can apply an epilogue as it stores C: its plan writes C
+    /// in one pass (the matmul kernel, or `sum_splits` after a K split side by side). A plan of
+    /// several passes one after another (K longer than the split scratch holds) adds into C.
+    pub(super) fn epilogue_fits(&self, form: MatmulForm, m: usize, k: usize, n: usize) -> bool {
+        let plan = self.matmul_plan(form, m, k, n);
+        k > 0 && plan.ranges <= plan.splits
+    }
+
+    /// `matmul`, with the epilogue, if any, applied by the pass that writes C's final values
+    /// (callers check [`epilogue_fits`](Self::epilogue_fits) first).
     #[allow(clippy::too_many_arguments)]
     fn matmul_with(
         &mut self,
@@ -148,16 +156,12 @@ impl GpuBackend {
         if m == 0 || n == 0 {
             return;
         }
-        let plan = self.matmul_plan(form, m, k, n);
-        if let (Some(e), true) = (epilogue, k == 0 || plan.ranges > plan.splits) {
-            self.matmul_with(form, a, b, c, m, k, n, None);
-            self.add_bias(c, e.bias, m, n, e.relu);
-            return;
-        }
+        debug_assert!(epilogue.is_none() || self.epilogue_fits(form, m, k, n));
         if k == 0 {
             self.fill_zero(c);
             return;
         }
+        let plan = self.matmul_plan(form, m, k, n);
         let kernel = plan.variant.kernel(form);
         for (first, splits) in plan.passes() {
             let accumulate = first > 0;
@@ -172,9 +176,11 @@ impl GpuBackend {
                 accumulate: (accumulate && splits == 1) as u32,
                 vec4_loads: matmul::vec4_loads(form, m, k, n),
                 epilogue: in_kernel.map_or(0, |e| e.flags()),
+                pixels: in_kernel.map_or(1, |e| e.nchw_pixels.max(1) as u32),
+                ..Default::default()
             };
             let groups = plan.groups(m, n, splits);
-            let bias = in_kernel.map_or_else(|| self.placeholder.clone(), |e| e.bias.clone());
+            let bias = self.epilogue_bias(in_kernel);
             if splits == 1 {
                 self.dispatch(kernel, &[a, b, c, &bias], &p, groups);
             } else {
@@ -185,21 +191,33 @@ impl GpuBackend {
             }
         }
     }
+
+    /// The buffer bound as an epilogue's bias: its bias, or the placeholder.
+    fn epilogue_bias(&self, epilogue: Option<Epilogue>) -> GpuBuf {
+        epilogue.and_then(|e| e.bias).unwrap_or(&self.placeholder).clone()
+    }
 }
 
-/// What a matmul's last pass does to C as it stores it: `+ bias[col]`, then ReLU if `relu`.
+/// What a matmul's last pass does to C as it stores it: `+ bias[col]` when there is a bias,
+/// then ReLU if `relu`; and with `nchw_pixels` = P > 0, C's `[rows·P, cols]` rows (a conv's
+/// output pixels) are stored as NCHW `[rows, cols, P]` instead (the layout move fused).
 #[derive(Clone, Copy)]
-struct Epilogue<'a> {
-    bias: &'a GpuBuf,
-    relu: bool,
+pub(super) struct Epilogue<'a> {
+    pub bias: Option<&'a GpuBuf>,
+    pub relu: bool,
     /// C's columns (the bias's length).
-    cols: usize,
+    pub cols: usize,
+    pub nchw_pixels: usize,
 }
 
 impl Epilogue<'_> {
-    /// `epilogue` in `MatmulParams` and the reduce `Params`: bit 0 bias, bit 1 ReLU.
+    /// `epilogue` in `MatmulParams` and the reduce `Params`: bit 0 bias, bit 1 ReLU, bit 2
+    /// NCHW store; bit 3 is always set, so an epilogue is never 0.
     fn flags(self) -> u32 {
-        1 | (self.relu as u32) << 1
+        self.bias.is_some() as u32
+            | (self.relu as u32) << 1
+            | ((self.nchw_pixels > 0) as u32) << 2
+            | 1 << 3
     }
 }
 
@@ -292,7 +310,13 @@ impl Backend for GpuBackend {
         bias: &GpuBuf,
         relu: bool,
     ) {
-        self.matmul_with(form, a, b, c, m, k, n, Some(Epilogue { bias, relu, cols: n }));
+        if self.epilogue_fits(form, m, k, n) {
+            let e = Epilogue { bias: Some(bias), relu, cols: n, nchw_pixels: 0 };
+            self.matmul_with(form, a, b, c, m, k, n, Some(e));
+        } else {
+            self.matmul(form, a, b, c, m, k, n);
+            self.add_bias(c, bias, m, n, relu);
+        }
     }
 
     fn add_bias(&mut self, x: &GpuBuf, bias: &GpuBuf, rows: usize, cols: usize, relu: bool) {

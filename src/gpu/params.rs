@@ -48,7 +48,7 @@ wgsl_struct! {
     /// `bias_grad` and `sum_splits`.
     Reduce = "reduce.wgsl" "Params" {
         rows: u32, cols: u32, chunk: u32, accumulate: u32,
-        epilogue: u32, bias_cols: u32, _pad0: u32, _pad1: u32,
+        epilogue: u32, bias_cols: u32, pixels: u32, _pad0: u32,
     }
 }
 wgsl_struct! {
@@ -61,7 +61,7 @@ wgsl_struct! {
     /// Every matmul variant (shaders/matmul_common.wgsl).
     Matmul = "matmul_common.wgsl" "MatmulParams" {
         m: u32, k: u32, n: u32, k_begin: u32, k_chunk: u32, accumulate: u32, vec4_loads: u32,
-        epilogue: u32,
+        epilogue: u32, pixels: u32, _pad0: u32, _pad1: u32, _pad2: u32,
     }
 }
 wgsl_struct! {
