@@ -457,7 +457,8 @@ impl Backend for GpuBackend {
     }
 
     fn im2col(&mut self, x: &GpuBuf, col: &GpuBuf, rows: usize, w: &Window) {
-        let groups = self.groups_1d(rows * w.out_pixels() * w.col_width());
+        // One thread per 4 values of a row (see the shader).
+        let groups = self.groups_1d(rows * w.out_pixels() * w.col_width() / 4);
         self.dispatch(Kernel::Im2col, &[x, col], &window_params(rows, w), groups);
     }
 
