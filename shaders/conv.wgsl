@@ -1,5 +1,6 @@
-// Convolution as im2col + the tiled matmul: the reshuffles around the matmul. Every kernel is
-// a gather (one thread per output value), so there are no atomics and results are exact.
+// Convolution as im2col + the matmul: the reshuffles around the matmul. Every kernel is a
+// gather (a thread per output value, four for im2col), so there are no atomics and results are
+// exact.
 // CPU twins: src/cpu/conv.rs. Test: tests/cross_check_conv.rs.
 
 struct Layout {
@@ -60,6 +61,9 @@ fn im2col(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) grou
 // The smallest tap k with k ≡ t (mod stride) and (t - k) / stride < out (the last output that
 // covers padded position t); it may exceed t or the kernel, and then no tap lands.
 fn first_tap(t: u32, stride: u32, out: u32) -> u32 {
+    if out == 0u {
+        return t + 1u;
+    }
     let reach = stride * (out - 1u);
     if t > reach {
         return t - reach;

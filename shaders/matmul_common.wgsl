@@ -16,7 +16,8 @@
 // final values adds bias[col] (bit 0) and then applies ReLU (bit 1) as it stores them, saving a
 // separate `add_bias` pass over C; with bit 2, C's rows are a conv's output pixels, row =
 // n·pixels + p, and C[row, col] is stored at NCHW y[n, col, p] (saving `to_channels_first`).
-// Only a single-pass plan's matmul or its `sum_splits` sets it (src/gpu/mod.rs).
+// Only a single-pass plan's matmul or its `sum_splits` sets it (src/gpu/mod.rs). The matmul
+// pipelines that may are compiled with EPILOGUE on; the others leave the code out.
 
 struct MatmulParams {
     m: u32,
@@ -35,6 +36,8 @@ struct MatmulParams {
     _pad1: u32,
     _pad2: u32,
 }
+
+override EPILOGUE: bool = false;
 
 // The epilogue's bias; a placeholder buffer when there is none.
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
@@ -66,7 +69,7 @@ fn store_c(z: u32, row: u32, col: u32, v: f32) {
     let i = z * params.m * params.n + row * params.n + col;
     if params.accumulate != 0u {
         c[i] += v;
-    } else if params.epilogue == 0u {
+    } else if !EPILOGUE || params.epilogue == 0u {
         c[i] = v;
     } else if (params.epilogue & 4u) != 0u {
         c[nchw_index(row, col, params.n, params.pixels)] = epilogue(col, v);

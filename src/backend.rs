@@ -195,6 +195,9 @@ pub trait Backend {
     fn write_indices(&mut self, dst: &Self::Indices, data: &[u32]);
     /// Sets every element of `dst` to 0.
     fn fill_zero(&mut self, dst: &Self::Buf);
+    /// Copies the first `len` values of `src` over the start of `dst` (in order with the
+    /// recorded ops; a transfer, not a kernel: moving a model's initial weights into its arena).
+    fn copy(&mut self, src: &Self::Buf, dst: &Self::Buf, len: usize);
 
     /// Runs everything recorded so far and returns the first `len` values of `src`. This is the
     /// only op that waits for the device; the training loop calls it only when it reports.

@@ -516,15 +516,6 @@ pub fn train<B: Backend>(
     }
     let capacity = cfg.batch_size.min(data.train.len);
     let ws = Workspace::new(backend, model, capacity)?;
-    // A device that holds the data set gets it once, and each step uploads only the batch's
-    // indices and augmentation codes (8 bytes a sample); a split that does not fit one of its
-    // buffers, streamed image folders, and shifts past the codes' ±127 are uploaded per batch.
-    let resident = if cfg.augment.crop_pad <= 127 {
-        hold_split(backend, &data.train, shape, capacity)
-    } else {
-        None
-    };
-    let held_test = hold_split(backend, &data.test, shape, capacity);
     let train_stats = backend.alloc(3)?;
     let eval_stats = backend.alloc(3)?;
     let mut tta = TtaBuffers::new(backend, model, &ws, cfg.tta)?;
@@ -532,6 +523,16 @@ pub fn train<B: Backend>(
     if !cfg.freeze.is_empty() {
         optimizer.freeze(model, &cfg.freeze)?;
     }
+    // Then, with what training needs allocated: a device that holds data sets gets the splits
+    // once, and each step uploads only the batch's indices and augmentation codes (8 bytes a
+    // sample). A split that does not fit the device's memory, streamed image folders, and
+    // shifts past the codes' ±127 are uploaded batch by batch.
+    let resident = if cfg.augment.crop_pad <= 127 {
+        hold_split(backend, &data.train, shape, capacity)
+    } else {
+        None
+    };
+    let held_test = hold_split(backend, &data.test, shape, capacity);
     let start = match &cfg.resume {
         Some(r) => {
             let p = r.progress;

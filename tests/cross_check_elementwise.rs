@@ -290,3 +290,44 @@ fn gather_batch_writes_only_the_rows_its_part_holds() {
     assert_eq!(input, [px(180), px(210), -1.0, -1.0, px(120), px(150)]);
     assert_eq!(out, [6, 99, 9]);
 }
+
+/// `copy` (a transfer: a model's initial weights into its arena) between whole buffers and
+/// arena views, as on the CPU: the view's values arrive, its neighbours and the padding keep
+/// theirs.
+#[test]
+fn copy_into_and_out_of_arena_views_matches_cpu() {
+    let Some(mut g) = gpu() else { return };
+    let mut cpu = steepest::cpu::CpuBackend::new();
+    let mut rng = fastrand::Rng::with_seed(12);
+    let lens = [5, 300, 1, 64];
+    let values: Vec<Vec<f32>> = lens.iter().map(|&n| random(&mut rng, n)).collect();
+    fn run<B: Backend>(b: &mut B, lens: &[usize], values: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        let arena = b.alloc_arena(lens).unwrap();
+        b.write(&arena.whole, &vec![7.0; arena.len]);
+        let mut out = Vec::new();
+        for (view, v) in arena.views.iter().zip(values).skip(1) {
+            let src = b.alloc(v.len()).unwrap();
+            b.write(&src, v);
+            b.copy(&src, view, v.len());
+        }
+        // The first view back out into a whole buffer.
+        let back = b.alloc(lens[0]).unwrap();
+        b.copy(&arena.views[0], &back, lens[0]);
+        out.push(b.read(&back, lens[0]).unwrap());
+        for (view, &n) in arena.views.iter().zip(lens) {
+            out.push(b.read(view, n).unwrap());
+        }
+        let whole = b.read(&arena.whole, arena.len).unwrap();
+        let moved = lens.iter().skip(1).sum::<usize>();
+        out.push(vec![(whole.len() - whole.iter().filter(|&&v| v == 7.0).count()) as f32]);
+        assert_eq!(out.last().unwrap()[0] as usize, moved, "only the views' values changed");
+        out
+    }
+    let want = run(&mut cpu, &lens, &values);
+    let got = run(&mut g, &lens, &values);
+    assert_eq!(want[0], vec![7.0; 5]);
+    for (i, v) in values.iter().enumerate().skip(1) {
+        assert_eq!(&want[i + 1], v, "cpu view {i}");
+    }
+    assert_eq!(got[..5], want[..5]);
+}

@@ -275,7 +275,9 @@ fn training_on_device_held_data_matches_the_cpu_with_augmentation() {
         // The GPU evaluates from its own copy of the test split too.
         let (ct, gt) = (c.test_loss.unwrap(), g.test_loss.unwrap());
         assert!((ct - gt).abs() <= 1e-3 * ct.abs(), "epoch {}: test cpu {ct} gpu {gt}", c.epoch);
-        assert_eq!(c.test_acc, g.test_acc, "epoch {}: test accuracy", c.epoch);
+        // A logit within rounding of its rival may flip one prediction, no more.
+        let (ca, ga) = (c.test_acc.unwrap(), g.test_acc.unwrap());
+        assert!((ca - ga).abs() <= 1.0 / 100.0 + 1e-6, "epoch {}: test acc {ca} {ga}", c.epoch);
     }
     for (t, (c, g)) in cpu_w.iter().zip(&gpu_w).enumerate() {
         let scale = c.iter().fold(0f32, |m, v| m.max(v.abs()));

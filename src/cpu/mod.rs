@@ -113,6 +113,10 @@ impl Backend for CpuBackend {
     fn fill_zero(&mut self, dst: &CpuBuf) {
         dst.get_mut().fill(0.0);
     }
+    fn copy(&mut self, src: &CpuBuf, dst: &CpuBuf, len: usize) {
+        let (src, mut dst) = (src.get(), dst.get_mut());
+        dst[..len].copy_from_slice(&src[..len]);
+    }
     fn read(&mut self, src: &CpuBuf, len: usize) -> Result<Vec<f32>> {
         Ok(src.get()[..len].to_vec())
     }

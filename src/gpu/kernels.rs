@@ -63,6 +63,16 @@ kernel_table! {
     MatmulABWide => (MATMUL_WIDE_WGSL, "matmul_ab_wide", [Read, Read, ReadWrite, Read]),
     MatmulAtBWide => (MATMUL_WIDE_WGSL, "matmul_atb_wide", [Read, Read, ReadWrite, Read]),
     MatmulABtWide => (MATMUL_WIDE_WGSL, "matmul_abt_wide", [Read, Read, ReadWrite, Read]),
+    // The same entry points compiled with the epilogue (see `Kernel::with_epilogue`).
+    MatmulABEpilogue => (MATMUL_WGSL, "matmul_ab", [Read, Read, ReadWrite, Read]),
+    MatmulAtBEpilogue => (MATMUL_WGSL, "matmul_atb", [Read, Read, ReadWrite, Read]),
+    MatmulABtEpilogue => (MATMUL_WGSL, "matmul_abt", [Read, Read, ReadWrite, Read]),
+    MatmulABRegisterEpilogue => (MATMUL_REGISTER_WGSL, "matmul_ab_register", [Read, Read, ReadWrite, Read]),
+    MatmulAtBRegisterEpilogue => (MATMUL_REGISTER_WGSL, "matmul_atb_register", [Read, Read, ReadWrite, Read]),
+    MatmulABtRegisterEpilogue => (MATMUL_REGISTER_WGSL, "matmul_abt_register", [Read, Read, ReadWrite, Read]),
+    MatmulABWideEpilogue => (MATMUL_WIDE_WGSL, "matmul_ab_wide", [Read, Read, ReadWrite, Read]),
+    MatmulAtBWideEpilogue => (MATMUL_WIDE_WGSL, "matmul_atb_wide", [Read, Read, ReadWrite, Read]),
+    MatmulABtWideEpilogue => (MATMUL_WIDE_WGSL, "matmul_abt_wide", [Read, Read, ReadWrite, Read]),
     SumSplits => (REDUCE_WGSL, "sum_splits", [Read, ReadWrite, Read]),
     AddBias => (ELEMENTWISE_WGSL, "add_bias", [ReadWrite, Read]),
     AddBiasRelu => (ELEMENTWISE_WGSL, "add_bias_relu", [ReadWrite, Read]),
@@ -99,6 +109,26 @@ kernel_table! {
 impl Kernel {
     pub fn name(self) -> &'static str {
         self.spec().1
+    }
+
+    /// Matmul pipelines compiled with the WGSL override `EPILOGUE` on (bias, ReLU and the NCHW
+    /// store as C is stored, shaders/matmul_common.wgsl). The plain ones compile without that
+    /// code: it made lavapipe's LLVM take half as long again over the register kernels, which
+    /// every run's first step waits for.
+    pub fn with_epilogue(self) -> bool {
+        use Kernel::*;
+        matches!(
+            self,
+            MatmulABEpilogue
+                | MatmulAtBEpilogue
+                | MatmulABtEpilogue
+                | MatmulABRegisterEpilogue
+                | MatmulAtBRegisterEpilogue
+                | MatmulABtRegisterEpilogue
+                | MatmulABWideEpilogue
+                | MatmulAtBWideEpilogue
+                | MatmulABtWideEpilogue
+        )
     }
 }
 
@@ -195,7 +225,10 @@ impl Pipelines {
             layout: Some(&pipeline_layout),
             module: &module,
             entry_point: Some(entry),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: if kernel.with_epilogue() { &[("EPILOGUE", 1.0)] } else { &[] },
+                ..Default::default()
+            },
             cache: None,
         });
         self.compiled[kernel as usize] = Some(Pipeline { pipeline, layout });

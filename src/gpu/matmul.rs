@@ -86,6 +86,21 @@ impl MatmulVariant {
         }
     }
 
+    /// The kernel compiled with the epilogue (see `Kernel::with_epilogue`).
+    pub fn kernel_with_epilogue(self, form: MatmulForm) -> Kernel {
+        match (self, form) {
+            (MatmulVariant::Tiled, MatmulForm::AB) => Kernel::MatmulABEpilogue,
+            (MatmulVariant::Tiled, MatmulForm::AtB) => Kernel::MatmulAtBEpilogue,
+            (MatmulVariant::Tiled, MatmulForm::ABt) => Kernel::MatmulABtEpilogue,
+            (MatmulVariant::Register, MatmulForm::AB) => Kernel::MatmulABRegisterEpilogue,
+            (MatmulVariant::Register, MatmulForm::AtB) => Kernel::MatmulAtBRegisterEpilogue,
+            (MatmulVariant::Register, MatmulForm::ABt) => Kernel::MatmulABtRegisterEpilogue,
+            (MatmulVariant::Wide, MatmulForm::AB) => Kernel::MatmulABWideEpilogue,
+            (MatmulVariant::Wide, MatmulForm::AtB) => Kernel::MatmulAtBWideEpilogue,
+            (MatmulVariant::Wide, MatmulForm::ABt) => Kernel::MatmulABtWideEpilogue,
+        }
+    }
+
     pub fn kernel(self, form: MatmulForm) -> Kernel {
         match (self, form) {
             (MatmulVariant::Tiled, MatmulForm::AB) => Kernel::MatmulAB,
@@ -119,8 +134,10 @@ pub struct AdapterClass {
     /// Workgroups that keep the device busy: a few per core of a software adapter, a few per
     /// compute unit of a GPU (wgpu does not say how many; 512 covers the largest).
     pub target_groups: usize,
-    /// Floats of split-K scratch the plan may use.
+    /// Floats of split-K scratch the plan may use, and the adapter's own figure for it (tests
+    /// may lower the first, see `GpuBackend::limit_split_scratch`).
     pub scratch_floats: usize,
+    pub adapter_scratch_floats: usize,
 }
 
 impl AdapterClass {
@@ -134,7 +151,12 @@ impl AdapterClass {
         };
         let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let scratch_floats = (binding.min(64 << 20) / 4) as usize;
-        AdapterClass { software, target_groups, scratch_floats }
+        AdapterClass {
+            software,
+            target_groups,
+            scratch_floats,
+            adapter_scratch_floats: scratch_floats,
+        }
     }
 }
 
@@ -209,10 +231,18 @@ pub fn plan(
 mod tests {
     use super::*;
 
-    const LAVAPIPE: AdapterClass =
-        AdapterClass { software: true, target_groups: 8, scratch_floats: 16 << 20 };
-    const DISCRETE: AdapterClass =
-        AdapterClass { software: false, target_groups: 512, scratch_floats: 16 << 20 };
+    const LAVAPIPE: AdapterClass = AdapterClass {
+        software: true,
+        target_groups: 8,
+        scratch_floats: 16 << 20,
+        adapter_scratch_floats: 16 << 20,
+    };
+    const DISCRETE: AdapterClass = AdapterClass {
+        software: false,
+        target_groups: 512,
+        scratch_floats: 16 << 20,
+        adapter_scratch_floats: 16 << 20,
+    };
 
     #[test]
     fn every_range_is_short_and_covers_k() {

@@ -162,11 +162,14 @@ impl GpuBackend {
             return;
         }
         let plan = self.matmul_plan(form, m, k, n);
-        let kernel = plan.variant.kernel(form);
         for (first, splits) in plan.passes() {
             let accumulate = first > 0;
             let last = first + splits == plan.ranges;
             let in_kernel = if last && splits == 1 { epilogue } else { None };
+            let kernel = match in_kernel {
+                Some(_) => plan.variant.kernel_with_epilogue(form),
+                None => plan.variant.kernel(form),
+            };
             let p = params::Matmul {
                 m: m as u32,
                 k: k as u32,
@@ -272,6 +275,17 @@ impl Backend for GpuBackend {
         self.commands.push(Command::Clear { buffer: dst.buffer.clone(), offset: dst.offset, size });
     }
 
+    fn copy(&mut self, src: &GpuBuf, dst: &GpuBuf, len: usize) {
+        if len > 0 {
+            self.commands.push(Command::Copy {
+                src: src.buffer.clone(),
+                src_offset: src.offset,
+                dst: dst.buffer.clone(),
+                dst_offset: dst.offset,
+                size: (len * 4) as u64,
+            });
+        }
+    }
     fn read(&mut self, src: &GpuBuf, len: usize) -> Result<Vec<f32>> {
         self.read_back(src, len)
     }

@@ -89,6 +89,7 @@ pub(super) enum Command {
         src: wgpu::Buffer,
         src_offset: u64,
         dst: wgpu::Buffer,
+        dst_offset: u64,
         size: u64,
     },
     /// `size` bytes from `offset`, or to the end when `None`.
@@ -247,10 +248,10 @@ impl GpuBackend {
         matmul::plan(&self.class, self.forced_matmul, form, m, k, n)
     }
 
-    /// Caps the split-K scratch at `floats`, so that long-K plans run as several passes one
-    /// after another (for tests of that path at small shapes).
-    pub fn limit_split_scratch(&mut self, floats: usize) {
-        self.class.scratch_floats = floats;
+    /// Caps the split-K scratch at `floats` (`None`: the adapter's own), so that long-K plans
+    /// run as several passes one after another (for tests of that path at small shapes).
+    pub fn limit_split_scratch(&mut self, floats: Option<usize>) {
+        self.class.scratch_floats = floats.unwrap_or(self.class.adapter_scratch_floats);
     }
 
     /// The split-K scratch, at least `floats` long.
@@ -316,7 +317,15 @@ impl GpuBackend {
                 self.info.name, max_binding, self.limits.max_buffer_size
             )));
         }
+        // A software adapter's memory is the machine's: a clear error before it runs out.
+        if self.class.software {
+            if let Some(why) = crate::device::memory_shortfall(Some(size as u64), what) {
+                return Err(Error::Gpu(why));
+            }
+        }
         self.counters.buffers_created += 1;
+        // Out of device memory is an error here, not wgpu's uncaptured-error panic.
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
             size: size as u64,
@@ -325,6 +334,12 @@ impl GpuBackend {
                 | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!(
+                "{what} needs {size} bytes, but {} is out of memory: {e}",
+                self.info.name
+            )));
+        }
         Ok(GpuBuf::whole(buffer, bytes))
     }
 
@@ -412,6 +427,7 @@ impl GpuBackend {
             src: src.buffer.clone(),
             src_offset: src.offset,
             dst: staging.clone(),
+            dst_offset: 0,
             size,
         });
         self.submit_recorded();
@@ -474,8 +490,8 @@ impl GpuBackend {
                 continue;
             }
             match &commands[i] {
-                Command::Copy { src, src_offset, dst, size } => {
-                    encoder.copy_buffer_to_buffer(src, *src_offset, dst, 0, *size);
+                Command::Copy { src, src_offset, dst, dst_offset, size } => {
+                    encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size);
                 }
                 Command::Clear { buffer, offset, size } => {
                     encoder.clear_buffer(buffer, *offset, *size)

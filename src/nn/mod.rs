@@ -150,7 +150,8 @@ fn pack_params<B: Backend>(b: &mut B, chain: &mut Chain<B>) -> Option<ParamArena
     for_each_weights_mut(chain, &mut |w| {
         let mut take = |value: &mut B::Buf, grad: &mut B::Buf, len: usize| {
             let (v, g) = views.next().expect("a view per parameter");
-            b.copy_rows(value, &v, 1, len, len, len);
+            // A transfer, not a kernel: no bind group keeps the old buffer alive.
+            b.copy(value, &v, len);
             (*value, *grad) = (v, g);
         };
         let len = w.len();

@@ -168,8 +168,9 @@ pub struct DeviceData<B: Backend> {
 }
 
 impl<B: Backend> DeviceData<B> {
-    /// Uploads `split` in parts as large as the device's buffers allow; an error when it does
-    /// not fit the device, or when it is streamed from files (those are uploaded batch by batch).
+    /// Uploads `split` in parts as large as the device's buffers allow; an error when the device
+    /// is out of memory for it (a software adapter's: the machine's, see `create_buffer`), or
+    /// when it is streamed from files (those are uploaded batch by batch).
     pub fn new(
         b: &mut B,
         split: &crate::data::Split,
