@@ -17,7 +17,8 @@
 // separate `add_bias` pass over C; with bit 2, C's rows are a conv's output pixels, row =
 // n·pixels + p, and C[row, col] is stored at NCHW y[n, col, p] (saving `to_channels_first`).
 // Only a single-pass plan's matmul or its `sum_splits` sets it (src/gpu/mod.rs). The matmul
-// pipelines that may are compiled with EPILOGUE on; the others leave the code out.
+// pipelines that may are compiled with EPILOGUE 1 (bias, ReLU) or 2 (and the NCHW store); the
+// others (0) leave the code out.
 
 struct MatmulParams {
     m: u32,
@@ -37,21 +38,17 @@ struct MatmulParams {
     _pad2: u32,
 }
 
-override EPILOGUE: bool = false;
+override EPILOGUE: u32 = 0u;
 
 // The epilogue's bias; a placeholder buffer when there is none.
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 
-// v with the epilogue applied, for column `col`.
+// v with the epilogue applied, for column `col`: selects, not branches, since the register
+// kernel inlines this at 64 stores and branches there cost lavapipe's LLVM seconds (the bias
+// is read even when unused; the placeholder bound then is read within its bounds' clamp).
 fn epilogue(col: u32, v: f32) -> f32 {
-    var out = v;
-    if (params.epilogue & 1u) != 0u {
-        out += bias[col];
-    }
-    if (params.epilogue & 2u) != 0u {
-        out = max(out, 0.0);
-    }
-    return out;
+    let biased = select(v, v + bias[col], (params.epilogue & 1u) != 0u);
+    return select(biased, max(biased, 0.0), (params.epilogue & 2u) != 0u);
 }
 
 // [start, end) of the K range of split z.
@@ -66,15 +63,20 @@ fn nchw_index(row: u32, col: u32, cols: u32, pixels: u32) -> u32 {
 }
 
 fn store_c(z: u32, row: u32, col: u32, v: f32) {
+    // An epilogue pipeline is only run as the single pass that writes C (z = 0, no accumulate).
+    if EPILOGUE == 1u {
+        c[row * params.n + col] = epilogue(col, v);
+        return;
+    }
+    if EPILOGUE == 2u {
+        c[nchw_index(row, col, params.n, params.pixels)] = epilogue(col, v);
+        return;
+    }
     let i = z * params.m * params.n + row * params.n + col;
     if params.accumulate != 0u {
         c[i] += v;
-    } else if !EPILOGUE || params.epilogue == 0u {
-        c[i] = v;
-    } else if (params.epilogue & 4u) != 0u {
-        c[nchw_index(row, col, params.n, params.pixels)] = epilogue(col, v);
     } else {
-        c[i] = epilogue(col, v);
+        c[i] = v;
     }
 }
 

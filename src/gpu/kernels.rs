@@ -63,16 +63,14 @@ kernel_table! {
     MatmulABWide => (MATMUL_WIDE_WGSL, "matmul_ab_wide", [Read, Read, ReadWrite, Read]),
     MatmulAtBWide => (MATMUL_WIDE_WGSL, "matmul_atb_wide", [Read, Read, ReadWrite, Read]),
     MatmulABtWide => (MATMUL_WIDE_WGSL, "matmul_abt_wide", [Read, Read, ReadWrite, Read]),
-    // The same entry points compiled with the epilogue (see `Kernel::with_epilogue`).
-    MatmulABEpilogue => (MATMUL_WGSL, "matmul_ab", [Read, Read, ReadWrite, Read]),
-    MatmulAtBEpilogue => (MATMUL_WGSL, "matmul_atb", [Read, Read, ReadWrite, Read]),
-    MatmulABtEpilogue => (MATMUL_WGSL, "matmul_abt", [Read, Read, ReadWrite, Read]),
-    MatmulABRegisterEpilogue => (MATMUL_REGISTER_WGSL, "matmul_ab_register", [Read, Read, ReadWrite, Read]),
-    MatmulAtBRegisterEpilogue => (MATMUL_REGISTER_WGSL, "matmul_atb_register", [Read, Read, ReadWrite, Read]),
-    MatmulABtRegisterEpilogue => (MATMUL_REGISTER_WGSL, "matmul_abt_register", [Read, Read, ReadWrite, Read]),
-    MatmulABWideEpilogue => (MATMUL_WIDE_WGSL, "matmul_ab_wide", [Read, Read, ReadWrite, Read]),
-    MatmulAtBWideEpilogue => (MATMUL_WIDE_WGSL, "matmul_atb_wide", [Read, Read, ReadWrite, Read]),
-    MatmulABtWideEpilogue => (MATMUL_WIDE_WGSL, "matmul_abt_wide", [Read, Read, ReadWrite, Read]),
+    // `matmul_abt` compiled with an epilogue (see `Kernel::epilogue`): bias and ReLU (a Linear
+    // forward), or those and the NCHW store (a conv forward).
+    MatmulABtBias => (MATMUL_WGSL, "matmul_abt", [Read, Read, ReadWrite, Read]),
+    MatmulABtRegisterBias => (MATMUL_REGISTER_WGSL, "matmul_abt_register", [Read, Read, ReadWrite, Read]),
+    MatmulABtWideBias => (MATMUL_WIDE_WGSL, "matmul_abt_wide", [Read, Read, ReadWrite, Read]),
+    MatmulABtNchw => (MATMUL_WGSL, "matmul_abt", [Read, Read, ReadWrite, Read]),
+    MatmulABtRegisterNchw => (MATMUL_REGISTER_WGSL, "matmul_abt_register", [Read, Read, ReadWrite, Read]),
+    MatmulABtWideNchw => (MATMUL_WIDE_WGSL, "matmul_abt_wide", [Read, Read, ReadWrite, Read]),
     SumSplits => (REDUCE_WGSL, "sum_splits", [Read, ReadWrite, Read]),
     AddBias => (ELEMENTWISE_WGSL, "add_bias", [ReadWrite, Read]),
     AddBiasRelu => (ELEMENTWISE_WGSL, "add_bias_relu", [ReadWrite, Read]),
@@ -111,24 +109,17 @@ impl Kernel {
         self.spec().1
     }
 
-    /// Matmul pipelines compiled with the WGSL override `EPILOGUE` on (bias, ReLU and the NCHW
-    /// store as C is stored, shaders/matmul_common.wgsl). The plain ones compile without that
-    /// code: it made lavapipe's LLVM take half as long again over the register kernels, which
-    /// every run's first step waits for.
-    pub fn with_epilogue(self) -> bool {
+    /// The WGSL override `EPILOGUE` a matmul pipeline is compiled with: 0 none, 1 bias and ReLU
+    /// as C is stored, 2 those and the NCHW store (shaders/matmul_common.wgsl). Each is its own
+    /// pipeline so that the others leave the code out: on lavapipe the epilogue made LLVM take
+    /// seconds longer over the register kernel, which a run's first step waits for.
+    pub fn epilogue(self) -> u32 {
         use Kernel::*;
-        matches!(
-            self,
-            MatmulABEpilogue
-                | MatmulAtBEpilogue
-                | MatmulABtEpilogue
-                | MatmulABRegisterEpilogue
-                | MatmulAtBRegisterEpilogue
-                | MatmulABtRegisterEpilogue
-                | MatmulABWideEpilogue
-                | MatmulAtBWideEpilogue
-                | MatmulABtWideEpilogue
-        )
+        match self {
+            MatmulABtBias | MatmulABtRegisterBias | MatmulABtWideBias => 1,
+            MatmulABtNchw | MatmulABtRegisterNchw | MatmulABtWideNchw => 2,
+            _ => 0,
+        }
     }
 }
 
@@ -226,7 +217,11 @@ impl Pipelines {
             module: &module,
             entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants: if kernel.with_epilogue() { &[("EPILOGUE", 1.0)] } else { &[] },
+                constants: match kernel.epilogue() {
+                    0 => &[],
+                    1 => &[("EPILOGUE", 1.0)],
+                    _ => &[("EPILOGUE", 2.0)],
+                },
                 ..Default::default()
             },
             cache: None,

@@ -86,18 +86,16 @@ impl MatmulVariant {
         }
     }
 
-    /// The kernel compiled with the epilogue (see `Kernel::with_epilogue`).
-    pub fn kernel_with_epilogue(self, form: MatmulForm) -> Kernel {
-        match (self, form) {
-            (MatmulVariant::Tiled, MatmulForm::AB) => Kernel::MatmulABEpilogue,
-            (MatmulVariant::Tiled, MatmulForm::AtB) => Kernel::MatmulAtBEpilogue,
-            (MatmulVariant::Tiled, MatmulForm::ABt) => Kernel::MatmulABtEpilogue,
-            (MatmulVariant::Register, MatmulForm::AB) => Kernel::MatmulABRegisterEpilogue,
-            (MatmulVariant::Register, MatmulForm::AtB) => Kernel::MatmulAtBRegisterEpilogue,
-            (MatmulVariant::Register, MatmulForm::ABt) => Kernel::MatmulABtRegisterEpilogue,
-            (MatmulVariant::Wide, MatmulForm::AB) => Kernel::MatmulABWideEpilogue,
-            (MatmulVariant::Wide, MatmulForm::AtB) => Kernel::MatmulAtBWideEpilogue,
-            (MatmulVariant::Wide, MatmulForm::ABt) => Kernel::MatmulABtWideEpilogue,
+    /// `matmul_abt` compiled with an epilogue (see `Kernel::epilogue`), with the NCHW store or
+    /// without.
+    pub fn abt_with_epilogue(self, nchw: bool) -> Kernel {
+        match (self, nchw) {
+            (MatmulVariant::Tiled, false) => Kernel::MatmulABtBias,
+            (MatmulVariant::Register, false) => Kernel::MatmulABtRegisterBias,
+            (MatmulVariant::Wide, false) => Kernel::MatmulABtWideBias,
+            (MatmulVariant::Tiled, true) => Kernel::MatmulABtNchw,
+            (MatmulVariant::Register, true) => Kernel::MatmulABtRegisterNchw,
+            (MatmulVariant::Wide, true) => Kernel::MatmulABtWideNchw,
         }
     }
 

@@ -131,12 +131,13 @@ impl GpuBackend {
         self.dispatch(Kernel::SumSplits, &[part, out, &bias], &p, groups);
     }
 
-    /// Whether a matmul of this shape can apply an epilogue as it stores C: its plan writes C
-    /// in one pass (the matmul kernel, or `sum_splits` after a K split side by side). A plan of
+    /// Whether a matmul of this form and shape can apply an epilogue as it stores C: `ABt`, with
+    /// a plan that writes C in one pass (the matmul kernel, or `sum_splits` after a K split side by side). A plan of
     /// several passes one after another (K longer than the split scratch holds) adds into C.
     pub(super) fn epilogue_fits(&self, form: MatmulForm, m: usize, k: usize, n: usize) -> bool {
+        // Only `matmul_abt` (a Linear or conv forward) has pipelines with the epilogue.
         let plan = self.matmul_plan(form, m, k, n);
-        k > 0 && plan.ranges <= plan.splits
+        form == MatmulForm::ABt && k > 0 && plan.ranges <= plan.splits
     }
 
     /// `matmul`, with the epilogue, if any, applied by the pass that writes C's final values
@@ -167,7 +168,7 @@ impl GpuBackend {
             let last = first + splits == plan.ranges;
             let in_kernel = if last && splits == 1 { epilogue } else { None };
             let kernel = match in_kernel {
-                Some(_) => plan.variant.kernel_with_epilogue(form),
+                Some(e) => plan.variant.abt_with_epilogue(e.nchw_pixels > 0),
                 None => plan.variant.kernel(form),
             };
             let p = params::Matmul {
