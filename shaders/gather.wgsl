@@ -29,20 +29,9 @@ struct GatherParams {
 @group(0) @binding(5) var<storage, read_write> input: array<f32>;
 @group(0) @binding(6) var<storage, read_write> labels_out: array<u32>;
 
-@compute @workgroup_size(256)
-fn gather_batch(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-                @builtin(local_invocation_index) local: u32) {
-    let i = flat_index(group, groups, local);
+// One value: sample r of the batch, at (c, y, x), element q of the sample, i of the batch.
+fn gather_one(r: u32, q: u32, c: u32, y: u32, x: u32, i: u32) {
     let plane = gather.height * gather.width;
-    let sample = gather.channels * plane;
-    if i >= gather.rows * sample {
-        return;
-    }
-    let r = i / sample;
-    let q = i % sample;
-    let c = q / plane;
-    let y = (q / gather.width) % gather.height;
-    let x = q % gather.width;
     let index = batch[2u * r];
     if index < gather.first || index - gather.first >= gather.held {
         return;
@@ -58,11 +47,48 @@ fn gather_batch(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups
     let sx = i32(xx) + dx;
     var byte = 0u;
     if sy >= 0 && sx >= 0 && sy < i32(gather.height) && sx < i32(gather.width) {
-        let at = (index - gather.first) * sample + c * plane + u32(sy) * gather.width + u32(sx);
+        let at = (index - gather.first) * (gather.channels * plane) + c * plane
+            + u32(sy) * gather.width + u32(sx);
         byte = (images[at / 4u] >> ((at % 4u) * 8u)) & 255u;
     }
     input[i] = pixel_values[byte];
     if q == 0u {
         labels_out[r] = labels[index];
+    }
+}
+
+// Four consecutive values per thread: the position of the first is worked out once and the
+// next three stepped to (integer division is a long sequence on lavapipe).
+@compute @workgroup_size(256)
+fn gather_batch(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                @builtin(local_invocation_index) local: u32) {
+    let i0 = flat_index(group, groups, local) * 4u;
+    let sample = gather.channels * gather.height * gather.width;
+    let total = gather.rows * sample;
+    if i0 >= total {
+        return;
+    }
+    var r = i0 / sample;
+    var q = i0 % sample;
+    var c = q / (gather.height * gather.width);
+    var y = (q / gather.width) % gather.height;
+    var x = q % gather.width;
+    for (var j = 0u; j < 4u && i0 + j < total; j++) {
+        gather_one(r, q, c, y, x, i0 + j);
+        x += 1u;
+        q += 1u;
+        if x == gather.width {
+            x = 0u;
+            y += 1u;
+            if y == gather.height {
+                y = 0u;
+                c += 1u;
+                if c == gather.channels {
+                    c = 0u;
+                    r += 1u;
+                    q = 0u;
+                }
+            }
+        }
     }
 }

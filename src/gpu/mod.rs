@@ -395,7 +395,8 @@ impl Backend for GpuBackend {
             held: held.len() as u32,
             ..Default::default()
         };
-        let groups = self.groups_1d(rows * channels * height * width);
+        // Four values per thread (see the shader).
+        let groups = self.groups_1d((rows * channels * height * width).div_ceil(4));
         let table = self.pixel_values.clone();
         self.dispatch(
             Kernel::GatherBatch,
