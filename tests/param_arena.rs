@@ -99,8 +99,11 @@ fn a_gpu_step_updates_every_parameter_in_one_dispatch() {
     let ws = Workspace::new(&mut g, &model, 16).unwrap();
     let stats = g.alloc(3).unwrap();
     let mut dispatches = Vec::new();
-    for per_tensor in [false, true] {
-        let cfg = OptimizerConfig::new(OptimizerKind::Adam);
+    // The arena, tensor by tensor, and eps = 0 (where a zero gradient's 0/0 would put NaN in
+    // the padding, so it goes tensor by tensor too).
+    for (per_tensor, eps) in [(false, 1e-8), (true, 1e-8), (false, 0.0)] {
+        let mut cfg = OptimizerConfig::new(OptimizerKind::Adam);
+        cfg.eps = eps;
         let mut opt = Optimizer::new(&mut g, cfg, &model).unwrap();
         opt.per_tensor = per_tensor;
         ws.load_batch(&mut g, &[3; 16 * 784], &[1; 16]);
@@ -110,4 +113,5 @@ fn a_gpu_step_updates_every_parameter_in_one_dispatch() {
         dispatches.push(g.counters().dispatches - before);
     }
     assert_eq!(dispatches[1] - dispatches[0], tensors as u64 - 1, "{dispatches:?}");
+    assert_eq!(dispatches[2], dispatches[1], "eps = 0 updates tensor by tensor");
 }
