@@ -1,8 +1,9 @@
 //! Checkpoints: save/load round trip with identical predictions, PyTorch state_dict names and
 //! shapes, loading a file written independently of steepest's save code, and shape errors.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use safetensors::tensor::{Dtype, TensorView};
 use steepest::backend::Backend;
@@ -13,10 +14,8 @@ use steepest::nn::{Model, ModelSpec, Workspace};
 use steepest::optim::{OptimizerConfig, OptimizerKind};
 use steepest::train::{self, TrainConfig};
 
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("steepest-ckpt-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp(name: &str) -> common::cli::TempDir {
+    common::cli::TempDir::new(&format!("steepest-ckpt-{}-{name}", std::process::id()))
 }
 
 fn logits(cpu: &mut CpuBackend, model: &Model<CpuBackend>, pixels: &[u8], rows: usize) -> Vec<f32> {
@@ -36,7 +35,9 @@ fn save_then_load_gives_identical_predictions_and_pytorch_names() {
     cfg.epochs = 1;
     train::train(&mut cpu, &model, &data, &cfg, &mut train::Silent).unwrap();
 
-    let path = temp("roundtrip").join("w.safetensors");
+    let path_dir = temp("roundtrip");
+
+    let path = path_dir.join("w.safetensors");
     let meta = CheckpointMeta {
         model: Some(spec.clone()),
         input_shape: Some([1, 28, 28]),
@@ -99,7 +100,8 @@ fn a_file_written_elsewhere_loads_by_state_dict_name() {
     ];
     let mut info = HashMap::new();
     info.insert("format".to_string(), "pt".to_string());
-    let path = temp("foreign").join("torch.safetensors");
+    let path_dir = temp("foreign");
+    let path = path_dir.join("torch.safetensors");
     std::fs::write(&path, safetensors::tensor::serialize(tensors, Some(info)).unwrap()).unwrap();
 
     let ckpt = checkpoint::load(&path).unwrap();
@@ -144,7 +146,8 @@ fn shapes_that_do_not_fit_the_model_are_named() {
 
 #[test]
 fn garbage_is_not_a_checkpoint() {
-    let path = temp("garbage").join("junk.safetensors");
+    let path_dir = temp("garbage");
+    let path = path_dir.join("junk.safetensors");
     std::fs::write(&path, b"definitely not safetensors").unwrap();
     let err = checkpoint::load(&path).err().unwrap().to_string();
     assert!(err.contains("junk.safetensors") && err.contains("safetensors"), "{err}");
@@ -185,7 +188,9 @@ fn batchnorm_state_round_trips_with_pytorch_names() {
     assert_eq!(tensors[5].2, vec![3.0]);
     assert!(tensors[3].2.iter().any(|&v| v != 0.0), "running mean moved");
 
-    let path = temp("bn").join("bn.safetensors");
+    let path_dir = temp("bn");
+
+    let path = path_dir.join("bn.safetensors");
     checkpoint::save(
         &path,
         &tensors,
@@ -217,7 +222,8 @@ fn non_finite_tensors_are_refused_by_name() {
         ("0.bias", TensorView::new(Dtype::F32, vec![10], &good).unwrap()),
         ("0.weight", TensorView::new(Dtype::F32, vec![10, 1], &bad).unwrap()),
     ];
-    let path = temp("nan").join("nan.safetensors");
+    let path_dir = temp("nan");
+    let path = path_dir.join("nan.safetensors");
     std::fs::write(&path, safetensors::tensor::serialize(tensors, None).unwrap()).unwrap();
     let err = checkpoint::load(&path).err().expect("refused").to_string();
     assert!(
@@ -230,7 +236,8 @@ fn non_finite_tensors_are_refused_by_name() {
 /// pixels) is refused when the file is read, naming the field.
 #[test]
 fn an_impossible_input_shape_in_metadata_is_refused() {
-    let path = temp("shape").join("w.safetensors");
+    let path_dir = temp("shape");
+    let path = path_dir.join("w.safetensors");
     let tensors = vec![("0.bias".to_string(), vec![2], vec![0.0f32, 1.0])];
     for shape in [[1, 4_294_967_296, 4_294_967_296], [0, 28, 28], [3, 100_000, 100_000]] {
         let meta = CheckpointMeta { input_shape: Some(shape), ..Default::default() };

@@ -122,7 +122,8 @@ fn verified_files_land_once_and_load() {
     let names = write_mnist(&root);
     let server = serve(root.clone());
     let list = manifest(&server, &root, &names);
-    let cache = temp("dl-cache").join("mnist");
+    let cache_dir = temp("dl-cache");
+    let cache = cache_dir.join("mnist");
     download::ensure_from("mnist", &list, &cache, false).unwrap();
     assert_eq!(server.requests.load(Ordering::SeqCst), 4);
     assert_only(&cache, &names);
@@ -263,7 +264,8 @@ fn cli_download_checks_the_published_sums() {
     );
     assert_only(&cache, &[]);
     // Offline (nothing answers), into folders that do not exist yet: none is left behind.
-    let fresh = temp("dl-cli-offline").join("new").join("mnist");
+    let fresh_dir = temp("dl-cli-offline");
+    let fresh = fresh_dir.join("new").join("mnist");
     let o = steepest_env(
         &[
             "train",

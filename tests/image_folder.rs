@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::cli::{assert_clean_error, run_ok, steepest, temp};
 use image::{ImageFormat, Rgb, RgbImage};
@@ -22,7 +22,7 @@ fn save(img: &RgbImage, path: &Path, format: ImageFormat) {
 }
 
 /// train/{red,blue} and val/{red,blue}, in four formats and two sizes, plus one corrupt JPEG.
-fn fixture(name: &str) -> PathBuf {
+fn fixture(name: &str) -> common::cli::TempDir {
     let dir = temp(name);
     let formats = [
         (ImageFormat::Png, "png"),

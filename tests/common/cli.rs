@@ -16,11 +16,42 @@ pub fn steepest_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run steepest")
 }
 
-pub fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("steepest-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh folder under the system's temporary folder, removed when the test is done with it
+/// (kept when the test fails, to look at).
+pub fn temp(name: &str) -> TempDir {
+    TempDir::new(&format!("steepest-test-{}-{name}", std::process::id()))
+}
+
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 pub fn text(o: &Output) -> (String, String) {
