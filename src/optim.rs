@@ -207,6 +207,12 @@ impl<B: Backend> Optimizer<B> {
         Ok(self.frozen.iter().filter(|f| **f).count())
     }
 
+    /// The whole state arenas (laid out as the model's [`crate::nn::ParamArena`]), when there
+    /// are arenas; the second is a 1-value placeholder for optimizers with one state tensor.
+    pub fn state_arenas(&self) -> Option<&(B::Buf, B::Buf)> {
+        self.arenas.as_ref()
+    }
+
     /// The names of a parameter's state tensors, as `torch.optim` calls them (none for plain
     /// SGD, which keeps no state).
     fn slot_names(&self) -> [Option<&'static str>; 2] {

@@ -15,8 +15,8 @@ use steepest::nn::{HostTensors, Model, ModelSpec, Workspace};
 use steepest::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use steepest::train::train_step;
 
-/// Weights and optimizer state after three steps, the arenas' padding as read back, and the
-/// weights before.
+/// Weights and optimizer state after three steps, the padding of the arenas (values, gradients
+/// and the optimizer's state) as read back, and the weights before.
 fn train<B: Backend>(
     b: &mut B,
     kind: OptimizerKind,
@@ -46,7 +46,15 @@ fn train<B: Backend>(
     out.extend(opt.export(b, &model).unwrap());
     let arena = model.arena.as_ref().expect("the model's parameters are in an arena");
     let mut padding = Vec::new();
-    for whole in [&arena.values, &arena.grads] {
+    let (s1, s2) = opt.state_arenas().expect("the state is in arenas too");
+    let mut wholes = vec![&arena.values, &arena.grads];
+    if kind != OptimizerKind::Sgd {
+        wholes.push(s1);
+    }
+    if matches!(kind, OptimizerKind::Adam | OptimizerKind::AdamW | OptimizerKind::Rmsprop) {
+        wholes.push(s2);
+    }
+    for whole in wholes {
         let all = b.read(whole, arena.len).unwrap();
         let mut at = 0;
         for (&start, &len) in arena.starts.iter().zip(&arena.lens) {
