@@ -29,7 +29,8 @@ struct MatmulParams {
     accumulate: u32,
     // `register` only: bit 0 set when A is loaded as vec4s, bit 1 for B (see that shader).
     vec4_loads: u32,
-    // Bit 0: add bias[col]; bit 1: then ReLU; bit 2: NCHW store; bit 3: set (see above).
+    // Bit 0: add bias[col]; bit 1: then ReLU; bit 3: always set. The NCHW store is the
+    // pipeline's (EPILOGUE 2); bit 2 tells `sum_splits` the same.
     epilogue: u32,
     // Output pixels per sample for the NCHW store (1 otherwise).
     pixels: u32,
@@ -44,10 +45,11 @@ override EPILOGUE: u32 = 0u;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 
 // v with the epilogue applied, for column `col`: selects, not branches, since the register
-// kernel inlines this at 64 stores and branches there cost lavapipe's LLVM seconds (the bias
-// is read even when unused; the placeholder bound then is read within its bounds' clamp).
+// kernel inlines this at 64 stores and branches there cost lavapipe's LLVM seconds. The bias is
+// read even when unused: then element 0 of the placeholder bound in its place.
 fn epilogue(col: u32, v: f32) -> f32 {
-    let biased = select(v, v + bias[col], (params.epilogue & 1u) != 0u);
+    let has_bias = (params.epilogue & 1u) != 0u;
+    let biased = select(v, v + bias[select(0u, col, has_bias)], has_bias);
     return select(biased, max(biased, 0.0), (params.epilogue & 2u) != 0u);
 }
 

@@ -157,7 +157,8 @@ impl GpuBackend {
         if m == 0 || n == 0 {
             return;
         }
-        debug_assert!(epilogue.is_none() || self.epilogue_fits(form, m, k, n));
+        // An epilogue pipeline overwrites C in its one pass and is compiled for `ABt` only.
+        assert!(epilogue.is_none() || self.epilogue_fits(form, m, k, n), "epilogue misused");
         if k == 0 {
             self.fill_zero(c);
             return;
