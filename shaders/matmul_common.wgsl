@@ -29,8 +29,8 @@ struct MatmulParams {
     accumulate: u32,
     // `register` only: bit 0 set when A is loaded as vec4s, bit 1 for B (see that shader).
     vec4_loads: u32,
-    // Bit 0: add bias[col]; bit 1: then ReLU; bit 3: always set. The NCHW store is the
-    // pipeline's (EPILOGUE 2); bit 2 tells `sum_splits` the same.
+    // Bit 0: add bias[col]; bit 1: then ReLU. The NCHW store is the pipeline's (EPILOGUE 2);
+    // bit 2 tells `sum_splits` the same.
     epilogue: u32,
     // Output pixels per sample for the NCHW store (1 otherwise).
     pixels: u32,

@@ -102,18 +102,29 @@ impl<B: Backend> TtaBuffers<B> {
     }
 }
 
-/// One evaluation batch: pixels and labels from the host, or the codes of samples the device
-/// holds ([`DeviceData`]), which upload 8 bytes a sample instead of the pixels.
-enum EvalBatch<'a, B: Backend> {
+/// One batch, for training or evaluation: pixels and labels from the host, or the codes of
+/// samples the device holds ([`DeviceData`]), which upload 8 bytes a sample instead of the pixels.
+enum Batch<'a, B: Backend> {
     Host { pixels: &'a [u8], labels: &'a [u32] },
     Held { data: &'a DeviceData<B>, codes: &'a [u32] },
 }
 
-impl<B: Backend> EvalBatch<'_, B> {
+impl<'a, B: Backend> Batch<'a, B> {
+    /// The next batch of `batches`, as codes when the device holds the split (`held`).
+    fn next(batches: &'a mut Batcher<'_>, held: Option<&'a DeviceData<B>>) -> Option<Self> {
+        Some(match held {
+            Some(data) => Batch::Held { data, codes: batches.next_codes()? },
+            None => {
+                let (pixels, labels) = batches.next_batch()?;
+                Batch::Host { pixels, labels }
+            }
+        })
+    }
+
     fn rows(&self) -> usize {
         match self {
-            EvalBatch::Host { labels, .. } => labels.len(),
-            EvalBatch::Held { codes, .. } => codes.len() / 2,
+            Batch::Host { labels, .. } => labels.len(),
+            Batch::Held { codes, .. } => codes.len() / 2,
         }
     }
 
@@ -126,9 +137,9 @@ impl<B: Backend> EvalBatch<'_, B> {
         mirror: Option<&mut TtaBuffers<B>>,
     ) {
         match (self, mirror) {
-            (EvalBatch::Host { pixels, labels }, None) => ws.load_batch(b, pixels, labels),
-            (EvalBatch::Held { data, codes }, None) => ws.load_codes(b, data, codes),
-            (EvalBatch::Host { pixels, labels }, Some(t)) => {
+            (Batch::Host { pixels, labels }, None) => ws.load_batch(b, pixels, labels),
+            (Batch::Held { data, codes }, None) => ws.load_codes(b, data, codes),
+            (Batch::Host { pixels, labels }, Some(t)) => {
                 let s = model.input;
                 let mirrored = &mut t.mirrored[..pixels.len()];
                 for (src, dst) in pixels
@@ -139,7 +150,7 @@ impl<B: Backend> EvalBatch<'_, B> {
                 }
                 ws.load_batch(b, mirrored, labels);
             }
-            (EvalBatch::Held { data, codes }, Some(t)) => {
+            (Batch::Held { data, codes }, Some(t)) => {
                 t.mirrored_codes.clear();
                 for pair in codes.chunks_exact(2) {
                     let (dy, dx, _) = decode_shift(pair[1]);
@@ -159,7 +170,7 @@ fn eval_forward<'a, B: Backend>(
     model: &Model<B>,
     ws: &'a Workspace<B>,
     tta: Option<&'a mut TtaBuffers<B>>,
-    batch: EvalBatch<B>,
+    batch: Batch<B>,
 ) -> &'a B::Buf {
     let rows = batch.rows();
     let Some(t) = tta else {
@@ -379,17 +390,7 @@ pub fn evaluate_with<B: Backend>(
     backend.fill_zero(stats);
     let mut batches = Batcher::new(split, model.input_size, ws.capacity, false);
     batches.start_epoch(None);
-    loop {
-        let batch = match held {
-            Some(data) => match batches.next_codes() {
-                Some(codes) => EvalBatch::Held { data, codes },
-                None => break,
-            },
-            None => match batches.next_batch() {
-                Some((pixels, labels)) => EvalBatch::Host { pixels, labels },
-                None => break,
-            },
-        };
+    while let Some(batch) = Batch::next(&mut batches, held) {
         let rows = batch.rows();
         let logits = eval_forward(backend, model, ws, tta.as_deref_mut(), batch);
         model.loss_on(backend, ws, logits, stats, rows);
@@ -440,7 +441,7 @@ pub fn confusion<B: Backend>(
     batches.start_epoch(None);
     while let Some((pixels, labels)) = batches.next_batch() {
         let rows = labels.len();
-        let batch = EvalBatch::Host { pixels, labels };
+        let batch = Batch::Host { pixels, labels };
         let logits = eval_forward(backend, model, &ws, tta.as_mut(), batch);
         model.loss_on(backend, &ws, logits, &stats, rows);
         let logits = backend.read(logits, rows * classes)?;
@@ -596,23 +597,9 @@ pub fn train<B: Backend>(
         }
         batches.start_epoch_at(cfg.shuffle.then_some(&mut shuffle_rng), in_epoch);
         let mut lr = schedule.lr(step);
-        loop {
-            let rows = match &resident {
-                Some(d) => match batches.next_codes() {
-                    Some(codes) => {
-                        ws.load_codes(backend, d, codes);
-                        codes.len() / 2
-                    }
-                    None => break,
-                },
-                None => match batches.next_batch() {
-                    Some((pixels, labels)) => {
-                        ws.load_batch(backend, pixels, labels);
-                        labels.len()
-                    }
-                    None => break,
-                },
-            };
+        while let Some(batch) = Batch::next(&mut batches, resident.as_ref()) {
+            let rows = batch.rows();
+            batch.load(backend, model, &ws, None);
             lr = schedule.lr(step);
             train_step(backend, model, &ws, &mut optimizer, &train_stats, rows, lr);
             step += 1;
@@ -738,7 +725,7 @@ pub fn predict<B: Backend>(
     for chunk in pixels.chunks(ws.capacity * size) {
         let n = chunk.len() / size;
         let labels = vec![0; n];
-        let batch = EvalBatch::Host { pixels: chunk, labels: &labels };
+        let batch = Batch::Host { pixels: chunk, labels: &labels };
         let logits = eval_forward(backend, model, &ws, tta.as_mut(), batch);
         backend.submit();
         let logits = backend.read(logits, n * classes)?;

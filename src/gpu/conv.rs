@@ -45,7 +45,7 @@ impl GpuBackend {
         let (m, k) = (rows * pixels, w.col_width());
         if self.epilogue_fits(MatmulForm::ABt, m, k, outputs) {
             // The matmul stores straight into NCHW, adding the bias and applying the ReLU.
-            let e = Epilogue { bias, relu, cols: outputs, nchw_pixels: pixels };
+            let e = Epilogue { bias, relu, nchw_pixels: pixels };
             self.matmul_with(MatmulForm::ABt, col, &weights, y, m, k, outputs, Some(e));
         } else {
             self.matmul(MatmulForm::ABt, col, &weights, z, m, k, outputs);

@@ -106,7 +106,7 @@ impl GpuBackend {
     }
 
     /// `out (+)= Σ_s part[s·len..][..len]` over `slices` slices, then the epilogue, if any, on
-    /// rows of `epilogue.cols`.
+    /// rows of the `cols` it comes with (a matmul's n).
     fn sum_splits(
         &mut self,
         part: &GpuBuf,
@@ -114,15 +114,16 @@ impl GpuBackend {
         len: usize,
         slices: usize,
         accumulate: bool,
-        epilogue: Option<Epilogue>,
+        epilogue: Option<(Epilogue, usize)>,
     ) {
+        let (epilogue, cols) = (epilogue.map(|e| e.0), epilogue.map_or(1, |e| e.1));
         let p = params::Reduce {
             rows: 0,
             cols: len as u32,
             chunk: slices as u32,
             accumulate: accumulate as u32,
             epilogue: epilogue.map_or(0, |e| e.flags()),
-            bias_cols: epilogue.map_or(1, |e| e.cols as u32),
+            bias_cols: cols as u32,
             pixels: epilogue.map_or(1, |e| e.nchw_pixels.max(1) as u32),
             ..Default::default()
         };
@@ -191,7 +192,7 @@ impl GpuBackend {
             } else {
                 let scratch = self.scratch(splits * m * n);
                 self.dispatch(kernel, &[a, b, &scratch, &bias], &p, groups);
-                let e = if last { epilogue } else { None };
+                let e = if last { epilogue.map(|e| (e, n)) } else { None };
                 self.sum_splits(&scratch, c, m * n, splits, accumulate, e);
             }
         }
@@ -210,19 +211,14 @@ impl GpuBackend {
 pub(super) struct Epilogue<'a> {
     pub bias: Option<&'a GpuBuf>,
     pub relu: bool,
-    /// C's columns (the bias's length).
-    pub cols: usize,
     pub nchw_pixels: usize,
 }
 
 impl Epilogue<'_> {
     /// `epilogue` in `MatmulParams` and the reduce `Params`: bit 0 bias, bit 1 ReLU, bit 2
-    /// NCHW store; bit 3 is always set, so an epilogue is never 0.
+    /// NCHW store (the matmul pipelines know that one from `EPILOGUE`).
     fn flags(self) -> u32 {
-        self.bias.is_some() as u32
-            | (self.relu as u32) << 1
-            | ((self.nchw_pixels > 0) as u32) << 2
-            | 1 << 3
+        self.bias.is_some() as u32 | (self.relu as u32) << 1 | ((self.nchw_pixels > 0) as u32) << 2
     }
 }
 
@@ -327,7 +323,7 @@ impl Backend for GpuBackend {
         relu: bool,
     ) {
         if self.epilogue_fits(form, m, k, n) {
-            let e = Epilogue { bias: Some(bias), relu, cols: n, nchw_pixels: 0 };
+            let e = Epilogue { bias: Some(bias), relu, nchw_pixels: 0 };
             self.matmul_with(form, a, b, c, m, k, n, Some(e));
         } else {
             self.matmul(form, a, b, c, m, k, n);
