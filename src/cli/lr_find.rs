@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use steepest::backend::Backend;
 use steepest::data::Dataset;
 use steepest::lr_find::LrFind;
-use steepest::nn::{Model, ModelSpec};
+use steepest::nn::ModelSpec;
 use steepest::train::TrainConfig;
 use steepest::{with_backend, Error, Result};
 
@@ -55,12 +55,8 @@ pub fn search<B: Backend>(
     end: f32,
     steps: usize,
 ) -> Result<LrFind> {
-    let mut model = Model::new(b, spec, data.input_shape(), data.num_classes, cfg.seed)?;
-    // The range test descends the loss the run will: with its label smoothing.
-    model.label_smoothing = args.label_smoothing;
-    if let Some((mean, std)) = super::train::normalization(&args.normalize, data)? {
-        model.set_normalization(b, &mean, &std)?;
-    }
+    // The range test descends the loss the run will: the same model, smoothing, normalisation.
+    let model = super::train::build_model(b, args, spec, cfg, data)?;
     steepest::lr_find::lr_find(b, &model, data, cfg, start, end, steps)
 }
 

@@ -188,7 +188,12 @@ pub fn tta_flag(
     if let Some(t) = given {
         return t.parse();
     }
-    let saved = ckpt.meta.config.as_ref().and_then(|c| c.get("tta")).and_then(|t| t.as_str());
+    let saved = match ckpt.meta.config.as_ref().and_then(|c| c.get("tta")) {
+        None => None,
+        Some(t) => Some(t.as_str().ok_or_else(|| {
+            Error::file(source, format!("metadata steepest.config: tta is {t}; expected a string"))
+        })?),
+    };
     match saved {
         Some(t) if t != "none" => {
             note!("--tta {t} (from {})", source.display());

@@ -374,11 +374,7 @@ fn train_on<B: Backend>(
     init: Option<&Checkpoint>,
 ) -> Result<usize> {
     let started = std::time::Instant::now();
-    let mut model = Model::new(b, spec, data.input_shape(), data.num_classes, cfg.seed)?;
-    model.label_smoothing = args.label_smoothing;
-    if let Some((mean, std)) = normalization(&args.normalize, data)? {
-        model.set_normalization(b, &mean, &std)?;
-    }
+    let mut model = build_model(b, args, spec, cfg, data)?;
     let mut cfg = cfg.clone();
     if let Some(r) = resumed {
         model.import(b, &r.ckpt.tensors, &r.source.display().to_string())?;
@@ -996,4 +992,21 @@ impl Observer for Reporter {
             say!("{line}");
         }
     }
+}
+
+/// The model a run trains (and `lr-find` probes): built from `spec` with the run's seed, label
+/// smoothing and input normalisation.
+pub fn build_model<B: Backend>(
+    b: &mut B,
+    args: &TrainArgs,
+    spec: &ModelSpec,
+    cfg: &TrainConfig,
+    data: &Dataset,
+) -> Result<Model<B>> {
+    let mut model = Model::new(b, spec, data.input_shape(), data.num_classes, cfg.seed)?;
+    model.label_smoothing = args.label_smoothing;
+    if let Some((mean, std)) = normalization(&args.normalize, data)? {
+        model.set_normalization(b, &mean, &std)?;
+    }
+    Ok(model)
 }

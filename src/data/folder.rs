@@ -247,8 +247,6 @@ fn probe(path: &Path) -> Result<Probe> {
     Ok(Probe { width, height, colour: decoder.color_type().has_color() })
 }
 
-/// Runs `f(i)` for `i in 0..n` on every core, handing out indices one at a time (image files
-/// differ wildly in decode cost, so fixed chunks would leave cores idle).
 /// `decode(k, slot)` for each of the first `n` slots of `sample` bytes in `out`, spread over the
 /// threads; which of them succeeded.
 fn par_decode(
@@ -269,6 +267,8 @@ fn par_decode(
     ok.into_iter().map(AtomicBool::into_inner).collect()
 }
 
+/// Runs `f(i)` for `i in 0..n` on every core, handing out indices one at a time (image files
+/// differ wildly in decode cost, so fixed chunks would leave cores idle).
 pub(crate) fn par_for<F: Fn(usize) + Sync>(n: usize, f: F) {
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n.max(1));
     let next = AtomicUsize::new(0);

@@ -56,8 +56,9 @@ fn window_params(rows: usize, w: &Window) -> params::WindowParams {
 const BN_SPAN: usize = 16_384;
 
 /// Spans per channel: enough to keep each near [`BN_SPAN`] values, at most 256, so the partial
-/// sums of even 2³² values per channel stay within lavapipe's loop limit.
-fn batchnorm_chunks(shape: Nchw) -> u32 {
+/// sums of even 2³² values per channel stay within lavapipe's loop limit. Public for the test
+/// whose error bound follows the spans.
+pub fn batchnorm_chunks(shape: Nchw) -> u32 {
     let m = shape.rows * shape.pixels;
     if m <= BN_SPAN {
         1

@@ -276,10 +276,10 @@ impl fmt::Display for ModelSpec {
     }
 }
 
-/// A `--model` error: what is wrong, where (1-based item in the list), and the grammar.
 /// The deepest `res(...)` nesting a model may have.
 const MAX_NESTING: i64 = 32;
 
+/// A `--model` error: what is wrong, where (1-based item in the list), and the grammar.
 fn bad(text: &str, position: Option<usize>, why: String) -> Error {
     let place = match position {
         Some(p) => format!(" at item {p} of {text:?}"),
@@ -514,10 +514,10 @@ impl FromStr for ModelSpec {
             .max()
             .unwrap_or(0);
         if deepest > MAX_NESTING {
-            return Err(Error::config(
-                "--model",
-                format!("blocks are nested {deepest} deep; at most {MAX_NESTING} are allowed"),
-            ));
+            // Not `bad`: it would echo the whole (pathological) text back.
+            let why =
+                format!("blocks are nested {deepest} deep; at most {MAX_NESTING} are allowed");
+            return Err(Error::config("--model", format!("{why}; expected {GRAMMAR}")));
         }
         let layers = parse_list(text, text, 1)?;
         if !matches!(layers.last(), Some(LayerSpec::Linear { .. })) {
