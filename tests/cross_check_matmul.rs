@@ -48,10 +48,35 @@ fn check(
     n: usize,
     what: &str,
 ) -> f32 {
+    check_op(g, rng, form, [m, k, n], None, what)
+}
+
+/// [`check`], or with `relu` given, `matmul_bias` (a random bias, then ReLU when `relu`)
+/// against the CPU's matmul then add_bias: the same bound plus one rounding of the bias add on
+/// each side, 2u·|C|.
+fn check_op(
+    g: &mut GpuBackend,
+    rng: &mut fastrand::Rng,
+    form: MatmulForm,
+    [m, k, n]: [usize; 3],
+    relu: Option<bool>,
+    what: &str,
+) -> f32 {
     let a = random(rng, m * k);
     let b = random(rng, k * n);
+    let bias = random(rng, n);
     let mut want = vec![0.0; m * n];
     matmul(form, &a, &b, &mut want, m, k, n);
+    if let Some(relu) = relu {
+        for row in want.chunks_exact_mut(n) {
+            for (v, &bv) in row.iter_mut().zip(&bias) {
+                *v += bv;
+                if relu {
+                    *v = v.max(0.0);
+                }
+            }
+        }
+    }
     let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
     let mut bound = vec![0.0; m * n];
     matmul(form, &abs(&a), &abs(&b), &mut bound, m, k, n);
@@ -60,7 +85,14 @@ fn check(
         (g.alloc(a.len()).unwrap(), g.alloc(b.len()).unwrap(), g.alloc(m * n).unwrap());
     g.write(&ga, &a);
     g.write(&gb, &b);
-    g.matmul(form, &ga, &gb, &gc, m, k, n);
+    match relu {
+        None => g.matmul(form, &ga, &gb, &gc, m, k, n),
+        Some(relu) => {
+            let gbias = g.alloc(n).unwrap();
+            g.write(&gbias, &bias);
+            g.matmul_bias(form, &ga, &gb, &gc, [m, k, n], &gbias, relu);
+        }
+    }
     let got = g.read(&gc, m * n).unwrap();
 
     let kf = k as f32;
@@ -68,7 +100,8 @@ fn check(
     let plan = g.matmul_plan(form, m, k, n);
     let mut worst = 0.0f32;
     for i in 0..m * n {
-        let tol = 2.0 * gamma * bound[i] + f32::MIN_POSITIVE;
+        let rounding = if relu.is_some() { 2.0 * U * want[i].abs() } else { 0.0 };
+        let tol = 2.0 * gamma * bound[i] + rounding + f32::MIN_POSITIVE;
         let diff = (got[i] - want[i]).abs();
         assert!(
             diff <= tol,
@@ -99,7 +132,8 @@ fn every_variant_matches_cpu_on_odd_shapes() {
 }
 
 /// The shapes a training step of each preset runs, at batch 128 and 256, with the kernels and
-/// K splits this adapter picks for them (what training runs).
+/// K splits this adapter picks for them (what training runs); the forward shapes also through
+/// `matmul_bias`.
 #[test]
 fn matmul_matches_cpu_at_every_training_shape() {
     let Some(mut g) = gpu() else { return };
@@ -115,7 +149,12 @@ fn matmul_matches_cpu_at_every_training_shape() {
         let model = Model::new(&mut cpu, &spec, input, 10, 0).unwrap();
         for batch in [128, 256] {
             for (form, m, k, n, what) in model.matmul_shapes(batch) {
-                check(&mut g, &mut rng, form, m, k, n, &format!("{spec} batch {batch} {what}"));
+                let what = format!("{spec} batch {batch} {what}");
+                check(&mut g, &mut rng, form, m, k, n, &what);
+                // A Linear or conv forward runs as matmul_bias: its epilogue at the same shape.
+                if form == MatmulForm::ABt {
+                    check_op(&mut g, &mut rng, form, [m, k, n], Some(true), &what);
+                }
             }
         }
     }
