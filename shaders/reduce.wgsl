@@ -27,7 +27,7 @@ struct Params {
 var<workgroup> partial: array<f32, 256>;
 
 // bias_grad: out[y·cols + c] = Σ grad[r, c] over the rows of chunk y (grid y), so with one chunk
-// `out` is the bias gradient itself, and with several, `sum_splits` adds the chunks. A 64×4
+// `out` is the bias gradient itself, and with several, a second bias_grad adds the chunks. A 64×4
 // workgroup covers 64 columns; its 4 lanes sum every 4th row, then lane 0 adds the 4 sums.
 @compute @workgroup_size(64, 4)
 fn bias_grad(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {
@@ -49,7 +49,7 @@ fn bias_grad(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_
 }
 
 // sum_splits: out[i] (+)= Σ_s grad[s·cols + i] for s < chunk, i < cols, in slice order: the
-// second pass of a split-K matmul and of a chunked bias_grad; as a `matmul_bias`'s last pass,
+// second pass of a split-K matmul; as a `matmul_bias`'s last pass,
 // with its epilogue (bias[i % bias_cols], then ReLU; see shaders/matmul_common.wgsl).
 @compute @workgroup_size(256)
 fn sum_splits(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,

@@ -332,9 +332,11 @@ fn fused_conv_forward_is_the_separate_passes_exactly() {
         g.force_matmul_variant(Some(variant));
         for &(rows, w, outputs, cap) in &cases {
             assert_eq!(w.col_width(), w.patch_len(), "unpadded patches");
-            g.limit_split_scratch((cap > 0).then_some(cap));
+            // The cap also cuts K into ranges of 1,024 at most: passes one after another.
+            g.limit_split_scratch((cap > 0).then_some((cap, 1_024)));
             let (m, pixels) = (rows * w.out_pixels(), w.out_pixels());
             let plan = g.matmul_plan(MatmulForm::ABt, m, w.patch_len(), outputs);
+            assert_eq!(cap > 0, plan.ranges > plan.splits, "{plan:?}: passes only when capped");
             let x = random(&mut rng, rows * w.in_len());
             let weight = random(&mut rng, outputs * w.patch_len());
             let bias = random(&mut rng, outputs);

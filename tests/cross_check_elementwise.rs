@@ -118,7 +118,19 @@ fn relu_backward_matches_cpu_exactly() {
 fn bias_grad_matches_cpu() {
     let Some(mut g) = gpu() else { return };
     let mut rng = fastrand::Rng::with_seed(6);
-    for &(rows, cols) in SHAPES.iter().chain(&[(4097, 70), (3, 1025), (73_728, 8), (589_824, 32)]) {
+    // Both chunk plans: a software adapter's (4,096-row chunks) and a GPU's (about √rows rows,
+    // then a second pass over up to a few hundred chunk sums), at LeNet's conv shapes too.
+    let shapes = SHAPES.iter().chain(&[
+        (4097, 70),
+        (3, 1025),
+        (257, 3),
+        (8_192, 64),
+        (73_728, 8),
+        (73_728, 32),
+        (589_824, 32),
+    ]);
+    for (&(rows, cols), software) in shapes.flat_map(|s| [(s, true), (s, false)]) {
+        g.plan_as_software(Some(software));
         let grad = random(&mut rng, rows * cols);
         let mut want = vec![0.0; cols];
         reduce::bias_grad(&grad, &mut want, rows, cols);
@@ -135,7 +147,7 @@ fn bias_grad_matches_cpu() {
             let tol = 2.0 * gamma * bound[c];
             assert!(
                 (got[c] - want[c]).abs() <= tol,
-                "bias_grad {rows}x{cols} col {c}: {} vs {}",
+                "bias_grad {rows}x{cols} (software plan {software}) col {c}: {} vs {}",
                 got[c],
                 want[c]
             );

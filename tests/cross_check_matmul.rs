@@ -144,12 +144,17 @@ fn matmul_matches_cpu_at_every_training_shape() {
         ("cifar-cnn", Shape::new(3, 32, 32)),
     ];
     let mut cpu = CpuBackend::new();
-    for (spec, input) in models {
+    // Under this adapter's plans and a discrete GPU's (wide kernels, up to 64 K ranges side by
+    // side), so that lavapipe checks the plans a real GPU runs too.
+    for (spec, input, software) in
+        models.into_iter().flat_map(|(s, i)| [(s, i, true), (s, i, false)])
+    {
+        g.plan_as_software(Some(software));
         let spec: ModelSpec = spec.parse().unwrap();
         let model = Model::new(&mut cpu, &spec, input, 10, 0).unwrap();
         for batch in [128, 256] {
             for (form, m, k, n, what) in model.matmul_shapes(batch) {
-                let what = format!("{spec} batch {batch} {what}");
+                let what = format!("{spec} batch {batch} {what} (software plan {software})");
                 check(&mut g, &mut rng, form, m, k, n, &what);
                 // A Linear or conv forward runs as matmul_bias: its epilogue at the same shape.
                 if form == MatmulForm::ABt {
@@ -224,7 +229,8 @@ fn matmul_bias_is_matmul_then_add_bias_exactly() {
     let Some(mut g) = gpu() else { return };
     let mut cpu = CpuBackend::new();
     let mut rng = fastrand::Rng::with_seed(5);
-    // (form, m, k, n, scratch cap in floats: 0 leaves the adapter's)
+    // (form, m, k, n, scratch cap in floats: 0 leaves the adapter's; the cap also cuts K into
+    // ranges of 4,096 at most, so that the capped cases run as passes one after another)
     let cases = [
         (MatmulForm::ABt, 128, 784, 256, 0),
         (MatmulForm::ABt, 128, 256, 10, 0),
@@ -238,8 +244,9 @@ fn matmul_bias_is_matmul_then_add_bias_exactly() {
     for variant in MatmulVariant::ALL {
         g.force_matmul_variant(Some(variant));
         for &(form, m, k, n, cap) in &cases {
-            g.limit_split_scratch((cap > 0).then_some(cap));
+            g.limit_split_scratch((cap > 0).then_some((cap, 4_096)));
             let plan = g.matmul_plan(form, m, k, n);
+            assert_eq!(cap > 0, plan.ranges > plan.splits, "{plan:?}: passes only when capped");
             let (a, b) = (random(&mut rng, m * k), random(&mut rng, k * n));
             let bias: Vec<f32> = (0..n).map(|_| rng.f32() * 4.0 - 2.0).collect();
             for relu in [false, true] {

@@ -127,33 +127,58 @@ pub fn vec4_loads(form: MatmulForm, m: usize, k: usize, n: usize) -> u32 {
 /// What the plan needs to know of the adapter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdapterClass {
-    /// A CPU pretending to be a GPU (lavapipe, WARP, SwiftShader).
+    /// Plan as for a CPU pretending to be a GPU (lavapipe, WARP, SwiftShader), and whether the
+    /// adapter is one (tests may plan as for the other kind, see `GpuBackend::plan_as_software`).
     pub software: bool,
+    pub adapter_software: bool,
     /// Workgroups that keep the device busy: a few per core of a software adapter, a few per
     /// compute unit of a GPU (wgpu does not say how many; 512 covers the largest).
     pub target_groups: usize,
+    pub adapter_target_groups: usize,
     /// Floats of split-K scratch the plan may use, and the adapter's own figure for it (tests
     /// may lower the first, see `GpuBackend::limit_split_scratch`).
     pub scratch_floats: usize,
     pub adapter_scratch_floats: usize,
+    /// The longest K range a plan may use (tests lower it from `usize::MAX`, see
+    /// `GpuBackend::limit_split_scratch`, to reach passes one after another at small shapes).
+    pub k_range_cap: usize,
 }
 
+/// `target_groups` of a discrete GPU.
+pub const DISCRETE_GROUPS: usize = 512;
+
 impl AdapterClass {
+    /// `target_groups` of a software adapter: a few workgroups per core of this machine.
+    pub fn software_groups() -> usize {
+        4 * std::thread::available_parallelism().map_or(4, |n| n.get())
+    }
+
+    /// Plans as for a software adapter or a discrete GPU (`None`: as the adapter is).
+    pub fn plan_as_software(&mut self, software: Option<bool>) {
+        (self.software, self.target_groups) = match software {
+            None => (self.adapter_software, self.adapter_target_groups),
+            Some(true) => (true, Self::software_groups()),
+            Some(false) => (false, DISCRETE_GROUPS),
+        };
+    }
+
     pub fn new(info: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> Self {
         let software = info.device_type == wgpu::DeviceType::Cpu;
-        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let target_groups = match info.device_type {
-            wgpu::DeviceType::Cpu => 4 * cores,
-            wgpu::DeviceType::DiscreteGpu => 512,
+            wgpu::DeviceType::Cpu => Self::software_groups(),
+            wgpu::DeviceType::DiscreteGpu => DISCRETE_GROUPS,
             _ => 128,
         };
         let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let scratch_floats = (binding.min(64 << 20) / 4) as usize;
         AdapterClass {
             software,
+            adapter_software: software,
             target_groups,
+            adapter_target_groups: target_groups,
             scratch_floats,
             adapter_scratch_floats: scratch_floats,
+            k_range_cap: usize::MAX,
         }
     }
 }
@@ -211,17 +236,21 @@ pub fn plan(
     // Split for parallelism only while each range keeps enough K to pay for its share of the
     // second pass.
     let min_range = if class.software { 2_048 } else { 256 };
-    let want = class.target_groups.div_ceil(tiles.max(1)).min(k / min_range).max(1);
+    // Side by side as far as the scratch allows (and `sum_splits` adds at most 64 slices):
+    // ranges past that would run as passes one after another, so rather lengthen each range,
+    // up to the variant's longest. (The H200 ran LeNet's first-conv weight gradient as 5
+    // passes of 64 ranges, each pass and its `sum_splits` one after the other.)
+    let fit = (class.scratch_floats / (m * n).max(1)).clamp(1, 64);
+    let want = class.target_groups.div_ceil(tiles.max(1)).min(k / min_range).min(fit).max(1);
     let step = variant.k_step();
     let k_chunk = k.div_ceil(want).div_ceil(step).max(1) * step;
-    let k_chunk = k_chunk.min(variant.max_k_range());
+    let longest = variant.max_k_range().min(class.k_range_cap / step * step).max(step);
+    let k_chunk = k_chunk.min(longest);
     let ranges = k.div_ceil(k_chunk).max(1);
     if ranges == 1 {
         return MatmulPlan { variant, k_chunk, splits: 1, ranges: 1 };
     }
-    // Side by side as far as the scratch allows (and `sum_splits` adds at most 64 slices).
-    let fit = (class.scratch_floats / (m * n).max(1)).min(64);
-    let splits = ranges.min(fit).max(1);
+    let splits = ranges.min(fit);
     MatmulPlan { variant, k_chunk, splits, ranges }
 }
 
@@ -231,15 +260,21 @@ mod tests {
 
     const LAVAPIPE: AdapterClass = AdapterClass {
         software: true,
+        adapter_software: true,
         target_groups: 8,
+        adapter_target_groups: 8,
         scratch_floats: 16 << 20,
         adapter_scratch_floats: 16 << 20,
+        k_range_cap: usize::MAX,
     };
     const DISCRETE: AdapterClass = AdapterClass {
         software: false,
+        adapter_software: false,
         target_groups: 512,
+        adapter_target_groups: 512,
         scratch_floats: 16 << 20,
         adapter_scratch_floats: 16 << 20,
+        k_range_cap: usize::MAX,
     };
 
     #[test]
@@ -288,6 +323,12 @@ mod tests {
         // LeNet's first conv at batch 128: dW = dZᵀ · col, 8 × 73,728 × 25.
         let p = plan(&DISCRETE, None, MatmulForm::AtB, 8, 73_728, 25);
         assert!(p.splits >= 32, "{p:?}");
+        // ... and with 32 channels and patches padded to 28: all ranges side by side, one pass.
+        let p = plan(&DISCRETE, None, MatmulForm::AtB, 32, 73_728, 28);
+        assert_eq!((p.variant, p.splits, p.ranges), (MatmulVariant::Wide, 64, 64), "{p:?}");
+        // Only K past what 64 of the longest ranges cover takes several passes.
+        let p = plan(&DISCRETE, None, MatmulForm::AtB, 32, 2_000_000, 28);
+        assert_eq!((p.splits, p.ranges), (64, 2_000_000usize.div_ceil(16_384)), "{p:?}");
         let p = plan(&LAVAPIPE, None, MatmulForm::AtB, 8, 73_728, 25);
         assert!(p.splits >= 8, "{p:?}");
     }

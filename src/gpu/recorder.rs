@@ -133,7 +133,7 @@ impl GpuBackend {
         let (device, queue) = context::open(adapter)?;
         let limits = device.limits();
         let class = AdapterClass::new(&adapter.get_info(), &limits);
-        let pipelines = Pipelines::new(&device);
+        let pipelines = Pipelines::new(&device, class.software);
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params arena"),
             size: (SLOT * SLOTS) as u64,
@@ -248,10 +248,20 @@ impl GpuBackend {
         matmul::plan(&self.class, self.forced_matmul, form, m, k, n)
     }
 
-    /// Caps the split-K scratch at `floats` (`None`: the adapter's own), so that long-K plans
-    /// run as several passes one after another (for tests of that path at small shapes).
-    pub fn limit_split_scratch(&mut self, floats: Option<usize>) {
-        self.class.scratch_floats = floats.unwrap_or(self.class.adapter_scratch_floats);
+    /// Caps the split-K scratch at `floats` and each K range at `k_range` (`None`: the
+    /// adapter's own), so that plans run as several passes one after another (for tests of
+    /// that path at small shapes).
+    pub fn limit_split_scratch(&mut self, limits: Option<(usize, usize)>) {
+        let (floats, k_range) = limits.unwrap_or((self.class.adapter_scratch_floats, usize::MAX));
+        self.class.scratch_floats = floats;
+        self.class.k_range_cap = k_range;
+    }
+
+    /// Plans kernels (matmul variants and splits, `bias_grad` chunks) as for a software adapter
+    /// or a discrete GPU (`None`: as the adapter is), so that tests on lavapipe reach the plans
+    /// a real GPU runs.
+    pub fn plan_as_software(&mut self, software: Option<bool>) {
+        self.class.plan_as_software(software);
     }
 
     /// The split-K scratch, at least `floats` long.
@@ -285,6 +295,10 @@ impl GpuBackend {
         let cap = (self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size) / 4)
             as usize;
         let headroom = (1usize << 18).max(slot.as_ref().map_or(0, |s| 2 * s.len)).min(cap);
+        // Cached bind groups of the old buffer would keep it alive and never match again.
+        if let Some(old) = slot.as_ref().map(|s| s.id) {
+            self.bind_groups.retain(|(_, key), _| !key.contains(&old));
+        }
         let floats = floats.max(headroom);
         let bytes = (floats * 4).div_ceil(16) * 16;
         self.counters.buffers_created += 1;
@@ -318,7 +332,7 @@ impl GpuBackend {
             )));
         }
         // A software adapter's memory is the machine's: a clear error before it runs out.
-        if self.class.software {
+        if self.class.adapter_software {
             if let Some(why) = crate::device::memory_shortfall(Some(size as u64), what) {
                 return Err(Error::Gpu(why));
             }
