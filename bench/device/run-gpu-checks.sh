@@ -14,6 +14,8 @@ timeout 60 $B/steepest devices > $R/devices.txt 2>&1
 for t in cross_check_matmul gpu_gradients cross_check_conv cross_check_pool cross_check_batchnorm cross_check_elementwise cross_check_loss cross_check_optim gpu_step training; do
   echo "== $t"; timeout 150 $B/$t --test-threads 4 > $R/test-$t.txt 2>&1; echo "rc=$?"; grep -E "test result|FAILED|panicked" $R/test-$t.txt
 done > $R/tests.txt 2>&1
+echo "== doctor $(date +%T)"
+timeout 90 $B/steepest doctor > $R/doctor.txt 2>&1; echo "doctor rc=$?"; tail -3 $R/doctor.txt
 echo "== bench $(date +%T)"
 timeout 240 $B/steepest bench --device gpu --json --sizes 256,512,1024,2048,4096 --models mlp,lenet > $R/bench.json 2> $R/bench.err
 timeout 120 $B/steepest bench --device gpu --sizes 1024,4096 --models mlp,lenet > $R/bench.txt 2>&1
