@@ -199,11 +199,13 @@ pub struct BenchModel {
 }
 
 /// The training workloads `steepest bench` times: the MNIST MLP and the LeNet-style CNN of
-/// PyTorch's baseline (`shared/bench/torch_mnist.py`), and the CIFAR ResNet.
-pub const TRAINING_MODELS: [BenchModel; 3] = [
+/// PyTorch's baseline (`shared/bench/torch_mnist.py`), and the CIFAR presets.
+pub const TRAINING_MODELS: [BenchModel; 5] = [
     BenchModel { name: "mlp", spec: "mlp:256", input: [1, 28, 28] },
     BenchModel { name: "lenet", spec: "lenet", input: [1, 28, 28] },
     BenchModel { name: "resnet8", spec: "resnet8", input: [3, 32, 32] },
+    BenchModel { name: "resnet20", spec: "resnet20", input: [3, 32, 32] },
+    BenchModel { name: "cifar-cnn", spec: "cifar-cnn", input: [3, 32, 32] },
 ];
 
 /// Training throughput of `model` (see `Workload`), median of 5 trials.

@@ -348,8 +348,8 @@ pub struct BenchArgs {
     /// Square matmul sizes.
     #[arg(long, default_value = "256,512,1024", value_delimiter = ',')]
     pub sizes: Vec<usize>,
-    /// Training workloads to time: mlp (784-256-10), lenet (the LeNet-style CNN), resnet8 (on
-    /// 3x32x32 images), or none.
+    /// Training workloads to time: mlp (784-256-10), lenet (the LeNet-style CNN), resnet8,
+    /// resnet20 and cifar-cnn (on 3x32x32 images), or none.
     #[arg(long, default_value = "mlp,lenet", value_delimiter = ',')]
     pub models: Vec<String>,
     #[arg(long)]

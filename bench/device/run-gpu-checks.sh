@@ -18,9 +18,9 @@ echo "== doctor $(date +%T)"
 timeout 90 $B/steepest doctor > $R/doctor.txt 2>&1; echo "doctor rc=$?"; tail -3 $R/doctor.txt
 echo "== bench $(date +%T)"
 timeout 240 $B/steepest bench --device gpu --json --sizes 256,512,1024,2048,4096 --models mlp,lenet > $R/bench.json 2> $R/bench.err
-timeout 120 $B/steepest bench --device gpu --sizes 1024,4096 --models mlp,lenet > $R/bench.txt 2>&1
+timeout 120 $B/steepest bench --device gpu --sizes 1024,4096 --models mlp,lenet,resnet8,resnet20,cifar-cnn > $R/bench.txt 2>&1
 echo "== torch $(date +%T)"
-timeout 150 python3 torch_ref.py mnist > $R/torch.json 2> $R/torch.err
+timeout 150 python3 torch_ref.py mnist --cifar > $R/torch.json 2> $R/torch.err
 # What wgpu's injected shader checks cost: all of them (software adapters' default) and none, beside the
 # default on real GPUs (no loop counters) above (STEEPEST_SHADER_CHECKS, src/gpu/kernels.rs).
 for c in all none; do

@@ -82,7 +82,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             None => {
                 return Err(Error::config(
                     "--models",
-                    format!("unknown {m:?}; expected a list of mlp, lenet, resnet8 (or none)"),
+                    format!(
+                        "unknown {m:?}; expected a list of {} (or none)",
+                        bench::TRAINING_MODELS.map(|m| m.name).join(", ")
+                    ),
                 ))
             }
         }
