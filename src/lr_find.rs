@@ -63,6 +63,10 @@ pub fn lr_find<B: Backend>(
     let ws = Workspace::new(backend, model, cfg.batch_size.min(data.train.len))?;
     let stats = backend.alloc(3)?;
     let mut optimizer = Optimizer::new(backend, cfg.optimizer, model)?;
+    // The learning rate a fine-tune wants is the one for the layers it trains.
+    if !cfg.freeze.is_empty() {
+        optimizer.freeze(model, &cfg.freeze)?;
+    }
     let mut rng = fastrand::Rng::with_seed(cfg.seed ^ 0x5EED_5AFF_1E00_0000);
     let ratio = (end / start) as f64;
     let (mut lrs, mut losses, mut smoothed) = (Vec::new(), Vec::new(), Vec::new());

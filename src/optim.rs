@@ -142,6 +142,8 @@ pub struct Optimizer<B: Backend> {
     arenas: Option<(B::Buf, B::Buf)>,
     /// Per parameter: left as it is (`--freeze`).
     frozen: Vec<bool>,
+    /// The first top-level layer with a parameter that trains: backward stops there.
+    first_trained: usize,
     /// Updates tensor by tensor even when there are arenas (what tests hold the one update to).
     pub per_tensor: bool,
 }
@@ -180,7 +182,8 @@ impl<B: Backend> Optimizer<B> {
             }
         }
         let frozen = vec![false; state.len()];
-        Ok(Optimizer { config, steps: 0, state, arenas, frozen, per_tensor: false })
+        let first_trained = model.param_layers().first().copied().unwrap_or(0);
+        Ok(Optimizer { config, steps: 0, state, arenas, frozen, first_trained, per_tensor: false })
     }
 
     /// Leaves every parameter under one of `prefixes` as it is (`--freeze 0.,3.body`); an error
@@ -204,7 +207,18 @@ impl<B: Backend> Optimizer<B> {
         for (flag, name) in self.frozen.iter_mut().zip(&names) {
             *flag = prefixes.iter().any(|p| under(name, p));
         }
+        let layers = model.param_layers();
+        let trained = layers.iter().zip(&self.frozen).filter(|(_, frozen)| !**frozen);
+        self.first_trained =
+            trained.map(|(layer, _)| *layer).min().unwrap_or(model.chain.layers.len());
         Ok(self.frozen.iter().filter(|f| **f).count())
+    }
+
+    /// The first top-level layer of the model with a parameter this optimizer updates. No
+    /// gradient is needed before it, so the backward pass stops there (`Model::backward_from`):
+    /// fine-tuning a new head on a frozen backbone runs the head's backward pass alone.
+    pub fn first_trained_layer(&self) -> usize {
+        self.first_trained
     }
 
     /// The whole state arenas (laid out as the model's [`crate::nn::ParamArena`]), when there

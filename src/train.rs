@@ -369,7 +369,7 @@ pub fn train_step<B: Backend>(
     let mode = Mode::Train { step: optimizer.steps };
     model.forward(backend, ws, rows, mode);
     model.train_loss(backend, ws, stats, rows);
-    model.backward(backend, ws, rows, mode);
+    model.backward_from(backend, ws, rows, mode, optimizer.first_trained_layer());
     optimizer.step(backend, model, lr);
     backend.submit();
 }

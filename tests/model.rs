@@ -102,6 +102,14 @@ fn residual_names_presets_and_round_trip() {
     let fast = build("cifar-fast", Shape::new(3, 32, 32), 10).unwrap().num_params();
     assert!((1_500_000..1_800_000).contains(&fast), "cifar-fast has {fast}");
 
+    // Each parameter's top-level layer, in state_dict order: the leading number of its name.
+    let layers = model.param_layers();
+    let names: Vec<String> = model.params().into_iter().map(|p| p.name).collect();
+    assert_eq!(layers.len(), names.len());
+    for (layer, name) in layers.iter().zip(&names) {
+        assert_eq!(name.split('.').next().unwrap(), layer.to_string(), "{name}");
+    }
+
     // Import into a model with other initial values: every tensor comes back.
     let other =
         Model::new(&mut cpu, &"resnet8".parse().unwrap(), Shape::new(3, 32, 32), 10, 99).unwrap();

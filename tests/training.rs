@@ -303,6 +303,87 @@ fn freeze_prefixes_match_whole_name_parts() {
     assert!(opt.freeze(&model, &["0.w".to_string()]).is_err());
 }
 
+/// A model whose front is frozen (`--freeze 0.,1.,3.`: a conv, its batch norm and a residual
+/// block) trains the rest bit for bit as the full backward pass does, leaves the frozen
+/// tensors as they were, and on the GPU dispatches less: backward stops at the first layer
+/// that trains (`Optimizer::first_trained_layer`).
+#[test]
+fn a_frozen_front_skips_its_backward_and_trains_the_rest_alike() {
+    let data = synthetic::generate(4, 64, 0);
+    let mut cpu = CpuBackend::new();
+    let before = train_frozen(&mut cpu, &data, 0, true);
+    let skipping = train_frozen(&mut cpu, &data, 3, true);
+    let full = train_frozen(&mut cpu, &data, 3, false);
+    assert_same_tensors("CPU", &skipping, &full);
+    for ((name, was), (_, now)) in before.iter().zip(&skipping) {
+        let frozen = ["0.", "1.", "3."].iter().any(|p| name.starts_with(p));
+        let running = name.contains("running_") || name.contains("num_batches");
+        if frozen && !running {
+            assert_eq!(was, now, "{name} is frozen");
+        } else if !frozen && !running {
+            assert_ne!(was, now, "{name} trains");
+        }
+    }
+    let Some(mut g) = gpu() else { return };
+    let d0 = g.counters().dispatches;
+    let skipping = train_frozen(&mut g, &data, 3, true);
+    let d1 = g.counters().dispatches;
+    let full = train_frozen(&mut g, &data, 3, false);
+    let d2 = g.counters().dispatches;
+    assert_same_tensors("GPU", &skipping, &full);
+    assert!(d1 - d0 + 3 * 10 < d2 - d1, "dispatches: {} skipping, {} in full", d1 - d0, d2 - d1);
+}
+
+fn assert_same_tensors(what: &str, got: &[(String, Vec<f32>)], want: &[(String, Vec<f32>)]) {
+    assert_eq!(got.len(), want.len());
+    for ((name, a), (_, b)) in got.iter().zip(want) {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(a) == bits(b), "{what}: {name} differs from the full backward pass's");
+    }
+}
+
+/// `steps` momentum steps of a small residual CNN with its first conv, batch norm and residual
+/// block frozen, through `train_step` (`skip`) or with the whole backward pass; every tensor
+/// of the state dict after.
+fn train_frozen<B: Backend>(
+    b: &mut B,
+    data: &Dataset,
+    steps: usize,
+    skip: bool,
+) -> Vec<(String, Vec<f32>)> {
+    use steepest::nn::Mode;
+    let spec: ModelSpec = "conv:4:3:p=1:nobias,bn,relu,res(conv:4:3:p=1:nobias,bn,relu,\
+                           conv:4:3:p=1:nobias,bn),relu,maxpool:2,flatten,linear:16,relu,linear"
+        .parse()
+        .unwrap();
+    let model = Model::new(b, &spec, data.input_shape(), data.num_classes, 5).unwrap();
+    let ws = Workspace::new(b, &model, 16).unwrap();
+    let stats = b.alloc(3).unwrap();
+    let mut opt = Optimizer::new(b, OptimizerConfig::new(OptimizerKind::Momentum), &model).unwrap();
+    assert_eq!(opt.first_trained_layer(), 0);
+    let frozen = ["0.", "1.", "3."].map(String::from);
+    assert_eq!(opt.freeze(&model, &frozen).unwrap(), 1 + 2 + 6);
+    assert_eq!(opt.first_trained_layer(), 7, "the first linear layer");
+    let mut batches = Batcher::new(&data.train, data.sample_size(), 16, false);
+    batches.start_epoch(None);
+    for _ in 0..steps {
+        let (pixels, labels) = batches.next_batch().unwrap();
+        let rows = labels.len();
+        ws.load_batch(b, pixels, labels);
+        if skip {
+            train_step(b, &model, &ws, &mut opt, &stats, rows, 0.05);
+        } else {
+            let mode = Mode::Train { step: opt.steps };
+            model.forward(b, &ws, rows, mode);
+            model.train_loss(b, &ws, &stats, rows);
+            model.backward(b, &ws, rows, mode);
+            opt.step(b, &model, 0.05);
+            b.submit();
+        }
+    }
+    model.export(b).unwrap().into_iter().map(|(name, _, v)| (name, v)).collect()
+}
+
 /// A data set larger than one device buffer is held in parts of whole samples: training from
 /// 7-sample parts (one `gather_batch` per part) gives bit for bit the weights of one part.
 #[test]

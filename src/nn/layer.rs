@@ -303,7 +303,9 @@ pub fn forward_chain<B: Backend>(
 }
 
 /// Backward through `chain` from the gradient in the last of `bufs.grads`: fills every
-/// parameter's gradient, and the input's into `dx` when given.
+/// parameter's gradient, and the input's into `dx` when given. With `first` > 0 it stops at
+/// layer `first`, which computes no input gradient: the layers before it get no gradients
+/// (a frozen front of the model, see `Optimizer::first_trained_layer`).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_chain<B: Backend>(
     b: &mut B,
@@ -311,14 +313,19 @@ pub fn backward_chain<B: Backend>(
     bufs: &Buffers<B>,
     x: &B::Buf,
     dx: Option<&B::Buf>,
+    first: usize,
     rows: usize,
     mode: Mode,
     seed: u64,
 ) {
-    for (i, layer) in chain.layers.iter().enumerate().rev() {
+    for (i, layer) in chain.layers.iter().enumerate().rev().take_while(|&(i, _)| i >= first) {
         let g = &bufs.grads[i];
         let x = if i == 0 { x } else { &bufs.activations[i - 1] };
-        let dx = if i == 0 { dx } else { Some(&bufs.grads[i - 1]) };
+        let dx = match i {
+            0 => dx,
+            _ if i == first => None,
+            _ => Some(&bufs.grads[i - 1]),
+        };
         let s = &bufs.scratch[i];
         let len = rows * chain.shapes[i].len();
         match layer {

@@ -386,6 +386,38 @@ impl<B: Backend> Model<B> {
     /// Backward pass from the logits' gradient: fills every parameter's gradient. The input's
     /// gradient is never needed, so the first layer skips it.
     pub fn backward(&self, b: &mut B, ws: &Workspace<B>, rows: usize, mode: Mode) {
-        layer::backward_chain(b, &self.chain, &ws.bufs, &ws.input, None, rows, mode, self.seed);
+        self.backward_from(b, ws, rows, mode, 0);
+    }
+
+    /// Backward pass down to top-level layer `first` only: the gradients of the parameters in
+    /// the layers from `first` on (a model whose front is frozen needs no more; see
+    /// `Optimizer::first_trained_layer`). The others' gradients are left as they are.
+    pub fn backward_from(
+        &self,
+        b: &mut B,
+        ws: &Workspace<B>,
+        rows: usize,
+        mode: Mode,
+        first: usize,
+    ) {
+        let (chain, bufs, seed) = (&self.chain, &ws.bufs, self.seed);
+        layer::backward_chain(b, chain, bufs, &ws.input, None, first, rows, mode, seed);
+    }
+
+    /// The top-level layer each parameter is in, in `for_each_param`'s order.
+    pub fn param_layers(&self) -> Vec<usize> {
+        fn params<B: Backend>(layer: &Layer<B>) -> usize {
+            let weights = layer.weights().map_or(0, |w| 1 + w.bias.is_some() as usize);
+            let inner = match layer {
+                Layer::Residual(r) => {
+                    let chains = std::iter::once(&r.body).chain(&r.shortcut);
+                    chains.flat_map(|c| &c.layers).map(params).sum()
+                }
+                _ => 0,
+            };
+            weights + inner
+        }
+        let per_layer = self.chain.layers.iter().map(params);
+        per_layer.enumerate().flat_map(|(i, n)| std::iter::repeat_n(i, n)).collect()
     }
 }

@@ -155,14 +155,14 @@ impl<B: Backend> Residual<B> {
         if s.body_copies_grad {
             copy(b, &s.body);
         }
-        backward_chain(b, &self.body, &s.body, x, dx.map(|_| &s.body_dx), rows, mode, seed);
+        backward_chain(b, &self.body, &s.body, x, dx.map(|_| &s.body_dx), 0, rows, mode, seed);
         let other = match (&self.shortcut, &s.shortcut) {
             (Some(chain), Some(bufs)) => {
                 if s.shortcut_copies_grad {
                     copy(b, bufs);
                 }
                 let sdx = s.shortcut_dx.as_ref();
-                backward_chain(b, chain, bufs, x, dx.and(sdx), rows, mode, seed);
+                backward_chain(b, chain, bufs, x, dx.and(sdx), 0, rows, mode, seed);
                 sdx
             }
             _ => Some(g),
