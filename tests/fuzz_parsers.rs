@@ -3,19 +3,39 @@
 //! 1, the maximum or values whose products overflow). Each case must end in a valid result or
 //! an error that names the file: never a panic, an abort on a huge allocation, or a hang.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use common::cli::TempDir;
 use proptest::prelude::*;
 use steepest::checkpoint::{self, CheckpointMeta};
 use steepest::cpu::CpuBackend;
 use steepest::data::{cifar, folder, idx};
 use steepest::nn::{Model, ModelSpec};
 
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("steepest-fuzz-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A file `name` in a folder of its own, removed with it when the case is done (kept when
+/// the case fails).
+struct TempFile(#[allow(dead_code)] TempDir, PathBuf);
+
+impl std::ops::Deref for TempFile {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.1
+    }
+}
+
+impl AsRef<Path> for TempFile {
+    fn as_ref(&self) -> &Path {
+        &self.1
+    }
+}
+
+fn temp(name: &str) -> TempFile {
+    let dir = TempDir::new(&format!("steepest-fuzz-{}-{name}", std::process::id()));
+    let path = dir.join(name);
+    TempFile(dir, path)
 }
 
 /// One way to damage a file.
