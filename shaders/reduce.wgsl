@@ -1,6 +1,6 @@
 // Column sums and the second pass of split reductions. No invocation loops over a whole
 // dimension: llvmpipe (lavapipe) silently ends an invocation's loops after 65,535 iterations in
-// all, so long sums are cut into chunks on the host (src/gpu/ops.rs) and summed in two passes.
+// all, so long sums are cut into chunks on the host (src/gpu/mod.rs) and summed in two passes.
 // CPU twins: src/cpu/reduce.rs. Tests: tests/cross_check_elementwise.rs, cross_check_matmul.rs.
 
 struct Params {

@@ -314,7 +314,8 @@ fn conv_matches_the_definition() {
 /// (the matmul's epilogue). It must give bit for bit what the separate passes give (im2col,
 /// matmul, `to_channels_first`), in every matmul variant and wherever the epilogue runs: in the
 /// matmul kernel (one K range), in `sum_splits` (a 4,608-long patch split side by side), and
-/// when the plan's passes run one after another (scratch capped), where the separate passes run.
+/// when the plan's passes run one after another (scratch and K ranges capped), where the
+/// separate passes run.
 #[test]
 fn fused_conv_forward_is_the_separate_passes_exactly() {
     use steepest::backend::MatmulForm;

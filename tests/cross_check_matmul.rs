@@ -221,7 +221,7 @@ fn cpu_matmul_forms_agree_with_a_naive_loop() {
 /// `matmul_bias` (a Linear forward: the bias and ReLU applied as C is stored) gives bit for bit
 /// what `matmul` then `add_bias` give on the GPU, in every variant and in each way the last pass
 /// can be run: the matmul kernel itself (one K range), `sum_splits` (K split side by side), and
-/// passes one after another (the scratch capped, so the epilogue falls back to `add_bias`). It
+/// passes one after another (scratch and K ranges capped, so the epilogue falls back to `add_bias`). It
 /// also stays within the matmul bound above of the CPU's (plus one rounding of the bias add
 /// on each side: 2u·|C|). The biases are large enough that ReLU clips about half of the outputs.
 #[test]

@@ -311,10 +311,13 @@ fn freeze_prefixes_match_whole_name_parts() {
 fn a_frozen_front_skips_its_backward_and_trains_the_rest_alike() {
     let data = synthetic::generate(4, 64, 0);
     let mut cpu = CpuBackend::new();
-    let before = train_frozen(&mut cpu, &data, 0, true);
-    let skipping = train_frozen(&mut cpu, &data, 3, true);
-    let full = train_frozen(&mut cpu, &data, 3, false);
+    let (before, _) = train_frozen(&mut cpu, &data, 0, true);
+    let (skipping, skipped_grads) = train_frozen(&mut cpu, &data, 3, true);
+    let (full, full_grads) = train_frozen(&mut cpu, &data, 3, false);
     assert_same_tensors("CPU", &skipping, &full);
+    // The frozen layers' gradients: never written when skipped (still the arena's zeros).
+    assert_eq!(skipped_grads, 0.0, "CPU: the frozen front's backward ran");
+    assert!(full_grads > 0.0);
     for ((name, was), (_, now)) in before.iter().zip(&skipping) {
         let frozen = ["0.", "1.", "3."].iter().any(|p| name.starts_with(p));
         let running = name.contains("running_") || name.contains("num_batches");
@@ -326,11 +329,13 @@ fn a_frozen_front_skips_its_backward_and_trains_the_rest_alike() {
     }
     let Some(mut g) = gpu() else { return };
     let d0 = g.counters().dispatches;
-    let skipping = train_frozen(&mut g, &data, 3, true);
+    let (skipping, skipped_grads) = train_frozen(&mut g, &data, 3, true);
     let d1 = g.counters().dispatches;
-    let full = train_frozen(&mut g, &data, 3, false);
+    let (full, full_grads) = train_frozen(&mut g, &data, 3, false);
     let d2 = g.counters().dispatches;
     assert_same_tensors("GPU", &skipping, &full);
+    assert_eq!(skipped_grads, 0.0, "GPU: the frozen front's backward ran");
+    assert!(full_grads > 0.0);
     assert!(d1 - d0 + 3 * 10 < d2 - d1, "dispatches: {} skipping, {} in full", d1 - d0, d2 - d1);
 }
 
@@ -344,13 +349,13 @@ fn assert_same_tensors(what: &str, got: &[(String, Vec<f32>)], want: &[(String, 
 
 /// `steps` momentum steps of a small residual CNN with its first conv, batch norm and residual
 /// block frozen, through `train_step` (`skip`) or with the whole backward pass; every tensor
-/// of the state dict after.
+/// of the state dict after, and Σ|gradient| over the frozen tensors.
 fn train_frozen<B: Backend>(
     b: &mut B,
     data: &Dataset,
     steps: usize,
     skip: bool,
-) -> Vec<(String, Vec<f32>)> {
+) -> (Vec<(String, Vec<f32>)>, f32) {
     use steepest::nn::Mode;
     let spec: ModelSpec = "conv:4:3:p=1:nobias,bn,relu,res(conv:4:3:p=1:nobias,bn,relu,\
                            conv:4:3:p=1:nobias,bn),relu,maxpool:2,flatten,linear:16,relu,linear"
@@ -381,7 +386,15 @@ fn train_frozen<B: Backend>(
             b.submit();
         }
     }
-    model.export(b).unwrap().into_iter().map(|(name, _, v)| (name, v)).collect()
+    let mut frozen_grads = 0.0;
+    for p in model.params() {
+        if frozen.iter().any(|f| p.name.starts_with(f.as_str())) {
+            let len = p.shape.iter().product();
+            frozen_grads += b.read(p.grad, len).unwrap().iter().map(|g| g.abs()).sum::<f32>();
+        }
+    }
+    let tensors = model.export(b).unwrap().into_iter().map(|(name, _, v)| (name, v)).collect();
+    (tensors, frozen_grads)
 }
 
 /// A data set larger than one device buffer is held in parts of whole samples: training from

@@ -258,7 +258,40 @@ pub fn runtime_checks(software: bool, knob: Option<&str>) -> wgpu::ShaderRuntime
         Some("all") => all,
         Some("no-loop-bounds") => no_loop_bounds,
         Some("none") => wgpu::ShaderRuntimeChecks::unchecked(),
-        _ if software => all,
-        _ => no_loop_bounds,
+        other => {
+            if let Some(v) = other {
+                eprintln!(
+                    "warning: STEEPEST_SHADER_CHECKS={v:?} is none of all, no-loop-bounds, \
+                     none; using the adapter's default"
+                );
+            }
+            if software {
+                all
+            } else {
+                no_loop_bounds
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runtime_checks;
+
+    /// The fields that differ between the modes (the others are ray-query and mesh-shader
+    /// checks these shaders have no use for).
+    fn f(c: wgpu::ShaderRuntimeChecks) -> (bool, bool, bool) {
+        (c.bounds_checks, c.force_loop_bounding, c.int_div_checks)
+    }
+
+    #[test]
+    fn real_gpus_drop_only_the_loop_counters() {
+        let gpu = runtime_checks(false, None);
+        assert_eq!(f(gpu), (true, false, true));
+        assert_eq!(f(runtime_checks(true, None)), (true, true, true), "software: every check");
+        assert_eq!(f(runtime_checks(false, Some("all"))), (true, true, true));
+        assert_eq!(f(runtime_checks(true, Some("no-loop-bounds"))), (true, false, true));
+        assert_eq!(f(runtime_checks(true, Some("none"))), (false, false, false));
+        assert_eq!(f(runtime_checks(false, Some("off"))), f(gpu), "an unknown value: the default");
     }
 }

@@ -15,8 +15,9 @@
 //! more than a few thousand steps: llvmpipe ends an invocation's loops silently after 65,535
 //! iterations in all (see shaders/matmul_common.wgsl), which made LeNet's first-conv weight
 //! gradient wrong from batch 104 on. Splits run side by side into a scratch buffer and one
-//! `sum_splits` pass adds them; when the scratch would be too large, passes run one after the
-//! other and add into C.
+//! `sum_splits` pass adds them. Only when K is longer than what fits side by side (64 ranges, or
+//! fewer when the scratch holds fewer) at the variant's longest range do passes run one after
+//! the other and add into C.
 
 use crate::backend::MatmulForm;
 
@@ -279,13 +280,18 @@ mod tests {
 
     #[test]
     fn every_range_is_short_and_covers_k() {
-        for class in [LAVAPIPE, DISCRETE] {
+        // Also with no room for a second range side by side, and a K-range cap below the step.
+        let tight = AdapterClass { scratch_floats: 1, k_range_cap: 3, ..DISCRETE };
+        let capped = AdapterClass { k_range_cap: 1_000, ..LAVAPIPE };
+        for class in [LAVAPIPE, DISCRETE, tight, capped] {
             for form in MatmulForm::ALL {
                 for &(m, k, n) in
                     &[(8, 73_728, 25), (32, 150_000, 800), (4096, 4096, 4096), (1, 3, 1)]
                 {
                     let p = plan(&class, None, form, m, k, n);
                     assert!(p.k_chunk <= p.variant.max_k_range());
+                    let step = p.variant.k_step();
+                    assert!(p.k_chunk <= class.k_range_cap.max(step), "{p:?}");
                     assert_eq!(p.k_chunk % p.variant.k_step(), 0);
                     assert!(p.k_chunk * p.ranges >= k, "{p:?} covers {k}");
                     assert!(p.k_chunk * (p.ranges - 1) < k, "{p:?}: an empty range");
