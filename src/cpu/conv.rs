@@ -389,6 +389,9 @@ pub fn conv2d_forward(
             let y = &mut y[(n0 - first) * y_len..][..g * y_len];
             for (yn, cn) in y.chunks_exact_mut(y_len).zip(col.chunks_exact(pixels * patch)) {
                 matmul_serial(MatmulForm::AB, weight, cn, 0.0, yn, outputs, patch, pixels);
+                if bias.is_none() && !relu {
+                    continue; // (a conv before batch norm: nothing to add)
+                }
                 for (o, row) in yn.chunks_exact_mut(pixels).enumerate() {
                     let b = bias.map_or(0.0, |b| b[o]);
                     for v in row {
@@ -459,7 +462,7 @@ pub fn conv2d_backward(
     // Each thread gets its scratch part, its partial sums and its samples' input gradient.
     let cols = split_parts(col, parts.iter().map(|_| per_thread));
     let sums = split_parts(&mut *partials, parts.iter().map(|_| stride));
-    let want_dx = dx.is_some();
+    let (want_dx, want_bias) = (dx.is_some(), grad_bias.is_some());
     let dxs: Vec<Option<&mut [f32]>> = match dx {
         Some(d) => {
             assert!(d.len() >= rows * x_len, "conv dx");
@@ -477,8 +480,10 @@ pub fn conv2d_backward(
         for_each_chunk(x, w, range, col, |n0, g, col, padded| {
             let dy = &dy[n0 * y_len..][..g * y_len];
             for (dn, cn) in dy.chunks_exact(y_len).zip(col.chunks_exact_mut(pixels * patch)) {
-                for (b, row) in gb.iter_mut().zip(dn.chunks_exact(pixels)) {
-                    *b += row.iter().sum::<f32>();
+                if want_bias {
+                    for (b, row) in gb.iter_mut().zip(dn.chunks_exact(pixels)) {
+                        *b += row.iter().sum::<f32>();
+                    }
                 }
                 matmul_serial(MatmulForm::ABt, dn, cn, 1.0, gw, outputs, pixels, patch);
                 if want_dx {
