@@ -1,5 +1,7 @@
 //! One training step of `lenet` and `cifar-cnn` at batch 128 and 256 on the CPU and on the GPU,
-//! from the same initial weights and the same batch: every parameter's gradient is checked.
+//! from the same initial weights and the same batch: every parameter's gradient is checked. The
+//! GPU runs the step twice, under the adapter's kernel plans and under a discrete GPU's (see
+//! `GpuBackend::plan_as_software`), so lavapipe checks the plans real GPUs run as well.
 //!
 //! How the bound is derived. A parameter gradient is one reduction over its layer's inputs:
 //! Linear dW[o, j] = Σ_r dY[r, o]·X[r, j] (K = batch terms); Conv2d dW[o, c, ky, kx] =
@@ -247,44 +249,64 @@ fn check_model(spec: &str, input: Shape) {
         let mut cpu = CpuBackend::new();
         let budget = step_budget(&Model::new(&mut cpu, &spec, input, 10, 7).unwrap(), rows);
         let on_cpu = step(&mut cpu, &spec, input, rows, &pixels, &labels);
-        let on_gpu = step(&mut g, &spec, input, rows, &pixels, &labels);
-        for (c, gp) in on_cpu.iter().zip(&on_gpu) {
-            assert_eq!(c.name, gp.name);
-            let gk = gamma(c.k);
-            let scale = c.abs.iter().chain(&gp.abs).fold(0.0f64, |m, &v| m.max(v));
-            let mut inputs_max = 0.0f64;
-            for j in 0..c.got.len() {
-                for (side, t) in [("cpu", c), ("gpu", gp)] {
-                    let err = (t.got[j] as f64 - t.exact[j]).abs();
-                    let tol = gk * t.abs[j] + f32::MIN_POSITIVE as f64;
-                    assert!(
-                        err <= tol,
-                        "{spec} batch {rows} {}[{j}] on the {side}: {} but the exact sum of its \
-                         inputs is {} (|diff| {err:.3e} > γ_K·Σ|terms| = {tol:.3e}, K = {})",
-                        t.name,
-                        t.got[j],
-                        t.exact[j],
-                        c.k
-                    );
-                }
-                inputs_max = inputs_max.max((gp.exact[j] - c.exact[j]).abs());
-            }
-            // Norm-wise: the largest input-induced difference against the budget times the
-            // largest Σ|terms| of the tensor (element-wise, a gradient entry whose terms nearly
-            // all vanish behind ReLUs would carry other entries' share of the deviation).
-            let inputs_bound = budget * scale;
-            assert!(
-                inputs_max <= inputs_bound,
-                "{spec} batch {rows} {}: the GPU's inputs move it by up to {inputs_max:.3e}, more \
-                 than the step's rounding budget {budget:.3e}·max Σ|terms| = {inputs_bound:.3e}",
-                c.name
-            );
-            let worst = inputs_max / inputs_bound;
-            eprintln!(
-                "{spec} batch {rows} {}: input deviation at most {:.1e} of its budget",
-                c.name, worst
-            );
+        // Under this adapter's plans and a discrete GPU's (wide kernels, up to 64 K ranges side
+        // by side, √rows bias-gradient chunks), so that lavapipe checks what real GPUs run.
+        for software in [true, false] {
+            g.plan_as_software(Some(software));
+            let on_gpu = step(&mut g, &spec, input, rows, &pixels, &labels);
+            let plan = if software { "software plan" } else { "GPU plan" };
+            compare(&spec, rows, plan, &on_cpu, &on_gpu, budget);
         }
+    }
+}
+
+/// Every gradient of `on_cpu` and `on_gpu` within its f32 bound of the exact sum of its own
+/// inputs, and the two sides' inputs within the step's rounding budget of each other.
+fn compare(
+    spec: &ModelSpec,
+    rows: usize,
+    plan: &str,
+    on_cpu: &[Checked],
+    on_gpu: &[Checked],
+    budget: f64,
+) {
+    for (c, gp) in on_cpu.iter().zip(on_gpu) {
+        assert_eq!(c.name, gp.name);
+        let gk = gamma(c.k);
+        let scale = c.abs.iter().chain(&gp.abs).fold(0.0f64, |m, &v| m.max(v));
+        let mut inputs_max = 0.0f64;
+        for j in 0..c.got.len() {
+            for (side, t) in [("cpu", c), ("gpu", gp)] {
+                let err = (t.got[j] as f64 - t.exact[j]).abs();
+                let tol = gk * t.abs[j] + f32::MIN_POSITIVE as f64;
+                assert!(
+                    err <= tol,
+                    "{spec} batch {rows} ({plan}) {}[{j}] on the {side}: {} but the exact sum \
+                         of its inputs is {} (|diff| {err:.3e} > γ_K·Σ|terms| = {tol:.3e}, K = {})",
+                    t.name,
+                    t.got[j],
+                    t.exact[j],
+                    c.k
+                );
+            }
+            inputs_max = inputs_max.max((gp.exact[j] - c.exact[j]).abs());
+        }
+        // Norm-wise: the largest input-induced difference against the budget times the
+        // largest Σ|terms| of the tensor (element-wise, a gradient entry whose terms nearly
+        // all vanish behind ReLUs would carry other entries' share of the deviation).
+        let inputs_bound = budget * scale;
+        assert!(
+            inputs_max <= inputs_bound,
+            "{spec} batch {rows} ({plan}) {}: the GPU's inputs move it by up to \
+                 {inputs_max:.3e}, more than the step's rounding budget {budget:.3e}·max Σ|terms| \
+                 = {inputs_bound:.3e}",
+            c.name
+        );
+        let worst = inputs_max / inputs_bound;
+        eprintln!(
+            "{spec} batch {rows} ({plan}) {}: input deviation at most {:.1e} of its budget",
+            c.name, worst
+        );
     }
 }
 
