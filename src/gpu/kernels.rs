@@ -109,6 +109,21 @@ impl Kernel {
         self.spec().1
     }
 
+    /// The name with the epilogue a pipeline was compiled with, so that profiles tell the
+    /// matmuls of a Linear (`+bias`) and a conv (`+nchw`) forward from the plain ones.
+    pub fn label(self) -> &'static str {
+        use Kernel::*;
+        match self {
+            MatmulABtBias => "matmul_abt+bias",
+            MatmulABtRegisterBias => "matmul_abt_register+bias",
+            MatmulABtWideBias => "matmul_abt_wide+bias",
+            MatmulABtNchw => "matmul_abt+nchw",
+            MatmulABtRegisterNchw => "matmul_abt_register+nchw",
+            MatmulABtWideNchw => "matmul_abt_wide+nchw",
+            _ => self.name(),
+        }
+    }
+
     /// The WGSL override `EPILOGUE` a matmul pipeline is compiled with: 0 none, 1 bias and ReLU
     /// as C is stored, 2 those and the NCHW store (shaders/matmul_common.wgsl). Each is its own
     /// pipeline so that the others leave the code out: on lavapipe the epilogue made LLVM take
@@ -276,7 +291,20 @@ pub fn runtime_checks(software: bool, knob: Option<&str>) -> wgpu::ShaderRuntime
 
 #[cfg(test)]
 mod tests {
-    use super::runtime_checks;
+    use super::{runtime_checks, Kernel};
+
+    #[test]
+    fn profile_labels_name_the_epilogue() {
+        let mut labels: Vec<_> = Kernel::ALL.iter().map(|k| k.label()).collect();
+        for k in Kernel::ALL {
+            assert!(k.label().starts_with(k.name()), "{k:?}");
+            let suffix = ["", "+bias", "+nchw"][k.epilogue() as usize];
+            assert_eq!(k.label(), format!("{}{suffix}", k.name()), "{k:?}");
+        }
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), Kernel::ALL.len(), "one label per pipeline");
+    }
 
     /// The fields that differ between the modes (the others are ray-query and mesh-shader
     /// checks these shaders have no use for).

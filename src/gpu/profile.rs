@@ -103,7 +103,11 @@ impl Profiler {
         let mut out: Vec<KernelTime> = self
             .totals
             .iter()
-            .map(|(k, &(dispatches, seconds))| KernelTime { kernel: k.name(), dispatches, seconds })
+            .map(|(k, &(dispatches, seconds))| KernelTime {
+                kernel: k.label(),
+                dispatches,
+                seconds,
+            })
             .collect();
         out.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
         out
