@@ -163,3 +163,43 @@ fn evaluation_on_device_held_data_uploads_only_codes() {
         assert_eq!(on_device, uploaded, "{tta}: the same scores");
     }
 }
+
+/// `train --profile` and `steepest bench`: with timestamp queries, every dispatch of the
+/// profiled steps is counted once, under its kernel (the Linear forwards under their epilogue's
+/// label) and its workgroup grid.
+#[test]
+fn the_profile_counts_every_dispatch_by_kernel_and_grid() {
+    let Some(mut g) = gpu() else { return };
+    let model = Model::new(&mut g, &ModelSpec::mlp(&[32]), 784, 10, 0).unwrap();
+    let ws = Workspace::new(&mut g, &model, 64).unwrap();
+    let stats = g.alloc(3).unwrap();
+    let mut opt =
+        Optimizer::new(&mut g, OptimizerConfig::new(OptimizerKind::Momentum), &model).unwrap();
+    let pixels = vec![7u8; 64 * 784];
+    let labels: Vec<u32> = (0..64).map(|i| i % 10).collect();
+    ws.load_batch(&mut g, &pixels, &labels);
+    train_step(&mut g, &model, &ws, &mut opt, &stats, 64, 0.01);
+    if !g.start_profiling() {
+        eprintln!("skipped: this adapter has no timestamp queries");
+        return;
+    }
+    let before = g.counters().dispatches;
+    for _ in 0..3 {
+        ws.load_batch(&mut g, &pixels, &labels);
+        train_step(&mut g, &model, &ws, &mut opt, &stats, 64, 0.01);
+    }
+    let dispatched = g.counters().dispatches - before;
+    let report = g.stop_profiling();
+    let counted: u64 = report.iter().map(|k| k.dispatches).sum();
+    assert_eq!(counted, dispatched, "every dispatch once");
+    for k in &report {
+        let grids: u64 = k.by_grid.iter().map(|g| g.dispatches).sum();
+        assert_eq!(grids, k.dispatches, "{}: its grids add up", k.kernel);
+        let seconds: f64 = k.by_grid.iter().map(|g| g.seconds).sum();
+        assert!((seconds - k.seconds).abs() <= 1e-9 * k.seconds.max(1.0), "{}", k.kernel);
+        assert!(k.seconds >= 0.0 && k.seconds.is_finite(), "{}: {}", k.kernel, k.seconds);
+    }
+    let forward = report.iter().find(|k| k.kernel.ends_with("+bias"));
+    let forward = forward.expect("the Linear forwards run as matmuls with the bias epilogue");
+    assert_eq!(forward.dispatches, 2 * 3, "two Linear layers, three steps");
+}

@@ -167,11 +167,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     .map(|(name, p)| {
                         let per_step: Vec<_> = p
                             .iter()
-                            .map(|k| serde_json::json!({
-                                "kernel": k.kernel,
-                                "dispatches": k.dispatches as f64 / PROFILED_STEPS as f64,
-                                "seconds": k.seconds / PROFILED_STEPS as f64,
-                            }))
+                            .map(|k| {
+                                let by_grid: Vec<_> = k
+                                    .by_grid
+                                    .iter()
+                                    .map(|g| serde_json::json!({
+                                        "groups": g.groups,
+                                        "dispatches": g.dispatches as f64 / PROFILED_STEPS as f64,
+                                        "seconds": g.seconds / PROFILED_STEPS as f64,
+                                    }))
+                                    .collect();
+                                serde_json::json!({
+                                    "kernel": k.kernel,
+                                    "dispatches": k.dispatches as f64 / PROFILED_STEPS as f64,
+                                    "seconds": k.seconds / PROFILED_STEPS as f64,
+                                    "by_grid": by_grid,
+                                })
+                            })
                             .collect();
                         (name.clone(), serde_json::json!(per_step))
                     })

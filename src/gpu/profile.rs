@@ -8,10 +8,20 @@ use serde::Serialize;
 
 use super::kernels::Kernel;
 
-/// One kernel's share of the profiled work.
+/// One kernel's share of the profiled work, and how it splits by workgroup grid (which tells a
+/// matmul's shapes apart: a conv's skinny weight gradient from a Linear's).
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelTime {
     pub kernel: &'static str,
+    pub dispatches: u64,
+    pub seconds: f64,
+    pub by_grid: Vec<GridTime>,
+}
+
+/// The dispatches of one kernel over one workgroup grid.
+#[derive(Clone, Debug, Serialize)]
+pub struct GridTime {
+    pub groups: [u32; 3],
     pub dispatches: u64,
     pub seconds: f64,
 }
@@ -23,7 +33,7 @@ pub struct Profiler {
     capacity: usize,
     /// Seconds per timestamp tick.
     period: f64,
-    totals: HashMap<Kernel, (u64, f64)>,
+    totals: HashMap<(Kernel, [u32; 3]), (u64, f64)>,
 }
 
 impl Profiler {
@@ -75,8 +85,8 @@ impl Profiler {
         encoder.copy_buffer_to_buffer(&self.resolved, 0, &self.readback, 0, 8 * count as u64);
     }
 
-    /// Waits for the submit and adds each dispatch's time to its kernel.
-    pub fn collect(&mut self, device: &wgpu::Device, kernels: &[Kernel]) {
+    /// Waits for the submit and adds each dispatch's time to its kernel and grid.
+    pub fn collect(&mut self, device: &wgpu::Device, kernels: &[(Kernel, [u32; 3])]) {
         let n = kernels.len().min(self.capacity);
         if n == 0 {
             return;
@@ -98,17 +108,24 @@ impl Profiler {
         self.readback.unmap();
     }
 
-    /// Per kernel, largest total first.
+    /// Per kernel, largest total first (and within each, per grid, largest first).
     pub fn report(&self) -> Vec<KernelTime> {
-        let mut out: Vec<KernelTime> = self
-            .totals
-            .iter()
-            .map(|(k, &(dispatches, seconds))| KernelTime {
-                kernel: k.label(),
-                dispatches,
-                seconds,
-            })
-            .collect();
+        let mut per_kernel: HashMap<Kernel, KernelTime> = HashMap::new();
+        for (&(kernel, groups), &(dispatches, seconds)) in &self.totals {
+            let k = per_kernel.entry(kernel).or_insert_with(|| KernelTime {
+                kernel: kernel.label(),
+                dispatches: 0,
+                seconds: 0.0,
+                by_grid: Vec::new(),
+            });
+            k.dispatches += dispatches;
+            k.seconds += seconds;
+            k.by_grid.push(GridTime { groups, dispatches, seconds });
+        }
+        let mut out: Vec<KernelTime> = per_kernel.into_values().collect();
+        for k in &mut out {
+            k.by_grid.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        }
         out.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
         out
     }

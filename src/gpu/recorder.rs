@@ -478,7 +478,7 @@ impl GpuBackend {
         }
         let mut encoder = self.device.create_command_encoder(&Default::default());
         let mut commands = std::mem::take(&mut self.commands);
-        let mut timed: Vec<Kernel> = Vec::new();
+        let mut timed: Vec<(Kernel, [u32; 3])> = Vec::new();
         let mut i = 0;
         while i < commands.len() {
             if let Command::Dispatch { .. } = commands[i] {
@@ -497,7 +497,7 @@ impl GpuBackend {
                     pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
                     i += 1;
                     if self.profiler.is_some() {
-                        timed.push(*kernel);
+                        timed.push((*kernel, *groups));
                         break;
                     }
                 }
