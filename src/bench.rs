@@ -224,8 +224,8 @@ pub fn training<B: Timed>(b: &mut B, model: &BenchModel) -> Result<TrainingResul
     })
 }
 
-/// GPU time per kernel over `steps` training steps of `spec` (after one warm-up step), or `None`
-/// when the adapter has no timestamp queries.
+/// GPU time per kernel (split by grid) over `steps` training steps of `spec` (after one
+/// warm-up step), or `None` when the adapter has no timestamp queries.
 pub fn profile_training(
     g: &mut crate::gpu::GpuBackend,
     model: &BenchModel,

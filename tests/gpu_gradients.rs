@@ -1,7 +1,7 @@
 //! One training step of `lenet` and `cifar-cnn` at batch 128 and 256 on the CPU and on the GPU,
 //! from the same initial weights and the same batch: every parameter's gradient is checked. The
-//! GPU runs the step twice, under the adapter's kernel plans and under a discrete GPU's (see
-//! `GpuBackend::plan_as_software`), so lavapipe checks the plans real GPUs run as well.
+//! GPU runs the step twice, under a software adapter's kernel plans and under a discrete GPU's
+//! (see `GpuBackend::plan_as_software`), so lavapipe checks the plans real GPUs run as well.
 //!
 //! How the bound is derived. A parameter gradient is one reduction over its layer's inputs:
 //! Linear dW[o, j] = Σ_r dY[r, o]·X[r, j] (K = batch terms); Conv2d dW[o, c, ky, kx] =

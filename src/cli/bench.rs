@@ -21,7 +21,8 @@ struct Side {
 struct GpuExtras {
     variants: Vec<(MatmulVariant, Vec<MatmulResult>)>,
     cold_start_seconds: f64,
-    /// Per model: GPU time per kernel over 20 steps (when the adapter has timestamps).
+    /// Per model: GPU time per kernel (and per grid, in the JSON) over 20 steps (when the
+    /// adapter has timestamps).
     profiles: Vec<(String, Vec<KernelTime>)>,
 }
 

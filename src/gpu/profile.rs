@@ -1,6 +1,6 @@
 //! GPU time per kernel from timestamp queries (`train --profile`, `steepest bench`): each
 //! dispatch runs in a compute pass of its own with a timestamp at its start and end; after each
-//! submit the times are resolved, read back and added up per kernel.
+//! submit the times are resolved, read back and added up per kernel and workgroup grid.
 
 use std::collections::HashMap;
 

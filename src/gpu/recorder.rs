@@ -216,7 +216,8 @@ impl GpuBackend {
         true
     }
 
-    /// Stops profiling; the GPU time per kernel since `start_profiling`, largest first.
+    /// Stops profiling; the GPU time per kernel since `start_profiling`, largest first, each
+    /// split by workgroup grid.
     pub fn stop_profiling(&mut self) -> Vec<profile::KernelTime> {
         self.submit_recorded();
         self.profiler.take().map(|p| p.report()).unwrap_or_default()
