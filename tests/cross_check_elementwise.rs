@@ -128,6 +128,11 @@ fn bias_grad_matches_cpu() {
         (73_728, 8),
         (73_728, 32),
         (589_824, 32),
+        // The presets' other bias gradients at batch 128 and 256: LeNet's convs, the MLP.
+        (147_456, 32),
+        (16_384, 64),
+        (128, 256),
+        (256, 10),
     ]);
     for (&(rows, cols), software) in shapes.flat_map(|s| [(s, true), (s, false)]) {
         g.plan_as_software(Some(software));

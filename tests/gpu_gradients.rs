@@ -270,6 +270,7 @@ fn compare(
     on_gpu: &[Checked],
     budget: f64,
 ) {
+    assert_eq!(on_cpu.len(), on_gpu.len(), "{spec} batch {rows} ({plan}): gradients checked");
     for (c, gp) in on_cpu.iter().zip(on_gpu) {
         assert_eq!(c.name, gp.name);
         let gk = gamma(c.k);

@@ -277,7 +277,8 @@ fn training_on_device_held_data_matches_the_cpu_with_augmentation() {
         assert!((ct - gt).abs() <= 1e-3 * ct.abs(), "epoch {}: test cpu {ct} gpu {gt}", c.epoch);
         // A logit within rounding of its rival may flip one prediction, no more.
         let (ca, ga) = (c.test_acc.unwrap(), g.test_acc.unwrap());
-        assert!((ca - ga).abs() <= 1.0 / 100.0 + 1e-6, "epoch {}: test acc {ca} {ga}", c.epoch);
+        let one = 1.0 / data.test.len as f32;
+        assert!((ca - ga).abs() <= one + 1e-6, "epoch {}: test acc {ca} {ga}", c.epoch);
     }
     for (t, (c, g)) in cpu_w.iter().zip(&gpu_w).enumerate() {
         let scale = c.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -336,6 +337,8 @@ fn a_frozen_front_skips_its_backward_and_trains_the_rest_alike() {
     assert_same_tensors("GPU", &skipping, &full);
     assert_eq!(skipped_grads, 0.0, "GPU: the frozen front's backward ran");
     assert!(full_grads > 0.0);
+    // The frozen front's backward is at least 10 dispatches a step (three convs' and batch
+    // norms' gradient passes, the residual add's and the ReLUs'), over 3 steps.
     assert!(d1 - d0 + 3 * 10 < d2 - d1, "dispatches: {} skipping, {} in full", d1 - d0, d2 - d1);
 }
 

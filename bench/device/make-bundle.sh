@@ -11,7 +11,7 @@ cargo test --release --no-run
 rm -rf .dev && mkdir -p .dev/bin .dev/mnist
 cp target/release/steepest .dev/bin/
 for t in cross_check_matmul gpu_gradients cross_check_conv cross_check_pool cross_check_batchnorm \
-         cross_check_elementwise cross_check_loss cross_check_optim gpu_step training; do
+         cross_check_elementwise cross_check_loss cross_check_optim gpu_step training param_arena; do
     cp "$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)" .dev/bin/$t
 done
 strip .dev/bin/*

@@ -11,7 +11,7 @@ export VK_DRIVER_FILES=/tmp/icd_egl.json STEEPEST_REQUIRE_GPU=1 RUST_BACKTRACE=1
 B=bin
 nvidia-smi --query-gpu=name,driver_version --format=csv > $R/nvidia.txt 2>&1
 timeout 60 $B/steepest devices > $R/devices.txt 2>&1
-for t in cross_check_matmul gpu_gradients cross_check_conv cross_check_pool cross_check_batchnorm cross_check_elementwise cross_check_loss cross_check_optim gpu_step training; do
+for t in cross_check_matmul gpu_gradients cross_check_conv cross_check_pool cross_check_batchnorm cross_check_elementwise cross_check_loss cross_check_optim gpu_step training param_arena; do
   echo "== $t"; timeout 150 $B/$t --test-threads 4 > $R/test-$t.txt 2>&1; echo "rc=$?"; grep -E "test result|FAILED|panicked" $R/test-$t.txt
 done > $R/tests.txt 2>&1
 echo "== doctor $(date +%T)"

@@ -312,16 +312,17 @@ impl<B: Backend> Model<B> {
         self.chain.num_params()
     }
 
-    /// Every matmul one training step over `rows` samples runs, as `(form, m, k, n, what)`:
-    /// the shapes kernels must be right (and fast) at. The first layer's input gradient is
-    /// never computed, so it is left out.
+    /// Every matmul one training step over `rows` samples runs on the GPU, as `(form, m, k, n,
+    /// what)`: the shapes kernels must be right (and fast) at. A conv's K is its patch padded to
+    /// whole vec4s (`Window::col_width`: 28 for a 5×5 first conv), as the GPU runs it. The first
+    /// layer's input gradient is never computed, so it is left out.
     pub fn matmul_shapes(&self, rows: usize) -> Vec<(MatmulForm, usize, usize, usize, String)> {
         let mut out = Vec::new();
         state_dict::visit(&self.chain, "", &mut |prefix, layer| {
             let (m, k, n) = match layer {
                 Layer::Linear { inputs, outputs, .. } => (rows, *inputs, *outputs),
                 Layer::Conv { window, outputs, .. } => {
-                    (rows * window.out_pixels(), window.patch_len(), *outputs)
+                    (rows * window.out_pixels(), window.col_width(), *outputs)
                 }
                 _ => return,
             };
