@@ -1,13 +1,13 @@
 // Convolution as im2col + the matmul: the reshuffles around the matmul. Every kernel is a
-// gather (a thread per output value, four for im2col), so there are no atomics and results are
-// exact.
+// gather (a thread per output value, or per four for im2col), so there are no atomics and
+// results are exact.
 // CPU twins: src/cpu/conv.rs. Test: tests/cross_check_conv.rs.
 
 struct Layout {
     rows: u32,
     pixels: u32,
     channels: u32,
-    flags: u32, // bit 0: ReLU, bit 1: add bias
+    flags: u32, // bit 0: add bias, bit 1: ReLU (as the matmul epilogue's)
 }
 
 @group(0) @binding(0) var<uniform> win: Window;
@@ -108,7 +108,8 @@ fn col2im(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) grou
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> nchw_out: array<f32>;
 
-// y[n, c, p] = z[n*pixels + p, c] (+ bias[c]) (then ReLU).
+// y[n, c, p] = z[n*pixels + p, c] (+ bias[c]) (then ReLU): the conv forward's store when its
+// matmul takes passes one after another (else the matmul's NCHW epilogue does this).
 @compute @workgroup_size(256)
 fn to_channels_first(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
                      @builtin(local_invocation_index) local: u32) {
@@ -120,10 +121,10 @@ fn to_channels_first(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workg
     let c = (i / lay.pixels) % lay.channels;
     let n = i / (lay.pixels * lay.channels);
     var v = rows_in[(n * lay.pixels + p) * lay.channels + c];
-    if (lay.flags & 2u) != 0u {
+    if (lay.flags & 1u) != 0u {
         v = v + bias[c];
     }
-    if (lay.flags & 1u) != 0u {
+    if (lay.flags & 2u) != 0u {
         v = max(v, 0.0);
     }
     nchw_out[i] = v;

@@ -2,7 +2,7 @@
 //
 // K is cut into ranges: workgroup z sums k in [k_begin + z·k_chunk, … + k_chunk) ∩ [0, k). A
 // long K is cut for two reasons. Parallelism: a weight gradient such as LeNet's first conv
-// (8 × 73,728 × 25 at batch 128) is one output tile, so without splits one workgroup does all
+// (32 × 73,728 × 28 at batch 128) is one output tile, so without splits one workgroup does all
 // the work. And lavapipe: llvmpipe ends every loop of an invocation silently once the loops
 // together have run 65,535 iterations (LP_MAX_TGSI_LOOP_ITERATIONS, shared by all loops of a
 // shader), so one invocation walking K = 60,000 returned a partial sum. The host keeps each
@@ -30,7 +30,7 @@ struct MatmulParams {
     // `register` only: bit 0 set when A is loaded as vec4s, bit 1 for B (see that shader).
     vec4_loads: u32,
     // Bit 0: add bias[col]; bit 1: then ReLU. The NCHW store is the pipeline's (EPILOGUE 2);
-    // bit 2 tells `sum_splits` the same.
+    // the host sets bit 2 for it too (the flags `sum_splits` gets), which no matmul reads.
     epilogue: u32,
     // Output pixels per sample for the NCHW store (1 otherwise).
     pixels: u32,

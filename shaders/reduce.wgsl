@@ -49,8 +49,9 @@ fn bias_grad(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_
 }
 
 // sum_splits: out[i] (+)= Σ_s grad[s·cols + i] for s < chunk, i < cols, in slice order: the
-// second pass of a split-K matmul; as a `matmul_bias`'s last pass,
-// with its epilogue (bias[i % bias_cols], then ReLU; see shaders/matmul_common.wgsl).
+// second pass of a split-K matmul; as the last pass of a Linear or conv forward, with its
+// epilogue (bias[i % bias_cols], then ReLU, then with bit 2 the NCHW store; bias_cols is the
+// matmul's n even without a bias; see shaders/matmul_common.wgsl).
 @compute @workgroup_size(256)
 fn sum_splits(@builtin(workgroup_id) group: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
               @builtin(local_invocation_index) local: u32) {

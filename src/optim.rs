@@ -1,7 +1,8 @@
 //! Optimizers, written once over [`Backend`]: host-side hyperparameters and step counting; the
 //! element-wise update runs on the device (`sgd_update`, `adam_update`, `rmsprop_update`), with
 //! its state kept there: one launch over the model's whole parameter arena per step (see
-//! [`Optimizer`]), or one per tensor when some are frozen.
+//! [`Optimizer`]), or one per tensor when some are frozen, the model has no arena, or Adam and
+//! RMSprop run with eps = 0.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,7 +1,7 @@
-//! Conv2d on the GPU: im2col, then one matmul over the whole batch that stores its rows (output
-//! pixels) straight into NCHW with the bias and ReLU (its epilogue; a separate layout move when
-//! the matmul's plan takes several passes) (backward: the layout move, the bias sum, the weight-gradient matmul, and the input gradient
-//! as a matmul folded back by col2im).
+//! Conv2d on the GPU. Forward: im2col, then one matmul over the whole batch that stores its
+//! rows (output pixels) straight into NCHW with the bias and ReLU (its epilogue), or a separate
+//! layout move when the matmul's plan takes several passes. Backward: the layout move, the bias
+//! sum, the weight-gradient matmul, and the input gradient as a matmul folded back by col2im.
 //!
 //! Patches are padded to whole vec4s (`Window::col_width`), so the first conv of a model (25 or
 //! 27 values per patch) still runs on the vec4 matmul kernels; its weights are padded the same

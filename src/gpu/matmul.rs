@@ -128,21 +128,25 @@ pub fn vec4_loads(form: MatmulForm, m: usize, k: usize, n: usize) -> u32 {
 /// What the plan needs to know of the adapter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdapterClass {
-    /// Plan as for a CPU pretending to be a GPU (lavapipe, WARP, SwiftShader), and whether the
-    /// adapter is one (tests may plan as for the other kind, see `GpuBackend::plan_as_software`).
+    /// Plan as for a CPU pretending to be a GPU (lavapipe, WARP, SwiftShader). Tests may plan
+    /// as for the other kind (`GpuBackend::plan_as_software`); `AdapterClass::new` is the
+    /// adapter's own class.
     pub software: bool,
-    pub adapter_software: bool,
     /// Workgroups that keep the device busy: a few per core of a software adapter, a few per
     /// compute unit of a GPU (wgpu does not say how many; 512 covers the largest).
     pub target_groups: usize,
-    pub adapter_target_groups: usize,
-    /// Floats of split-K scratch the plan may use, and the adapter's own figure for it (tests
-    /// may lower the first, see `GpuBackend::limit_split_scratch`).
+    /// Floats of split-K scratch the plan may use (tests may lower it, see
+    /// `GpuBackend::limit_split_scratch`).
     pub scratch_floats: usize,
-    pub adapter_scratch_floats: usize,
     /// The longest K range a plan may use (tests lower it from `usize::MAX`, see
     /// `GpuBackend::limit_split_scratch`, to reach passes one after another at small shapes).
     pub k_range_cap: usize,
+}
+
+/// The most bytes one storage binding of this device can hold (a buffer is bound whole or as
+/// a view, so the smaller of the two limits).
+pub fn max_binding_bytes(limits: &wgpu::Limits) -> u64 {
+    limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)
 }
 
 /// `target_groups` of a discrete GPU.
@@ -154,15 +158,6 @@ impl AdapterClass {
         4 * std::thread::available_parallelism().map_or(4, |n| n.get())
     }
 
-    /// Plans as for a software adapter or a discrete GPU (`None`: as the adapter is).
-    pub fn plan_as_software(&mut self, software: Option<bool>) {
-        (self.software, self.target_groups) = match software {
-            None => (self.adapter_software, self.adapter_target_groups),
-            Some(true) => (true, Self::software_groups()),
-            Some(false) => (false, DISCRETE_GROUPS),
-        };
-    }
-
     pub fn new(info: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> Self {
         let software = info.device_type == wgpu::DeviceType::Cpu;
         let target_groups = match info.device_type {
@@ -170,17 +165,8 @@ impl AdapterClass {
             wgpu::DeviceType::DiscreteGpu => DISCRETE_GROUPS,
             _ => 128,
         };
-        let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let scratch_floats = (binding.min(64 << 20) / 4) as usize;
-        AdapterClass {
-            software,
-            adapter_software: software,
-            target_groups,
-            adapter_target_groups: target_groups,
-            scratch_floats,
-            adapter_scratch_floats: scratch_floats,
-            k_range_cap: usize::MAX,
-        }
+        let scratch_floats = (max_binding_bytes(limits).min(64 << 20) / 4) as usize;
+        AdapterClass { software, target_groups, scratch_floats, k_range_cap: usize::MAX }
     }
 }
 
@@ -261,20 +247,14 @@ mod tests {
 
     const LAVAPIPE: AdapterClass = AdapterClass {
         software: true,
-        adapter_software: true,
         target_groups: 8,
-        adapter_target_groups: 8,
         scratch_floats: 16 << 20,
-        adapter_scratch_floats: 16 << 20,
         k_range_cap: usize::MAX,
     };
     const DISCRETE: AdapterClass = AdapterClass {
         software: false,
-        adapter_software: false,
         target_groups: 512,
-        adapter_target_groups: 512,
         scratch_floats: 16 << 20,
-        adapter_scratch_floats: 16 << 20,
         k_range_cap: usize::MAX,
     };
 

@@ -420,8 +420,7 @@ impl Backend for GpuBackend {
 
     fn max_bytes_per_buffer(&self) -> usize {
         // `create_buffer` rounds sizes up to whole 16-byte vec4s.
-        let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
-        (limit / 16 * 16) as usize
+        (matmul::max_binding_bytes(&self.limits) / 16 * 16) as usize
     }
 
     fn holds_data(&self) -> bool {
@@ -504,7 +503,7 @@ impl Backend for GpuBackend {
         relu: bool,
     ) {
         let p = params::Layout {
-            flags: relu as u32 | (bias.is_some() as u32) << 1,
+            flags: bias.is_some() as u32 | (relu as u32) << 1,
             ..layout_params(shape)
         };
         let groups = self.groups_1d(shape.len());

@@ -253,16 +253,25 @@ impl GpuBackend {
     /// adapter's own), so that plans run as several passes one after another (for tests of
     /// that path at small shapes).
     pub fn limit_split_scratch(&mut self, limits: Option<(usize, usize)>) {
-        let (floats, k_range) = limits.unwrap_or((self.class.adapter_scratch_floats, usize::MAX));
-        self.class.scratch_floats = floats;
-        self.class.k_range_cap = k_range;
+        let own = self.adapter_class().scratch_floats;
+        (self.class.scratch_floats, self.class.k_range_cap) = limits.unwrap_or((own, usize::MAX));
     }
 
     /// Plans kernels (matmul variants and splits, `bias_grad` chunks) as for a software adapter
     /// or a discrete GPU (`None`: as the adapter is), so that tests on lavapipe reach the plans
     /// a real GPU runs.
     pub fn plan_as_software(&mut self, software: Option<bool>) {
-        self.class.plan_as_software(software);
+        let own = self.adapter_class();
+        (self.class.software, self.class.target_groups) = match software {
+            None => (own.software, own.target_groups),
+            Some(true) => (true, AdapterClass::software_groups()),
+            Some(false) => (false, matmul::DISCRETE_GROUPS),
+        };
+    }
+
+    /// The adapter's own plan class, before any test override.
+    fn adapter_class(&self) -> AdapterClass {
+        AdapterClass::new(&self.info, &self.limits)
     }
 
     /// The split-K scratch, at least `floats` long.
@@ -293,8 +302,7 @@ impl GpuBackend {
         // At least 1 MiB and double the last: a step that asks for a small scratch first and a
         // larger one later (a bias gradient's chunks, then a weight gradient's splits) grows it
         // once, not every step, so later steps create no bind group either.
-        let cap = (self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size) / 4)
-            as usize;
+        let cap = (matmul::max_binding_bytes(&self.limits) / 4) as usize;
         let headroom = (1usize << 18).max(slot.as_ref().map_or(0, |s| 2 * s.len)).min(cap);
         // Cached bind groups of the old buffer would keep it alive and never match again.
         if let Some(old) = slot.as_ref().map(|s| s.id) {
@@ -333,7 +341,7 @@ impl GpuBackend {
             )));
         }
         // A software adapter's memory is the machine's: a clear error before it runs out.
-        if self.class.adapter_software {
+        if self.info.device_type == wgpu::DeviceType::Cpu {
             if let Some(why) = crate::device::memory_shortfall(Some(size as u64), what) {
                 return Err(Error::Gpu(why));
             }
