@@ -349,6 +349,8 @@ pub trait Observer {
     fn snapshot(&mut self, _snapshot: Snapshot) -> Result<()> {
         Ok(())
     }
+    /// Something the user should know that changes no result (a slower path taken, and why).
+    fn note(&mut self, _message: &str) {}
 }
 
 /// An observer that ignores everything.
@@ -400,18 +402,18 @@ pub fn evaluate_with<B: Backend>(
 }
 
 /// `split` held on a device that holds data sets (`Backend::holds_data`), for batches of up to
-/// `capacity`; `None` when the device does not, the split streams from files, or it does not
-/// fit (then its batches are uploaded one by one).
+/// `capacity`; `Ok(None)` when the device does not or the split streams from files, the
+/// reason when it does not fit (either way its batches are then uploaded one by one).
 pub fn hold_split<B: Backend>(
     backend: &mut B,
     split: &Split,
     shape: [usize; 3],
     capacity: usize,
-) -> Option<DeviceData<B>> {
+) -> Result<Option<DeviceData<B>>> {
     if !backend.holds_data() || split.images().is_none() || split.len == 0 {
-        return None;
+        return Ok(None);
     }
-    DeviceData::new(backend, split, shape, capacity).ok()
+    DeviceData::new(backend, split, shape, capacity).map(Some)
 }
 
 /// Loss, accuracy and the confusion matrix (`[true class][predicted class]` counts) of `model`
@@ -471,7 +473,9 @@ pub fn evaluate<B: Backend>(
     let stats = backend.alloc(3)?;
     let mut tta = TtaBuffers::new(backend, model, &ws, tta)?;
     let s = model.input;
-    let held = hold_split(backend, split, [s.channels, s.height, s.width], ws.capacity);
+    // Not held (it does not fit): evaluated from host batches all the same.
+    let held =
+        hold_split(backend, split, [s.channels, s.height, s.width], ws.capacity).unwrap_or(None);
     evaluate_with(backend, model, &ws, &stats, split, held.as_ref(), tta.as_mut())
 }
 
@@ -528,12 +532,16 @@ pub fn train<B: Backend>(
     // once, and each step uploads only the batch's indices and augmentation codes (8 bytes a
     // sample). A split that does not fit the device's memory, streamed image folders, and
     // shifts past the codes' ±127 are uploaded batch by batch.
-    let resident = if cfg.augment.crop_pad <= 127 {
-        hold_split(backend, &data.train, shape, capacity)
-    } else {
-        None
+    let mut hold = |split: &Split, what: &str| {
+        hold_split(backend, split, shape, capacity).unwrap_or_else(|e| {
+            observer.note(&format!(
+                "the {what} split stays in host memory ({e}); batches are uploaded one by one"
+            ));
+            None
+        })
     };
-    let held_test = hold_split(backend, &data.test, shape, capacity);
+    let resident = if cfg.augment.crop_pad <= 127 { hold(&data.train, "training") } else { None };
+    let held_test = hold(&data.test, data.held_out);
     let start = match &cfg.resume {
         Some(r) => {
             let p = r.progress;

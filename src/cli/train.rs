@@ -894,6 +894,10 @@ fn new_run_id() -> String {
 }
 
 impl Observer for Reporter {
+    fn note(&mut self, message: &str) {
+        note!("{message}");
+    }
+
     fn epoch_started(&mut self, epoch: usize, steps: usize) {
         self.epoch = epoch;
         if self.show_bar {
