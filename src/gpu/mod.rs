@@ -151,9 +151,7 @@ impl GpuBackend {
     /// by side). A plan of several passes one after another (K longer than the ranges that fit
     /// side by side cover) adds into C.
     pub(super) fn epilogue_fits(&self, form: MatmulForm, m: usize, k: usize, n: usize) -> bool {
-        // Only `matmul_abt` (a Linear or conv forward) has pipelines with the epilogue.
-        let plan = self.matmul_plan(form, m, k, n);
-        form == MatmulForm::ABt && k > 0 && plan.ranges <= plan.splits
+        plan_takes_epilogue(form, k, &self.matmul_plan(form, m, k, n))
     }
 
     /// `matmul`, with the epilogue, if any, applied by the pass that writes C's final values
@@ -173,13 +171,13 @@ impl GpuBackend {
         if m == 0 || n == 0 {
             return;
         }
+        let plan = self.matmul_plan(form, m, k, n);
         // An epilogue pipeline overwrites C in its one pass and is compiled for `ABt` only.
-        assert!(epilogue.is_none() || self.epilogue_fits(form, m, k, n), "epilogue misused");
+        assert!(epilogue.is_none() || plan_takes_epilogue(form, k, &plan), "epilogue misused");
         if k == 0 {
             self.fill_zero(c);
             return;
         }
-        let plan = self.matmul_plan(form, m, k, n);
         for (first, splits) in plan.passes() {
             let accumulate = first > 0;
             let last = first + splits == plan.ranges;
@@ -217,6 +215,12 @@ impl GpuBackend {
     fn epilogue_bias(&self, epilogue: Option<Epilogue>) -> GpuBuf {
         epilogue.and_then(|e| e.bias).unwrap_or(&self.placeholder).clone()
     }
+}
+
+/// Whether `plan` writes C's final values in one pass that can apply an epilogue: only
+/// `matmul_abt` (a Linear or conv forward) has pipelines with one.
+fn plan_takes_epilogue(form: MatmulForm, k: usize, plan: &matmul::MatmulPlan) -> bool {
+    form == MatmulForm::ABt && k > 0 && plan.ranges <= plan.splits
 }
 
 /// What a matmul's last pass does to C as it stores it: `+ bias[col]` when there is a bias,
